@@ -1,0 +1,1 @@
+//! Fused kernel specifications and their emitters (the next milestone; see ARCHITECTURE.md).

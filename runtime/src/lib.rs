@@ -1,0 +1,1 @@
+//! Devices, models and the reference interpreter (the next milestone; see ARCHITECTURE.md).

@@ -1,0 +1,41 @@
+//! Rendering diagnostics for people (the library crates only produce them as data).
+
+use miette::{GraphicalReportHandler, GraphicalTheme};
+use sched_lang::{Diagnostic, SourceMap};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// How diagnostics are drawn.
+pub struct Style {
+    handler: GraphicalReportHandler,
+}
+
+impl Style {
+    pub fn new(choice: ColorChoice, is_terminal: bool) -> Style {
+        let color = match choice {
+            ColorChoice::Auto => is_terminal && std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+        };
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        Style { handler: GraphicalReportHandler::new_themed(theme).with_width(100) }
+    }
+
+    /// The fixed style of golden tests: no colour, 100 columns.
+    pub fn plain() -> Style {
+        Style::new(ColorChoice::Never, false)
+    }
+
+    pub fn render(&self, diagnostic: &Diagnostic, sources: &SourceMap) -> String {
+        let mut out = String::new();
+        let report = diagnostic.to_miette(sources);
+        // Writing into a String cannot fail.
+        let _ = self.handler.render_report(&mut out, &report);
+        out
+    }
+}

@@ -26,6 +26,11 @@ pub struct Report {
 pub fn check_bytes(path: &Path, bytes: &[u8], style: &Style) -> (Report, Outcome) {
     let name = path.display().to_string();
     let analysis = sched_lang::analyze(&name, bytes);
+    render_analysis(&name, &analysis, style)
+}
+
+/// Renders what `sched check` prints for an analysed file.
+pub fn render_analysis(name: &str, analysis: &Analysis, style: &Style) -> (Report, Outcome) {
     let mut stderr = String::new();
     for diagnostic in &analysis.diagnostics {
         stderr.push_str(&style.render(diagnostic, &analysis.sources));
@@ -39,7 +44,7 @@ pub fn check_bytes(path: &Path, bytes: &[u8], style: &Style) -> (Report, Outcome
     } else {
         let _ = writeln!(stdout, "{name}: ok{}", warning_suffix(warnings));
         if let Some(program) = &analysis.program {
-            stdout.push_str(&summary(program, &analysis));
+            stdout.push_str(&summary(program, analysis));
         }
         Outcome::Success
     };
@@ -54,28 +59,26 @@ fn warning_suffix(warnings: usize) -> String {
     if warnings == 0 { String::new() } else { format!(", {warnings} warning{}", plural(warnings)) }
 }
 
-/// One line per schedule: its signature and its NFE with default parameters.
+/// Each schedule of the file: its NFE with default parameters, then its parameters.
 pub fn summary(program: &Program, analysis: &Analysis) -> String {
     let mut out = String::new();
     for (id, info) in program.user_schedules() {
-        let ast = program.schedule_ast(id);
-        let params: Vec<String> = ast
-            .params
-            .iter()
-            .zip(&info.params)
-            .map(|(param, sig)| match &param.default {
-                Some(default) => format!("{}: {} = {}", sig.name, sig.ty, analysis.sources.slice(default.span)),
-                None => format!("{}: {}", sig.name, sig.ty),
-            })
-            .collect();
         let nfe = match nfe::count(program, id) {
             Nfe::Static(n) => format!("NFE {n} with defaults"),
             Nfe::Dynamic { reason, span } => {
                 let (line, col) = analysis.sources.line_col(span);
-                format!("NFE dynamic: {reason} (line {line}, column {col})")
+                let file = &analysis.sources.get(span.file).name;
+                format!("NFE dynamic: {reason} ({file}:{line}:{col})")
             }
         };
-        let _ = writeln!(out, "  schedule {}({})\n    {nfe}", info.name, params.join(", "));
+        let _ = writeln!(out, "  schedule {}: {nfe}", info.name);
+        let ast = program.schedule_ast(id);
+        for (param, sig) in ast.params.iter().zip(&info.params) {
+            let _ = match &param.default {
+                Some(default) => writeln!(out, "    {}: {} = {}", sig.name, sig.ty, analysis.sources.slice(default.span)),
+                None => writeln!(out, "    {}: {}", sig.name, sig.ty),
+            };
+        }
     }
     out
 }

@@ -229,6 +229,8 @@ pub const BUILTINS: &[Builtin] = &[
     builtin!("uniform_noise", [], Tensor, Anywhere, Noise, "Uniform noise on [0, 1), from the run's random stream."),
     builtin!("zeros", [], Tensor, Anywhere, Noise, "A tensor of zeros."),
     builtin!("ones", [], Tensor, Anywhere, Noise, "A tensor of ones."),
+    builtin!("positions", [], Tensor, Anywhere, Noise,
+        "The index of each position along the sequence axis (0, 1, ...), for per-position times (diffusion forcing)."),
     // Reductions to host numbers (the host waits for the device).
     syncs(builtin!("rms", [STATE], Float, Anywhere, Reduction, "Root mean square over all elements.")),
     syncs(builtin!("mean", [STATE], Float, Anywhere, Reduction, "Mean over all elements.")),

@@ -249,8 +249,9 @@ impl Program {
         }
         let local = info.param_locals[index];
         let mut diagnostics = Vec::new();
+        let origin = (sig.span, format!("bound to {} `{kind}` checkpoint", crate::diagnostics::article(kind.name())));
         for model_use in info.uses.iter().filter(|u| u.model == local) {
-            if let Some(d) = capability_diagnostic(model_use, param, kind, Some(sig.span)) {
+            if let Some(d) = capability_diagnostic(model_use, param, kind, Some(origin.clone())) {
                 diagnostics.push(d);
             }
         }
@@ -260,7 +261,7 @@ impl Program {
 
 /// The diagnostic for asking `capability` of a model of `kind`, if it cannot do it (or, for a
 /// consistency model jumping to a nonzero time, the warning that it re-noises).
-fn capability_diagnostic(model_use: &ModelUse, model: &str, kind: ModelKind, declared: Option<Span>) -> Option<Diagnostic> {
+fn capability_diagnostic(model_use: &ModelUse, model: &str, kind: ModelKind, origin: Option<(Span, String)>) -> Option<Diagnostic> {
     if model_use.capability.accepts(kind) {
         if model_use.capability == Capability::Jump && kind == ModelKind::Consistency && !model_use.jumps_to_data {
             return Some(type_diag::consistency_renoise(model_use.span, model));
@@ -268,7 +269,7 @@ fn capability_diagnostic(model_use: &ModelUse, model: &str, kind: ModelKind, dec
         return None;
     }
     if model_use.capability == Capability::Jump && kind.is_local_field() {
-        return Some(type_diag::jump_needs_two_time_model(model_use.span, model, kind.name(), declared));
+        return Some(type_diag::jump_needs_two_time_model(model_use.span, model, kind.name(), origin));
     }
     let wants = format!("{} needs {}", model_use.what, model_use.capability.describe());
     Some(type_diag::model_kind_mismatch(
@@ -277,7 +278,7 @@ fn capability_diagnostic(model_use: &ModelUse, model: &str, kind: ModelKind, dec
         kind.name(),
         &wants,
         &model_use.capability.accepted_kinds(),
-        declared,
+        origin,
     ))
 }
 
@@ -992,7 +993,8 @@ impl<'c> BodyChecker<'c> {
                 }
                 Place { ty }
             }
-            ExprKind::Method { receiver, method, .. } if method.name == "tail" && matches!(receiver.kind, ExprKind::Name(_)) => {
+            // `seq.tail(k)`; other methods are reported as unknown by `expr`.
+            ExprKind::Method { receiver, .. } if matches!(receiver.kind, ExprKind::Name(_)) => {
                 let ty = self.expr(target);
                 Place { ty }
             }
@@ -1066,7 +1068,8 @@ impl<'c> BodyChecker<'c> {
             let local = self.cx.program.local(model).clone();
             let model_use = ModelUse { model, capability, span, what: what.clone(), jumps_to_data };
             if let Type::Model(Some(kind)) = local.ty {
-                if let Some(d) = capability_diagnostic(&model_use, &local.name, kind, Some(local.span)) {
+                let origin = (local.span, format!("declared `model<{kind}>` here"));
+                if let Some(d) = capability_diagnostic(&model_use, &local.name, kind, Some(origin)) {
                     self.report(d);
                 }
             }
@@ -1077,6 +1080,8 @@ impl<'c> BodyChecker<'c> {
     fn refine(&mut self, span: Span, target: &Expr, from: &Expr, to: &Expr, step_ref: &StepRef, using: Option<&Expr>) {
         if self.in_step() {
             self.report(resolve::verb_in_step("refine", span));
+            // Reported once: the step's state is considered updated by the verb.
+            self.state_updated = true;
         }
         let place = self.place("refine", target);
         self.time(from, "as the start time of `refine`");
@@ -1098,6 +1103,7 @@ impl<'c> BodyChecker<'c> {
         self.cx.program.step_refs.insert(step_ref.span, (step, bound));
         if !place.ty.fits(&info.state) {
             self.report(type_diag::state_type_mismatch(&info.name, &info.state.to_string(), &place.ty.to_string(), target.span, info.state_span));
+            return;
         }
         if self.in_step() {
             return;
@@ -1112,6 +1118,8 @@ impl<'c> BodyChecker<'c> {
     fn jump(&mut self, span: Span, target: &Expr, from: &Expr, to: &Expr, using: Option<&Expr>) {
         if self.in_step() {
             self.report(resolve::verb_in_step("jump", span));
+            // Reported once: the step's state is considered updated by the verb.
+            self.state_updated = true;
         }
         let place = self.place("jump", target);
         if !matches!(place.ty, Type::Tensor | Type::Error) {
@@ -1130,6 +1138,8 @@ impl<'c> BodyChecker<'c> {
     fn extend(&mut self, span: Span, target: &Expr, count: &Expr, how: &ExtendHow, using: Option<&Expr>) {
         if self.in_step() {
             self.report(resolve::verb_in_step("extend", span));
+            // Reported once: the step's state is considered updated by the verb.
+            self.state_updated = true;
         }
         let place = self.place("extend", target);
         if !matches!(place.ty, Type::Tokens | Type::Tensor | Type::Error) {
@@ -1366,8 +1376,10 @@ impl<'c> BodyChecker<'c> {
         }
         if matches!(builtin.name, "propose" | "verify") && !self.in_step() {
             if let Some(model_arg) = given.first().and_then(|g| g.first()) {
+                let with_heads = given.get(3).and_then(|g| g.first()).is_some_and(|a| self.is_builtin_call(&a.value, "heads"));
+                let capability = if with_heads { Capability::Heads } else { Capability::NextToken };
                 let roots = self.model_roots(&model_arg.value);
-                self.require(&roots, Capability::NextToken, expr.span, format!("`{}`", builtin.name), false);
+                self.require(&roots, capability, expr.span, format!("`{}`", builtin.name), false);
             }
         }
         self.cx.program.bound_args.insert(

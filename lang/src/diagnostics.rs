@@ -267,6 +267,14 @@ pub fn quote_list(names: &[&str], conjunction: &str) -> String {
     }
 }
 
+/// "a `word`" or "an `word`", for names that start with a vowel sound.
+pub fn article(word: &str) -> &'static str {
+    match word.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u' | 'x') => "an",
+        _ => "a",
+    }
+}
+
 fn did_you_mean(suggestion: Option<&str>, otherwise: impl Into<String>) -> String {
     match suggestion {
         Some(s) => format!("did you mean `{s}`?"),
@@ -282,7 +290,7 @@ pub mod syntax {
             Code::NotUtf8,
             format!("this file is not UTF-8 text (invalid byte at offset {valid_up_to})"),
             span,
-            "the text before the invalid byte",
+            "this byte",
             "`.sched` files are UTF-8 text; check that you passed the right file",
         )
     }
@@ -769,7 +777,7 @@ pub mod types {
             Code::StateTypeMismatch,
             format!("step `{step}` works on `{step_state}`, but the target is `{target}`"),
             span,
-            format!("a `{target}`"),
+            format!("{} `{target}`", article(target)),
             if step_state == "tokens" {
                 "token steps such as `unmask` refine sequences; for tensors use a solver step such as `ddim()`".to_string()
             } else {
@@ -784,7 +792,7 @@ pub mod types {
             Code::ExtendTarget,
             format!("`extend` appends positions to a sequence, but this is `{found}`"),
             span,
-            format!("a `{found}`"),
+            format!("{} `{found}`", article(found)),
             "extend a `tokens` value (`let seq = prompt()`) or a sequence tensor",
         )
     }
@@ -809,7 +817,7 @@ pub mod types {
         )
     }
 
-    pub fn jump_needs_two_time_model(span: Span, model: &str, kind: &str, declared: Option<Span>) -> Diagnostic {
+    pub fn jump_needs_two_time_model(span: Span, model: &str, kind: &str, origin: Option<(Span, String)>) -> Diagnostic {
         let diag = Diagnostic::error(
             Code::JumpNeedsTwoTimeModel,
             format!("`jump` needs a model that is told the target time, but `{model}` is a local field (`{kind}`)"),
@@ -821,22 +829,29 @@ pub mod types {
                  or bind a two-time checkpoint (flow_map, mean_flow, shortcut or consistency)"
             ),
         );
-        match declared {
-            Some(decl) => diag.with_label(decl, format!("declared `model<{kind}>` here")),
+        match origin {
+            Some((span, label)) => diag.with_label(span, label),
             None => diag,
         }
     }
 
-    pub fn model_kind_mismatch(span: Span, model: &str, kind: &str, wants: &str, accepted: &[&str], declared: Option<Span>) -> Diagnostic {
+    pub fn model_kind_mismatch(
+        span: Span,
+        model: &str,
+        kind: &str,
+        wants: &str,
+        accepted: &[&str],
+        origin: Option<(Span, String)>,
+    ) -> Diagnostic {
         let diag = Diagnostic::error(
             Code::ModelKindMismatch,
-            format!("`{model}` is a `{kind}` model, but {wants}"),
+            format!("`{model}` is {} `{kind}` model, but {wants}", article(kind)),
             span,
             format!("needs {}", quote_list(accepted, "or")),
             format!("bind a checkpoint of kind {}, or change the schedule", quote_list(accepted, "or")),
         );
-        match declared {
-            Some(decl) => diag.with_label(decl, format!("declared `model<{kind}>` here")),
+        match origin {
+            Some((span, label)) => diag.with_label(span, label),
             None => diag,
         }
     }
@@ -945,7 +960,7 @@ pub mod bind {
             format!("`{param}` is declared `model<{declared}>`, but the bound model is `{bound}`"),
             span,
             format!("declared `model<{declared}>`"),
-            format!("bind a `{declared}` checkpoint, or declare `{param}: model` to accept any compatible kind"),
+            format!("bind {} `{declared}` checkpoint, or declare `{param}: model` to accept any compatible kind", article(declared)),
         )
     }
 }

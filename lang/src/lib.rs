@@ -50,8 +50,9 @@ pub fn analyze(name: &str, bytes: &[u8]) -> Analysis {
     let text = match parse::decode(FileId(0), bytes) {
         Ok(text) => text,
         Err(diagnostic) => {
-            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(diagnostic.primary_span().end as usize)]);
-            sources.add(name, shown.into_owned(), false);
+            // Show the file with invalid bytes replaced; the prefix up to the span is unchanged.
+            let shown = if diagnostic.code == Code::NotUtf8 { String::from_utf8_lossy(bytes).into_owned() } else { String::new() };
+            sources.add(name, shown, false);
             return Analysis { sources, diagnostics: vec![diagnostic], program: None };
         }
     };

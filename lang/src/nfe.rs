@@ -82,8 +82,8 @@ enum Value {
     Model { passes: u64 },
     /// A time grid: its points (exact where known).
     Grid(Vec<Num>),
-    /// A grid spacing, by the name of its builtin.
-    Spacing(&'static str),
+    /// An option value (a spacing, sampler or remasking policy), by the name of its builtin.
+    Option(&'static str),
     Range(Option<(i64, i64)>),
     Tuple(Vec<Value>),
     /// Anything the count does not need (strings, spacings, samplers).
@@ -295,7 +295,15 @@ impl<'p> Interp<'p> {
                 self.call_stack.push(stmt.span);
                 let result = self.run_step(step_id, state.clone(), t, s, args, passes);
                 self.call_stack.pop();
-                let new_state = result?;
+                // A reason found inside a prelude step is reported at the user's `refine`.
+                let new_state = result.map_err(|stop| {
+                    if self.program.sources.get(stop.span.file).is_prelude {
+                        let step_name = &self.program.step(step_id).name;
+                        Stop { reason: format!("{} inside step `{step_name}`", stop.reason), span: stmt.span }
+                    } else {
+                        stop
+                    }
+                })?;
                 self.assign_place(file, target, state, new_state);
             }
             StmtKind::Jump { target, from, to, using } => {
@@ -635,7 +643,7 @@ impl<'p> Interp<'p> {
                     Some(Value::Int(Some(n))) if n > 0 => n,
                     _ => return Err(Stop { reason: "the number of grid steps depends on run-time values".into(), span }),
                 };
-                let uniform = matches!(arg(2), None | Some(Value::Spacing("uniform")));
+                let uniform = matches!(arg(2), None | Some(Value::Option("uniform")));
                 self.grid_points(from, to, steps, uniform)
             }
             "times" => {
@@ -674,7 +682,10 @@ impl<'p> Interp<'p> {
                     Some(Value::Model { passes }) => passes,
                     _ => 1,
                 };
+                // A draft from the heads of a multi-token model is one call; otherwise one per token.
+                let with_heads = matches!(arg(3), Some(Value::Option("heads")));
                 match arg(2) {
+                    Some(Value::Int(Some(_))) if with_heads => self.calls += passes,
                     Some(Value::Int(Some(k))) => self.calls += passes * k.max(0) as u64,
                     _ => return Err(Stop { reason: "the draft length depends on run-time values".into(), span }),
                 }
@@ -704,7 +715,7 @@ impl<'p> Interp<'p> {
                 Some(builtins::Returns::Bool) => Value::Bool(None),
                 Some(builtins::Returns::Int) => Value::Int(None),
                 Some(builtins::Returns::Model) => Value::Model { passes: 1 },
-                Some(builtins::Returns::Spacing) => Value::Spacing(builtin.name),
+                Some(builtins::Returns::Spacing | builtins::Returns::Sampler | builtins::Returns::Remask) => Value::Option(builtin.name),
                 _ => Value::Opaque,
             },
         })

@@ -35,7 +35,7 @@ pub fn decode(file: FileId, bytes: &[u8]) -> Result<&str, Diagnostic> {
     if bytes.len() > MAX_SOURCE_BYTES {
         return Err(syntax::file_too_large(Span::new(file, 0, 0), bytes.len(), MAX_SOURCE_BYTES));
     }
-    std::str::from_utf8(bytes).map_err(|e| syntax::not_utf8(Span::new(file, 0, e.valid_up_to()), e.valid_up_to()))
+    std::str::from_utf8(bytes).map_err(|e| syntax::not_utf8(Span::new(file, e.valid_up_to(), e.valid_up_to() + 1), e.valid_up_to()))
 }
 
 /// Parses one file. On error, returns every diagnostic found (parse errors stop at the first).
@@ -281,9 +281,10 @@ struct Sized {
 }
 
 impl Builder {
+    /// The span of a pair without the whitespace and comments pest lets it swallow at its end.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        let start = pair.as_span().start();
+        Span::new(self.file, start, start + tight_len(pair.as_str()))
     }
 
     fn report(&self, diagnostic: Diagnostic) {
@@ -688,6 +689,36 @@ impl Builder {
         }
         out
     }
+}
+
+/// The length of `text` without trailing whitespace and trailing `//` comments.
+fn tight_len(text: &str) -> usize {
+    let mut end = text.len();
+    loop {
+        end = text[..end].trim_end().len();
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&text[line_start..end]) {
+            Some(offset) => end = line_start + offset,
+            None => return end,
+        }
+    }
+}
+
+/// Where a `//` comment starts in one line, ignoring `//` inside string literals.
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn binary_op(rule: Rule) -> BinaryOp {

@@ -75,7 +75,9 @@ pub fn summary(program: &Program, analysis: &Analysis) -> String {
         let ast = program.schedule_ast(id);
         for (param, sig) in ast.params.iter().zip(&info.params) {
             let _ = match &param.default {
-                Some(default) => writeln!(out, "    {}: {} = {}", sig.name, sig.ty, analysis.sources.slice(default.span)),
+                Some(default) => {
+                    writeln!(out, "    {}: {} = {}", sig.name, sig.ty, analysis.sources.slice(default.span))
+                }
                 None => writeln!(out, "    {}: {}", sig.name, sig.ty),
             };
         }

@@ -54,7 +54,10 @@ fn render(path: &Path) -> (String, String, Outcome) {
         let (param, kind) = binding.split_once('=').expect("// bind: SCHEDULE PARAM=KIND");
         let program = analysis.program.as_ref().expect("bind directives need a program without errors");
         let found = program.check_model_binding(schedule, param, kind);
-        report.stderr.push_str(&format!("bind {schedule} {param}={kind}: {}\n", if found.is_empty() { "ok" } else { "rejected" }));
+        report.stderr.push_str(&format!(
+            "bind {schedule} {param}={kind}: {}\n",
+            if found.is_empty() { "ok" } else { "rejected" }
+        ));
         for diagnostic in &found {
             report.stderr.push_str(&style.render(diagnostic, &analysis.sources));
         }
@@ -70,7 +73,10 @@ fn compare(expected_path: &Path, actual: &str) -> Option<String> {
     }
     let expected = std::fs::read_to_string(expected_path).unwrap_or_default();
     (expected != actual).then(|| {
-        format!("{} differs (run with SCHED_BLESS=1 to accept)\n--- expected\n{expected}\n--- actual\n{actual}", expected_path.display())
+        format!(
+            "{} differs (run with SCHED_BLESS=1 to accept)\n--- expected\n{expected}\n--- actual\n{actual}",
+            expected_path.display()
+        )
     })
 }
 
@@ -95,7 +101,8 @@ fn ok_files_check_clean() {
     let mut failures = Vec::new();
     for path in files_in("tests/ui/ok", &["sched"]) {
         let (stdout, stderr, outcome) = render(&path);
-        let clean = outcome == Outcome::Success && !stderr.lines().any(|l| !l.starts_with("bind ") || !l.ends_with(": ok"));
+        let clean =
+            outcome == Outcome::Success && !stderr.lines().any(|l| !l.starts_with("bind ") || !l.ends_with(": ok"));
         if !clean {
             failures.push(format!("{} is not clean:\n{stderr}", path.display()));
         }

@@ -93,28 +93,72 @@ pub struct Stmt {
 #[derive(Clone, Debug)]
 pub enum StmtKind {
     /// `let NAME [: TYPE] = VALUE` or `let (A, B) = VALUE`.
-    Let { pattern: LetPattern, ty: Option<TypeExpr>, value: Expr },
+    Let {
+        pattern: LetPattern,
+        ty: Option<TypeExpr>,
+        value: Expr,
+    },
     /// `carry NAME [: TYPE] = INIT`: a step variable that keeps its value between calls.
-    Carry { name: Ident, ty: Option<TypeExpr>, init: Expr },
+    Carry {
+        name: Ident,
+        ty: Option<TypeExpr>,
+        init: Expr,
+    },
     /// `for A[, B] in ITER { body }`.
-    For { vars: Vec<Ident>, iter: Expr, body: Block },
+    For {
+        vars: Vec<Ident>,
+        iter: Expr,
+        body: Block,
+    },
     /// `repeat N { body }`.
-    Repeat { count: Expr, body: Block },
-    While { cond: Expr, body: Block },
+    Repeat {
+        count: Expr,
+        body: Block,
+    },
+    While {
+        cond: Expr,
+        body: Block,
+    },
     /// `if C { } else if C2 { } else { }`: the conditional branches in order, then the `else` block.
-    If { branches: Vec<(Expr, Block)>, else_block: Option<Block> },
+    If {
+        branches: Vec<(Expr, Block)>,
+        else_block: Option<Block>,
+    },
     Break,
     Continue,
     /// `emit VALUE [as NAME]`: make a value an output of the schedule.
-    Emit { value: Expr, name: Option<Ident> },
+    Emit {
+        value: Expr,
+        name: Option<Ident>,
+    },
     /// `refine TARGET from T to S by STEP(args) [using MODEL]`.
-    Refine { target: Expr, from: Expr, to: Expr, step: StepRef, using: Option<Expr> },
+    Refine {
+        target: Expr,
+        from: Expr,
+        to: Expr,
+        step: StepRef,
+        using: Option<Expr>,
+    },
     /// `jump TARGET from T to S [using MODEL]`.
-    Jump { target: Expr, from: Expr, to: Expr, using: Option<Expr> },
+    Jump {
+        target: Expr,
+        from: Expr,
+        to: Expr,
+        using: Option<Expr>,
+    },
     /// `extend TARGET by COUNT (with SAMPLER | as mask | as noise) [using MODEL]`.
-    Extend { target: Expr, count: Expr, how: ExtendHow, using: Option<Expr> },
+    Extend {
+        target: Expr,
+        count: Expr,
+        how: ExtendHow,
+        using: Option<Expr>,
+    },
     /// `NAME = VALUE`, `NAME += VALUE`, ...
-    Assign { target: Ident, op: AssignOp, value: Expr },
+    Assign {
+        target: Ident,
+        op: AssignOp,
+        value: Expr,
+    },
     /// A call used for its effect: a step delegating to another step.
     Expr(Expr),
 }
@@ -178,11 +222,25 @@ pub enum ExprKind {
     Str(String),
     Name(Ident),
     /// `NAME(args)`: a builtin function (steps are only called as statements).
-    Call { callee: Ident, args: Vec<Arg> },
+    Call {
+        callee: Ident,
+        args: Vec<Arg>,
+    },
     /// `RECEIVER.NAME(args)`, e.g. `seq.tail(block)`.
-    Method { receiver: Box<Expr>, method: Ident, args: Option<Vec<Arg>> },
-    Unary { op: UnaryOp, operand: Box<Expr> },
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Method {
+        receiver: Box<Expr>,
+        method: Ident,
+        args: Option<Vec<Arg>>,
+    },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// `(a, b)`; a single parenthesised expression is not a tuple.
     Tuple(Vec<Expr>),
     /// A placeholder where the parser already reported an error.

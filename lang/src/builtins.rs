@@ -218,88 +218,343 @@ pub const BUILTINS: &[Builtin] = &[
     math1!("sigmoid", "1 / (1 + exp(-x))."),
     math1!("floor", "Largest integer value not above x (as a float)."),
     math1!("ceil", "Smallest integer value not below x (as a float)."),
-    builtin!("min", [p("a", ParamType::Numeric), p("b", ParamType::Numeric)], NumericLikeArgs, Anywhere, Math, "The smaller of a and b."),
-    builtin!("max", [p("a", ParamType::Numeric), p("b", ParamType::Numeric)], NumericLikeArgs, Anywhere, Math, "The larger of a and b."),
-    builtin!("clamp", [X, p("lo", ParamType::Numeric), p("hi", ParamType::Numeric)], NumericLikeArgs, Anywhere, Math, "x limited to [lo, hi]."),
+    builtin!(
+        "min",
+        [p("a", ParamType::Numeric), p("b", ParamType::Numeric)],
+        NumericLikeArgs,
+        Anywhere,
+        Math,
+        "The smaller of a and b."
+    ),
+    builtin!(
+        "max",
+        [p("a", ParamType::Numeric), p("b", ParamType::Numeric)],
+        NumericLikeArgs,
+        Anywhere,
+        Math,
+        "The larger of a and b."
+    ),
+    builtin!(
+        "clamp",
+        [X, p("lo", ParamType::Numeric), p("hi", ParamType::Numeric)],
+        NumericLikeArgs,
+        Anywhere,
+        Math,
+        "x limited to [lo, hi]."
+    ),
     builtin!("round", [p("x", ParamType::Float)], Int, Anywhere, Math, "The nearest integer (halves away from zero)."),
     builtin!("int", [p("x", ParamType::Float)], Int, Anywhere, Math, "x rounded toward zero."),
     builtin!("float", [p("x", ParamType::Float)], Float, Anywhere, Math, "x as a float."),
     // Noise and constant tensors, shaped like the state (in a step) or the model's input (in a schedule).
-    builtin!("gaussian", [], Tensor, Anywhere, Noise, "Standard normal noise, from the run's counter-based random stream."),
+    builtin!(
+        "gaussian",
+        [],
+        Tensor,
+        Anywhere,
+        Noise,
+        "Standard normal noise, from the run's counter-based random stream."
+    ),
     builtin!("uniform_noise", [], Tensor, Anywhere, Noise, "Uniform noise on [0, 1), from the run's random stream."),
     builtin!("zeros", [], Tensor, Anywhere, Noise, "A tensor of zeros."),
     builtin!("ones", [], Tensor, Anywhere, Noise, "A tensor of ones."),
-    builtin!("positions", [], Tensor, Anywhere, Noise,
-        "The index of each position along the sequence axis (0, 1, ...), for per-position times (diffusion forcing)."),
+    builtin!(
+        "positions",
+        [],
+        Tensor,
+        Anywhere,
+        Noise,
+        "The index of each position along the sequence axis (0, 1, ...), for per-position times (diffusion forcing)."
+    ),
     // Reductions to host numbers (the host waits for the device).
     syncs(builtin!("rms", [STATE], Float, Anywhere, Reduction, "Root mean square over all elements.")),
     syncs(builtin!("mean", [STATE], Float, Anywhere, Reduction, "Mean over all elements.")),
     syncs(builtin!("norm", [STATE], Float, Anywhere, Reduction, "Euclidean norm over all elements.")),
     syncs(builtin!("max_abs", [STATE], Float, Anywhere, Reduction, "Largest absolute value.")),
     // The step's model and its interpolant (alpha(t) x0 + sigma(t) eps).
-    calls(builtin!("predict", [STATE, TIME], TensorPair, StepOnly, Model, "One model call at (x, t), converted to the pair (x̂₀, ε̂), whatever the model outputs."), Capability::Continuous),
+    calls(
+        builtin!(
+            "predict",
+            [STATE, TIME],
+            TensorPair,
+            StepOnly,
+            Model,
+            "One model call at (x, t), converted to the pair (x̂₀, ε̂), whatever the model outputs."
+        ),
+        Capability::Continuous,
+    ),
     calls(builtin!("x0", [STATE, TIME], Tensor, StepOnly, Model, "The model's x̂₀ at (x, t)."), Capability::Continuous),
     calls(builtin!("eps", [STATE, TIME], Tensor, StepOnly, Model, "The model's ε̂ at (x, t)."), Capability::Continuous),
-    calls(builtin!("velocity", [STATE, TIME], Tensor, StepOnly, Model, "The flow velocity dx/dt at (x, t)."), Capability::Continuous),
-    calls(builtin!("flow", [STATE, TIME, p("s", ParamType::Time)], Tensor, StepOnly, Model, "The two-time map: where x at time t lands at time s."), Capability::Flow),
-    needs(builtin!("alpha", [TIME], NumericLikeArgs, StepOnly, Model, "The signal scale α(t) of the model's interpolant."), Capability::Continuous),
-    needs(builtin!("sigma", [TIME], NumericLikeArgs, StepOnly, Model, "The noise scale σ(t) of the model's interpolant."), Capability::Continuous),
-    needs(builtin!("lambda", [TIME], NumericLikeArgs, StepOnly, Model, "The log signal-to-noise ratio log(α(t)/σ(t)); +inf at t = 0."), Capability::Continuous),
+    calls(
+        builtin!("velocity", [STATE, TIME], Tensor, StepOnly, Model, "The flow velocity dx/dt at (x, t)."),
+        Capability::Continuous,
+    ),
+    calls(
+        builtin!(
+            "flow",
+            [STATE, TIME, p("s", ParamType::Time)],
+            Tensor,
+            StepOnly,
+            Model,
+            "The two-time map: where x at time t lands at time s."
+        ),
+        Capability::Flow,
+    ),
+    needs(
+        builtin!(
+            "alpha",
+            [TIME],
+            NumericLikeArgs,
+            StepOnly,
+            Model,
+            "The signal scale α(t) of the model's interpolant."
+        ),
+        Capability::Continuous,
+    ),
+    needs(
+        builtin!("sigma", [TIME], NumericLikeArgs, StepOnly, Model, "The noise scale σ(t) of the model's interpolant."),
+        Capability::Continuous,
+    ),
+    needs(
+        builtin!(
+            "lambda",
+            [TIME],
+            NumericLikeArgs,
+            StepOnly,
+            Model,
+            "The log signal-to-noise ratio log(α(t)/σ(t)); +inf at t = 0."
+        ),
+        Capability::Continuous,
+    ),
     // Grids of times, from 1 (noise) to 0 (data).
-    builtin!("grid", [p("range", ParamType::Float), p("steps", ParamType::Int), d("spacing", ParamType::Spacing, DefaultValue::Named("uniform"))], Grid, Anywhere, Grid,
-        "`steps + 1` times from `a` to `b` (written `a -> b`), spaced by `spacing`; iterate pairs with `for t, s in ...`."),
-    variadic(builtin!("times", [p("t", ParamType::Float)], Grid, Anywhere, Grid, "An explicit grid: `times(1, 0.6, 0.3, 0)`.")),
-    builtin!("range", [p("a", ParamType::Int), d("b", ParamType::Int, DefaultValue::Absent)], Range, Anywhere, Grid,
-        "The integers 0..a (one argument) or a..b (two), end excluded."),
+    builtin!(
+        "grid",
+        [
+            p("range", ParamType::Float),
+            p("steps", ParamType::Int),
+            d("spacing", ParamType::Spacing, DefaultValue::Named("uniform"))
+        ],
+        Grid,
+        Anywhere,
+        Grid,
+        "`steps + 1` times from `a` to `b` (written `a -> b`), spaced by `spacing`; iterate pairs with `for t, s in ...`."
+    ),
+    variadic(builtin!(
+        "times",
+        [p("t", ParamType::Float)],
+        Grid,
+        Anywhere,
+        Grid,
+        "An explicit grid: `times(1, 0.6, 0.3, 0)`."
+    )),
+    builtin!(
+        "range",
+        [p("a", ParamType::Int), d("b", ParamType::Int, DefaultValue::Absent)],
+        Range,
+        Anywhere,
+        Grid,
+        "The integers 0..a (one argument) or a..b (two), end excluded."
+    ),
     // Spacings of grid(...).
     builtin!("uniform", [], Spacing, Anywhere, Spacing, "Evenly spaced in t."),
     builtin!("quadratic", [], Spacing, Anywhere, Spacing, "Evenly spaced in sqrt(t): denser near the data."),
     builtin!("cosine", [], Spacing, Anywhere, Spacing, "t = 1 - cos(u π/2) for evenly spaced u."),
-    builtin!("karras", [d("rho", ParamType::Float, DefaultValue::Float(7.0))], Spacing, Anywhere, Spacing,
-        "Karras et al.: evenly spaced in κ^(1/ρ), κ = σ/α, between the model's κ range."),
+    builtin!(
+        "karras",
+        [d("rho", ParamType::Float, DefaultValue::Float(7.0))],
+        Spacing,
+        Anywhere,
+        Spacing,
+        "Karras et al.: evenly spaced in κ^(1/ρ), κ = σ/α, between the model's κ range."
+    ),
     builtin!("exponential", [], Spacing, Anywhere, Spacing, "Evenly spaced in log κ."),
     builtin!("logsnr", [], Spacing, Anywhere, Spacing, "Evenly spaced in log-SNR λ (DPM-Solver's `lu_lambdas`)."),
-    builtin!("shift", [p("k", ParamType::Float)], Spacing, Anywhere, Spacing, "Uniform, then t -> k t / (1 + (k - 1) t) (SD3, Flux)."),
-    builtin!("leading", [d("offset", ParamType::Int, DefaultValue::Int(1)), d("train_steps", ParamType::Int, DefaultValue::Int(1000))], Spacing, Anywhere, Spacing,
-        "diffusers' `leading` spacing over the discrete training table."),
-    builtin!("trailing", [d("train_steps", ParamType::Int, DefaultValue::Int(1000))], Spacing, Anywhere, Spacing,
-        "diffusers' `trailing` spacing over the discrete training table."),
-    builtin!("linspace", [d("train_steps", ParamType::Int, DefaultValue::Int(1000))], Spacing, Anywhere, Spacing,
-        "diffusers' `linspace` spacing over the discrete training table."),
+    builtin!(
+        "shift",
+        [p("k", ParamType::Float)],
+        Spacing,
+        Anywhere,
+        Spacing,
+        "Uniform, then t -> k t / (1 + (k - 1) t) (SD3, Flux)."
+    ),
+    builtin!(
+        "leading",
+        [d("offset", ParamType::Int, DefaultValue::Int(1)), d("train_steps", ParamType::Int, DefaultValue::Int(1000))],
+        Spacing,
+        Anywhere,
+        Spacing,
+        "diffusers' `leading` spacing over the discrete training table."
+    ),
+    builtin!(
+        "trailing",
+        [d("train_steps", ParamType::Int, DefaultValue::Int(1000))],
+        Spacing,
+        Anywhere,
+        Spacing,
+        "diffusers' `trailing` spacing over the discrete training table."
+    ),
+    builtin!(
+        "linspace",
+        [d("train_steps", ParamType::Int, DefaultValue::Int(1000))],
+        Spacing,
+        Anywhere,
+        Spacing,
+        "diffusers' `linspace` spacing over the discrete training table."
+    ),
     // Token samplers.
     builtin!("greedy", [], Sampler, Anywhere, Sampler, "The most likely token."),
-    builtin!("sample", [d("temperature", ParamType::Float, DefaultValue::Float(1.0)), d("top_k", ParamType::Int, DefaultValue::Int(0)),
-                        d("top_p", ParamType::Float, DefaultValue::Float(1.0)), d("min_p", ParamType::Float, DefaultValue::Float(0.0))],
-        Sampler, Anywhere, Sampler, "Sampling after temperature, top-k, top-p and min-p (in Hugging Face's order); 0 disables top-k."),
-    builtin!("heads", [d("temperature", ParamType::Float, DefaultValue::Float(1.0))], Sampler, Anywhere, Sampler,
-        "Each new position sampled independently from its own head of a multi-token model, in one call."),
+    builtin!(
+        "sample",
+        [
+            d("temperature", ParamType::Float, DefaultValue::Float(1.0)),
+            d("top_k", ParamType::Int, DefaultValue::Int(0)),
+            d("top_p", ParamType::Float, DefaultValue::Float(1.0)),
+            d("min_p", ParamType::Float, DefaultValue::Float(0.0))
+        ],
+        Sampler,
+        Anywhere,
+        Sampler,
+        "Sampling after temperature, top-k, top-p and min-p (in Hugging Face's order); 0 disables top-k."
+    ),
+    builtin!(
+        "heads",
+        [d("temperature", ParamType::Float, DefaultValue::Float(1.0))],
+        Sampler,
+        Anywhere,
+        Sampler,
+        "Each new position sampled independently from its own head of a multi-token model, in one call."
+    ),
     // Remasking policies of unmasking steps.
-    builtin!("posterior", [], Remask, Anywhere, Remask, "Each masked position stays masked with probability s/t (MDLM, BD3-LM)."),
-    builtin!("confidence", [], Remask, Anywhere, Remask, "Commit the most confident candidates; the count follows the time grid exactly (LLaDA)."),
-    builtin!("random", [], Remask, Anywhere, Remask, "Commit randomly chosen candidates; the count follows the time grid exactly (LLaDA)."),
-    builtin!("first_hitting", [], Remask, Anywhere, Remask, "Commit exactly one uniformly chosen position per step (BD3-LM)."),
-    builtin!("threshold", [d("p", ParamType::Float, DefaultValue::Float(0.9))], Remask, Anywhere, Remask,
-        "Commit every candidate with probability above p, and at least one (Fast-dLLM)."),
+    builtin!(
+        "posterior",
+        [],
+        Remask,
+        Anywhere,
+        Remask,
+        "Each masked position stays masked with probability s/t (MDLM, BD3-LM)."
+    ),
+    builtin!(
+        "confidence",
+        [],
+        Remask,
+        Anywhere,
+        Remask,
+        "Commit the most confident candidates; the count follows the time grid exactly (LLaDA)."
+    ),
+    builtin!(
+        "random",
+        [],
+        Remask,
+        Anywhere,
+        Remask,
+        "Commit randomly chosen candidates; the count follows the time grid exactly (LLaDA)."
+    ),
+    builtin!(
+        "first_hitting",
+        [],
+        Remask,
+        Anywhere,
+        Remask,
+        "Commit exactly one uniformly chosen position per step (BD3-LM)."
+    ),
+    builtin!(
+        "threshold",
+        [d("p", ParamType::Float, DefaultValue::Float(0.9))],
+        Remask,
+        Anywhere,
+        Remask,
+        "Commit every candidate with probability above p, and at least one (Fast-dLLM)."
+    ),
     // Sequences.
     builtin!("prompt", [], Tokens, ScheduleOnly, Sequence, "The prompt tokens given to the run (empty if none)."),
-    builtin!("length", [p("seq", ParamType::Sequence)], Int, ScheduleOnly, Sequence, "The number of positions of a sequence."),
-    syncs(builtin!("ended", [p("seq", ParamType::Tokens)], Bool, ScheduleOnly, Sequence, "True when every row has produced its end token.")),
-    builtin!("propose", [p("model", ParamType::Model), p("seq", ParamType::Tokens), p("k", ParamType::Int), d("sampler", ParamType::Sampler, DefaultValue::Named("greedy"))],
-        Tokens, ScheduleOnly, Sequence, "k draft tokens after seq, sampled one by one from `model`."),
-    builtin!("verify", [p("model", ParamType::Model), p("seq", ParamType::Tokens), p("draft", ParamType::Tokens), d("sampler", ParamType::Sampler, DefaultValue::Named("greedy"))],
-        Tokens, ScheduleOnly, Sequence, "seq extended by the accepted prefix of `draft` and one token from `model` (speculative decoding)."),
-    calls(builtin!("candidates", [p("x", ParamType::Tokens), TIME, d("temperature", ParamType::Float, DefaultValue::Float(0.0))],
-        TokensAndTensor, StepOnly, Sequence, "One masked-model call: a candidate token at every position and its probability (the confidence)."), Capability::Masked),
-    builtin!("commit", [p("x", ParamType::Tokens), p("candidates", ParamType::Tokens), p("confidence", ParamType::Tensor), p("keep_masked", ParamType::Float), p("policy", ParamType::Remask)],
-        Tokens, StepOnly, Sequence, "x with some masked positions replaced by their candidates; about `keep_masked` of them stay masked."),
+    builtin!(
+        "length",
+        [p("seq", ParamType::Sequence)],
+        Int,
+        ScheduleOnly,
+        Sequence,
+        "The number of positions of a sequence."
+    ),
+    syncs(builtin!(
+        "ended",
+        [p("seq", ParamType::Tokens)],
+        Bool,
+        ScheduleOnly,
+        Sequence,
+        "True when every row has produced its end token."
+    )),
+    builtin!(
+        "propose",
+        [
+            p("model", ParamType::Model),
+            p("seq", ParamType::Tokens),
+            p("k", ParamType::Int),
+            d("sampler", ParamType::Sampler, DefaultValue::Named("greedy"))
+        ],
+        Tokens,
+        ScheduleOnly,
+        Sequence,
+        "k draft tokens after seq, sampled one by one from `model`."
+    ),
+    builtin!(
+        "verify",
+        [
+            p("model", ParamType::Model),
+            p("seq", ParamType::Tokens),
+            p("draft", ParamType::Tokens),
+            d("sampler", ParamType::Sampler, DefaultValue::Named("greedy"))
+        ],
+        Tokens,
+        ScheduleOnly,
+        Sequence,
+        "seq extended by the accepted prefix of `draft` and one token from `model` (speculative decoding)."
+    ),
+    calls(
+        builtin!(
+            "candidates",
+            [p("x", ParamType::Tokens), TIME, d("temperature", ParamType::Float, DefaultValue::Float(0.0))],
+            TokensAndTensor,
+            StepOnly,
+            Sequence,
+            "One masked-model call: a candidate token at every position and its probability (the confidence)."
+        ),
+        Capability::Masked,
+    ),
+    builtin!(
+        "commit",
+        [
+            p("x", ParamType::Tokens),
+            p("candidates", ParamType::Tokens),
+            p("confidence", ParamType::Tensor),
+            p("keep_masked", ParamType::Float),
+            p("policy", ParamType::Remask)
+        ],
+        Tokens,
+        StepOnly,
+        Sequence,
+        "x with some masked positions replaced by their candidates; about `keep_masked` of them stay masked."
+    ),
     // Model wrappers.
-    builtin!("cfg", [p("model", ParamType::Model), p("scale", ParamType::Float), p("label", ParamType::Int)], Model, Anywhere, ModelWrapper,
-        "Classifier-free guidance: uncond + scale (cond - uncond), two calls per evaluation."),
-    builtin!("condition", [p("model", ParamType::Model), p("label", ParamType::Int)], Model, Anywhere, ModelWrapper, "The model conditioned on a class label."),
+    builtin!(
+        "cfg",
+        [p("model", ParamType::Model), p("scale", ParamType::Float), p("label", ParamType::Int)],
+        Model,
+        Anywhere,
+        ModelWrapper,
+        "Classifier-free guidance: uncond + scale (cond - uncond), two calls per evaluation."
+    ),
+    builtin!(
+        "condition",
+        [p("model", ParamType::Model), p("label", ParamType::Int)],
+        Model,
+        Anywhere,
+        ModelWrapper,
+        "The model conditioned on a class label."
+    ),
 ];
 
 /// Named constants.
-pub const CONSTANTS: &[(&str, f64, &str)] = &[("pi", std::f64::consts::PI, "π."), ("inf", f64::INFINITY, "Positive infinity.")];
+pub const CONSTANTS: &[(&str, f64, &str)] =
+    &[("pi", std::f64::consts::PI, "π."), ("inf", f64::INFINITY, "Positive infinity.")];
 
 pub fn lookup(name: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.name == name)

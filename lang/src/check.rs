@@ -240,12 +240,17 @@ impl Program {
         let sig = &info.params[index];
         let Some(kind) = ModelKind::from_name(kind) else {
             let names = ModelKind::names();
-            return vec![bind_diag::unknown_kind(sig.span, kind, suggest(kind, names.iter().copied()).as_deref(), &names)];
+            return vec![bind_diag::unknown_kind(
+                sig.span,
+                kind,
+                suggest(kind, names.iter().copied()).as_deref(),
+                &names,
+            )];
         };
-        if let Type::Model(Some(declared)) = sig.ty {
-            if declared != kind {
-                return vec![bind_diag::declared_kind_differs(sig.span, param, declared.name(), kind.name())];
-            }
+        if let Type::Model(Some(declared)) = sig.ty
+            && declared != kind
+        {
+            return vec![bind_diag::declared_kind_differs(sig.span, param, declared.name(), kind.name())];
         }
         let local = info.param_locals[index];
         let mut diagnostics = Vec::new();
@@ -261,7 +266,12 @@ impl Program {
 
 /// The diagnostic for asking `capability` of a model of `kind`, if it cannot do it (or, for a
 /// consistency model jumping to a nonzero time, the warning that it re-noises).
-fn capability_diagnostic(model_use: &ModelUse, model: &str, kind: ModelKind, origin: Option<(Span, String)>) -> Option<Diagnostic> {
+fn capability_diagnostic(
+    model_use: &ModelUse,
+    model: &str,
+    kind: ModelKind,
+    origin: Option<(Span, String)>,
+) -> Option<Diagnostic> {
     if model_use.capability.accepts(kind) {
         if model_use.capability == Capability::Jump && kind == ModelKind::Consistency && !model_use.jumps_to_data {
             return Some(type_diag::consistency_renoise(model_use.span, model));
@@ -407,7 +417,8 @@ impl Checker {
 
     fn declare_schedule(&mut self, file: FileId, item: usize, schedule: &Schedule) {
         let (params, param_locals) = self.declare_params(&schedule.params, false);
-        let model_params = params.iter().enumerate().filter(|(_, p)| matches!(p.ty, Type::Model(_))).map(|(i, _)| i).collect();
+        let model_params =
+            params.iter().enumerate().filter(|(_, p)| matches!(p.ty, Type::Model(_))).map(|(i, _)| i).collect();
         self.program.schedules.push(ScheduleInfo {
             name: schedule.name.name.clone(),
             file,
@@ -426,7 +437,12 @@ impl Checker {
             Some(ty) => {
                 let resolved = self.resolve_type(ty);
                 if !matches!(resolved, Type::Tensor | Type::Tokens | Type::Error) {
-                    self.report(type_diag::mismatch(ty.span, "tensor` or `tokens", &resolved.to_string(), "as a step's state"));
+                    self.report(type_diag::mismatch(
+                        ty.span,
+                        "tensor` or `tokens",
+                        &resolved.to_string(),
+                        "as a step's state",
+                    ));
                 }
                 (resolved, ty.span)
             }
@@ -553,7 +569,8 @@ impl Checker {
         let mut needs = self.program.step(id).needs.clone();
         for (callee, span) in self.program.step(id).delegates.clone() {
             if let Some(position) = path.iter().position(|p| *p == callee) {
-                let mut chain: Vec<&str> = path[position..].iter().map(|s| self.program.step(*s).name.as_str()).collect();
+                let mut chain: Vec<&str> =
+                    path[position..].iter().map(|s| self.program.step(*s).name.as_str()).collect();
                 chain.push(self.program.step(callee).name.as_str());
                 let chain = chain.join(" -> ");
                 let name = self.program.step(callee).name.clone();
@@ -742,12 +759,19 @@ impl<'c> BodyChecker<'c> {
                     }
                     Type::Error => Type::Error,
                     other => {
-                        self.report(type_diag::mismatch(iter.span, "grid` or `range", &other.to_string(), "to iterate over"));
+                        self.report(type_diag::mismatch(
+                            iter.span,
+                            "grid` or `range",
+                            &other.to_string(),
+                            "to iterate over",
+                        ));
                         Type::Error
                     }
                 };
-                let bindings: Vec<(String, LocalId)> =
-                    vars.iter().map(|v| (v.name.clone(), self.declare(v, var_ty.clone(), LocalKind::LoopVar))).collect();
+                let bindings: Vec<(String, LocalId)> = vars
+                    .iter()
+                    .map(|v| (v.name.clone(), self.declare(v, var_ty.clone(), LocalKind::LoopVar)))
+                    .collect();
                 self.loop_body(body, &bindings);
             }
             StmtKind::Repeat { count, body } => {
@@ -778,14 +802,32 @@ impl<'c> BodyChecker<'c> {
                     self.report(resolve::verb_in_step("emit", stmt.span));
                 }
                 let ty = self.expr(value);
-                if matches!(ty, Type::Model(_) | Type::Grid | Type::Range | Type::Spacing | Type::Sampler | Type::Remask | Type::Tuple(_)) {
-                    self.report(type_diag::mismatch(value.span, "tensor", &ty.to_string(), "to emit (emit tensors, tokens or numbers)"));
+                if matches!(
+                    ty,
+                    Type::Model(_)
+                        | Type::Grid
+                        | Type::Range
+                        | Type::Spacing
+                        | Type::Sampler
+                        | Type::Remask
+                        | Type::Tuple(_)
+                ) {
+                    self.report(type_diag::mismatch(
+                        value.span,
+                        "tensor",
+                        &ty.to_string(),
+                        "to emit (emit tensors, tokens or numbers)",
+                    ));
                 }
                 self.emits += 1;
             }
-            StmtKind::Refine { target, from, to, step, using } => self.refine(stmt.span, target, from, to, step, using.as_ref()),
+            StmtKind::Refine { target, from, to, step, using } => {
+                self.refine(stmt.span, target, from, to, step, using.as_ref())
+            }
             StmtKind::Jump { target, from, to, using } => self.jump(stmt.span, target, from, to, using.as_ref()),
-            StmtKind::Extend { target, count, how, using } => self.extend(stmt.span, target, count, how, using.as_ref()),
+            StmtKind::Extend { target, count, how, using } => {
+                self.extend(stmt.span, target, count, how, using.as_ref())
+            }
             StmtKind::Assign { target, op, value } => self.assign(target, *op, value),
             StmtKind::Expr(expr) => self.expr_stmt(expr),
         }
@@ -805,7 +847,8 @@ impl<'c> BodyChecker<'c> {
                 self.bind(&name.name, local);
             }
             LetPattern::Tuple(names) => {
-                let span = names.first().map(|n| n.span.to(names.last().map_or(n.span, |l| l.span))).unwrap_or(value.span);
+                let span =
+                    names.first().map(|n| n.span.to(names.last().map_or(n.span, |l| l.span))).unwrap_or(value.span);
                 let items = match &found {
                     Type::Tuple(items) if items.len() == names.len() => items.clone(),
                     Type::Error => vec![Type::Error; names.len()],
@@ -843,7 +886,12 @@ impl<'c> BodyChecker<'c> {
         match ty {
             Type::Bool | Type::Error => {}
             Type::Tensor => self.report(type_diag::tensor_condition(cond.span, construct)),
-            other => self.report(type_diag::mismatch(cond.span, "bool", &other.to_string(), &format!("as the condition of `{construct}`"))),
+            other => self.report(type_diag::mismatch(
+                cond.span,
+                "bool",
+                &other.to_string(),
+                &format!("as the condition of `{construct}`"),
+            )),
         }
     }
 
@@ -869,27 +917,37 @@ impl<'c> BodyChecker<'c> {
             Some(binary) => match arithmetic_result(binary, &local.ty, &found) {
                 Some(ty) => ty,
                 None => {
-                    self.report(type_diag::invalid_operands(target.span.to(value.span), binary.symbol(), &local.ty.to_string(), &found.to_string()));
+                    self.report(type_diag::invalid_operands(
+                        target.span.to(value.span),
+                        binary.symbol(),
+                        &local.ty.to_string(),
+                        &found.to_string(),
+                    ));
                     Type::Error
                 }
             },
         };
         if !result.fits(&local.ty) {
-            self.report(type_diag::mismatch(value.span, &local.ty.to_string(), &result.to_string(), &format!("to assign to `{}`", target.name)));
+            self.report(type_diag::mismatch(
+                value.span,
+                &local.ty.to_string(),
+                &result.to_string(),
+                &format!("to assign to `{}`", target.name),
+            ));
         }
     }
 
     fn expr_stmt(&mut self, expr: &Expr) {
-        if let ExprKind::Call { callee, args } = &expr.kind {
-            if let Some(step) = self.cx.find_step(self.file, &callee.name) {
-                if self.in_step() {
-                    self.delegate(expr, step, args);
-                    return;
-                }
-                // Outside a step this reports that steps run through `refine`.
-                self.expr(expr);
+        if let ExprKind::Call { callee, args } = &expr.kind
+            && let Some(step) = self.cx.find_step(self.file, &callee.name)
+        {
+            if self.in_step() {
+                self.delegate(expr, step, args);
                 return;
             }
+            // Outside a step this reports that steps run through `refine`.
+            self.expr(expr);
+            return;
         }
         let ty = self.expr(expr);
         if !ty.is_error() {
@@ -903,7 +961,13 @@ impl<'c> BodyChecker<'c> {
         let bound = self.step_args(&info, args, expr.span);
         let own_state = self.step.map(|s| self.cx.program.step(s).state.clone()).unwrap_or(Type::Tensor);
         if !info.state.fits(&own_state) {
-            self.report(type_diag::state_type_mismatch(&info.name, &info.state.to_string(), &own_state.to_string(), expr.span, info.state_span));
+            self.report(type_diag::state_type_mismatch(
+                &info.name,
+                &info.state.to_string(),
+                &own_state.to_string(),
+                expr.span,
+                info.state_span,
+            ));
         }
         self.cx.program.step_refs.insert(expr.span, (callee, bound));
         self.delegates.push((callee, expr.span));
@@ -912,14 +976,22 @@ impl<'c> BodyChecker<'c> {
 
     /// Binds and checks the arguments of a step reference against the step's parameters.
     fn step_args(&mut self, info: &StepInfo, args: &[Arg], span: Span) -> BoundArgs {
-        let params: Vec<ArgParam> =
-            info.params.iter().map(|p| ArgParam { name: &p.name, has_default: p.default.is_some(), ty: p.ty.to_string() }).collect();
+        let params: Vec<ArgParam> = info
+            .params
+            .iter()
+            .map(|p| ArgParam { name: &p.name, has_default: p.default.is_some(), ty: p.ty.to_string() })
+            .collect();
         let per_param = self.bind_args(&info.name, &params, false, args, span);
         for (param, given) in info.params.iter().zip(&per_param) {
             for arg in given {
                 let ty = self.expr(&arg.value);
                 if !ty.fits(&param.ty) {
-                    self.report(type_diag::mismatch(arg.value.span, &param.ty.to_string(), &ty.to_string(), &format!("for `{}` of step `{}`", param.name, info.name)));
+                    self.report(type_diag::mismatch(
+                        arg.value.span,
+                        &param.ty.to_string(),
+                        &ty.to_string(),
+                        &format!("for `{}` of step `{}`", param.name, info.name),
+                    ));
                 }
             }
         }
@@ -927,7 +999,14 @@ impl<'c> BodyChecker<'c> {
     }
 
     /// Matches arguments to parameters by position, then by name, reporting every mismatch.
-    fn bind_args<'a>(&mut self, callee: &str, params: &[ArgParam], variadic: bool, args: &'a [Arg], call_span: Span) -> Vec<Vec<&'a Arg>> {
+    fn bind_args<'a>(
+        &mut self,
+        callee: &str,
+        params: &[ArgParam],
+        variadic: bool,
+        args: &'a [Arg],
+        call_span: Span,
+    ) -> Vec<Vec<&'a Arg>> {
         let mut per_param: Vec<Vec<&Arg>> = vec![Vec::new(); params.len()];
         let mut given_at: Vec<Option<Span>> = vec![None; params.len()];
         let mut seen_named = false;
@@ -940,10 +1019,19 @@ impl<'c> BodyChecker<'c> {
                         self.expr(&arg.value);
                         continue;
                     }
-                    let index = if variadic && positional >= params.len() { params.len().saturating_sub(1) } else { positional };
+                    let index = if variadic && positional >= params.len() {
+                        params.len().saturating_sub(1)
+                    } else {
+                        positional
+                    };
                     positional += 1;
                     if index >= params.len() {
-                        self.report(type_diag::too_many_arguments(callee, params.len(), args.iter().filter(|a| a.name.is_none()).count(), arg.span));
+                        self.report(type_diag::too_many_arguments(
+                            callee,
+                            params.len(),
+                            args.iter().filter(|a| a.name.is_none()).count(),
+                            arg.span,
+                        ));
                         self.expr(&arg.value);
                         continue;
                     }
@@ -955,7 +1043,13 @@ impl<'c> BodyChecker<'c> {
                     let Some(index) = params.iter().position(|p| p.name == name.name) else {
                         let names: Vec<&str> = params.iter().map(|p| p.name).collect();
                         let suggestion = suggest(&name.name, names.iter().copied());
-                        self.report(type_diag::unknown_argument(callee, &name.name, name.span, &names, suggestion.as_deref()));
+                        self.report(type_diag::unknown_argument(
+                            callee,
+                            &name.name,
+                            name.span,
+                            &names,
+                            suggestion.as_deref(),
+                        ));
                         self.expr(&arg.value);
                         continue;
                     };
@@ -1102,7 +1196,13 @@ impl<'c> BodyChecker<'c> {
         let bound = self.step_args(&info, step_ref.args.as_deref().unwrap_or(&[]), step_ref.span);
         self.cx.program.step_refs.insert(step_ref.span, (step, bound));
         if !place.ty.fits(&info.state) {
-            self.report(type_diag::state_type_mismatch(&info.name, &info.state.to_string(), &place.ty.to_string(), target.span, info.state_span));
+            self.report(type_diag::state_type_mismatch(
+                &info.name,
+                &info.state.to_string(),
+                &place.ty.to_string(),
+                target.span,
+                info.state_span,
+            ));
             return;
         }
         if self.in_step() {
@@ -1150,7 +1250,12 @@ impl<'c> BodyChecker<'c> {
             ExtendHow::With(sampler) => {
                 let ty = self.expr(sampler);
                 if !matches!(ty, Type::Sampler | Type::Error) {
-                    self.report(type_diag::mismatch(sampler.span, "sampler", &ty.to_string(), "after `extend ... with`"));
+                    self.report(type_diag::mismatch(
+                        sampler.span,
+                        "sampler",
+                        &ty.to_string(),
+                        "after `extend ... with`",
+                    ));
                 }
                 if place.ty == Type::Tensor {
                     self.report(type_diag::extend_mode_type(sampler.span, "with", "tensor"));
@@ -1158,7 +1263,8 @@ impl<'c> BodyChecker<'c> {
                 if self.in_step() {
                     return;
                 }
-                let capability = if self.is_builtin_call(sampler, "heads") { Capability::Heads } else { Capability::NextToken };
+                let capability =
+                    if self.is_builtin_call(sampler, "heads") { Capability::Heads } else { Capability::NextToken };
                 let roots = self.verb_model("extend", span, using);
                 self.require(&roots, capability, span, "`extend ... with`".to_string(), false);
             }
@@ -1185,7 +1291,9 @@ impl<'c> BodyChecker<'c> {
     fn is_builtin_call(&self, expr: &Expr, name: &str) -> bool {
         match self.cx.program.resolutions.get(&(self.file, expr.id)) {
             Some(Resolution::Option(b)) => b.name == name,
-            _ => matches!(self.cx.program.callees.get(&(self.file, expr.id)), Some(Callee::Builtin(b)) if b.name == name),
+            _ => {
+                matches!(self.cx.program.callees.get(&(self.file, expr.id)), Some(Callee::Builtin(b)) if b.name == name)
+            }
         }
     }
 
@@ -1209,13 +1317,19 @@ impl<'c> BodyChecker<'c> {
         let found = self.expr(default);
         self.scopes = saved;
         match &sig.ty {
-            Type::Model(_) => {
-                if !matches!(default.kind, ExprKind::Str(_)) && !found.is_error() {
-                    self.report(type_diag::invalid_default(default.span, "a model's default is a checkpoint path or an analytic spec string"));
-                }
+            Type::Model(_) if !matches!(default.kind, ExprKind::Str(_)) && !found.is_error() => {
+                self.report(type_diag::invalid_default(
+                    default.span,
+                    "a model's default is a checkpoint path or an analytic spec string",
+                ));
             }
             ty if !found.fits(ty) => {
-                self.report(type_diag::mismatch(default.span, &ty.to_string(), &found.to_string(), &format!("as the default of `{}`", sig.name)));
+                self.report(type_diag::mismatch(
+                    default.span,
+                    &ty.to_string(),
+                    &found.to_string(),
+                    &format!("as the default of `{}`", sig.name),
+                ));
             }
             _ => {}
         }
@@ -1252,7 +1366,12 @@ impl<'c> BodyChecker<'c> {
                 match receiver_ty {
                     Type::Tokens | Type::Tensor | Type::Error => receiver_ty,
                     other => {
-                        self.report(type_diag::mismatch(receiver.span, "tokens", &other.to_string(), "before `.tail(k)`"));
+                        self.report(type_diag::mismatch(
+                            receiver.span,
+                            "tokens",
+                            &other.to_string(),
+                            "before `.tail(k)`",
+                        ));
                         Type::Error
                     }
                 }
@@ -1287,7 +1406,12 @@ impl<'c> BodyChecker<'c> {
                 match result {
                     Some(ty) => ty,
                     None => {
-                        self.report(type_diag::invalid_operands(expr.span, op.symbol(), &left.to_string(), &right.to_string()));
+                        self.report(type_diag::invalid_operands(
+                            expr.span,
+                            op.symbol(),
+                            &left.to_string(),
+                            &right.to_string(),
+                        ));
                         Type::Error
                     }
                 }
@@ -1337,13 +1461,16 @@ impl<'c> BodyChecker<'c> {
         self.cx.program.callees.insert((self.file, expr.id), Callee::Builtin(builtin));
         match builtin.context {
             Context::StepOnly if !self.in_step() => self.report(resolve::step_only_builtin(builtin.name, callee.span)),
-            Context::ScheduleOnly if self.in_step() => self.report(resolve::schedule_only_builtin(builtin.name, callee.span)),
+            Context::ScheduleOnly if self.in_step() => {
+                self.report(resolve::schedule_only_builtin(builtin.name, callee.span))
+            }
             _ => {}
         }
-        if let Some(capability) = builtin.needs {
-            if self.in_step() && !self.needs.iter().any(|(c, _)| *c == capability) {
-                self.needs.push((capability, builtin.name));
-            }
+        if let Some(capability) = builtin.needs
+            && self.in_step()
+            && !self.needs.iter().any(|(c, _)| *c == capability)
+        {
+            self.needs.push((capability, builtin.name));
         }
         // Arrows: only the first argument of `grid`, which must be one.
         for (index, arg) in args.iter().enumerate() {
@@ -1374,13 +1501,15 @@ impl<'c> BodyChecker<'c> {
         if builtin.name == "times" {
             self.check_times_decrease(args);
         }
-        if matches!(builtin.name, "propose" | "verify") && !self.in_step() {
-            if let Some(model_arg) = given.first().and_then(|g| g.first()) {
-                let with_heads = given.get(3).and_then(|g| g.first()).is_some_and(|a| self.is_builtin_call(&a.value, "heads"));
-                let capability = if with_heads { Capability::Heads } else { Capability::NextToken };
-                let roots = self.model_roots(&model_arg.value);
-                self.require(&roots, capability, expr.span, format!("`{}`", builtin.name), false);
-            }
+        if matches!(builtin.name, "propose" | "verify")
+            && !self.in_step()
+            && let Some(model_arg) = given.first().and_then(|g| g.first())
+        {
+            let with_heads =
+                given.get(3).and_then(|g| g.first()).is_some_and(|a| self.is_builtin_call(&a.value, "heads"));
+            let capability = if with_heads { Capability::Heads } else { Capability::NextToken };
+            let roots = self.model_roots(&model_arg.value);
+            self.require(&roots, capability, expr.span, format!("`{}`", builtin.name), false);
         }
         self.cx.program.bound_args.insert(
             (self.file, expr.id),
@@ -1393,14 +1522,19 @@ impl<'c> BodyChecker<'c> {
     fn grid_range(&mut self, arg: &Arg) {
         self.expect(&arg.value, ParamType::Float, "as the start of a grid");
         let Some(to) = &arg.arrow_to else {
-            self.report(type_diag::mismatch(arg.value.span, "a -> b", "a single value", "as the time range of `grid` (write `1 -> 0`)"));
+            self.report(type_diag::mismatch(
+                arg.value.span,
+                "a -> b",
+                "a single value",
+                "as the time range of `grid` (write `1 -> 0`)",
+            ));
             return;
         };
         self.expect(to, ParamType::Float, "as the end of a grid");
-        if let (Some(a), Some(b)) = (const_number(&arg.value), const_number(to)) {
-            if a <= b {
-                self.report(type_diag::grid_runs_backwards(arg.span, a, b));
-            }
+        if let (Some(a), Some(b)) = (const_number(&arg.value), const_number(to))
+            && a <= b
+        {
+            self.report(type_diag::grid_runs_backwards(arg.span, a, b));
         }
     }
 
@@ -1411,10 +1545,10 @@ impl<'c> BodyChecker<'c> {
                 previous = None;
                 continue;
             };
-            if let Some(prev) = previous {
-                if value >= prev {
-                    self.report(type_diag::times_not_decreasing(arg.value.span, prev, value));
-                }
+            if let Some(prev) = previous
+                && value >= prev
+            {
+                self.report(type_diag::times_not_decreasing(arg.value.span, prev, value));
             }
             previous = Some(value);
         }
@@ -1450,7 +1584,9 @@ fn arithmetic_result(op: BinaryOp, lhs: &Type, rhs: &Type) -> Option<Type> {
     Some(match op {
         _ if tensor && op == BinaryOp::Rem => return None,
         _ if tensor => Type::Tensor,
-        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Rem if *lhs == Type::Int && *rhs == Type::Int => Type::Int,
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Rem if *lhs == Type::Int && *rhs == Type::Int => {
+            Type::Int
+        }
         _ => Type::Float,
     })
 }
@@ -1471,7 +1607,7 @@ fn returns_type(returns: Returns, numeric_args: &[Type]) -> Type {
         Returns::TensorPair => Type::Tuple(vec![Type::Tensor, Type::Tensor]),
         Returns::TokensAndTensor => Type::Tuple(vec![Type::Tokens, Type::Tensor]),
         Returns::NumericLikeArgs => {
-            if numeric_args.iter().any(|t| *t == Type::Tensor) {
+            if numeric_args.contains(&Type::Tensor) {
                 Type::Tensor
             } else if numeric_args.iter().any(|t| t.is_error()) {
                 Type::Error

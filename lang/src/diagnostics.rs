@@ -125,7 +125,13 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    fn error(code: Code, message: impl Into<String>, span: Span, label: impl Into<String>, help: impl Into<String>) -> Diagnostic {
+    fn error(
+        code: Code,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Diagnostic {
         Diagnostic {
             code,
             severity: Severity::Error,
@@ -135,7 +141,13 @@ impl Diagnostic {
         }
     }
 
-    fn warning(code: Code, message: impl Into<String>, span: Span, label: impl Into<String>, help: impl Into<String>) -> Diagnostic {
+    fn warning(
+        code: Code,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Diagnostic {
         Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message, span, label, help) }
     }
 
@@ -162,7 +174,7 @@ impl Diagnostic {
         let primary = self.primary_span();
         let source = sources.get(primary.file);
         let in_file = |label: &&Label| label.span.file == primary.file;
-        let labels = self.labels.iter().filter(in_file).map(|l| to_labeled_span(l)).collect();
+        let labels = self.labels.iter().filter(in_file).map(to_labeled_span).collect();
         let related = self
             .labels
             .iter()
@@ -433,7 +445,9 @@ pub mod resolve {
 
     pub fn unknown_function(name: &str, span: Span, suggestion: Option<&str>, is_step: bool) -> Diagnostic {
         let help = if is_step {
-            format!("`{name}` is a step: use it with `refine x from t to s by {name}(...)`, or call it as a statement inside another step")
+            format!(
+                "`{name}` is a step: use it with `refine x from t to s by {name}(...)`, or call it as a statement inside another step"
+            )
         } else {
             did_you_mean(suggestion, "the builtin functions are listed in docs/language.md")
         };
@@ -665,7 +679,13 @@ pub mod types {
         )
     }
 
-    pub fn unknown_argument(callee: &str, name: &str, span: Span, params: &[&str], suggestion: Option<&str>) -> Diagnostic {
+    pub fn unknown_argument(
+        callee: &str,
+        name: &str,
+        span: Span,
+        params: &[&str],
+        suggestion: Option<&str>,
+    ) -> Diagnostic {
         let otherwise = if params.is_empty() {
             format!("`{callee}` takes no arguments")
         } else {
@@ -683,7 +703,10 @@ pub mod types {
     pub fn too_many_arguments(callee: &str, expected: usize, found: usize, span: Span) -> Diagnostic {
         Diagnostic::error(
             Code::TooManyArguments,
-            format!("`{callee}` takes {expected} argument{}, but {found} were given", if expected == 1 { "" } else { "s" }),
+            format!(
+                "`{callee}` takes {expected} argument{}, but {found} were given",
+                if expected == 1 { "" } else { "s" }
+            ),
             span,
             "one too many",
             "remove the extra arguments",
@@ -742,10 +765,17 @@ pub mod types {
     }
 
     pub fn for_pattern(span: Span, iterable: &str, yields: usize, found: usize) -> Diagnostic {
-        let example = if iterable == "grid" { "`for t, s in grid(1 -> 0, steps)` (or `for t in ...` for the points)" } else { "`for i in range(n)`" };
+        let example = if iterable == "grid" {
+            "`for t, s in grid(1 -> 0, steps)` (or `for t in ...` for the points)"
+        } else {
+            "`for i in range(n)`"
+        };
         Diagnostic::error(
             Code::ForPattern,
-            format!("a `{iterable}` yields {yields} value{} per iteration, but {found} names are bound", if yields == 1 { "" } else { "s" }),
+            format!(
+                "a `{iterable}` yields {yields} value{} per iteration, but {found} names are bound",
+                if yields == 1 { "" } else { "s" }
+            ),
             span,
             "these names",
             format!("write {example}"),
@@ -779,7 +809,8 @@ pub mod types {
             span,
             format!("{} `{target}`", article(target)),
             if step_state == "tokens" {
-                "token steps such as `unmask` refine sequences; for tensors use a solver step such as `ddim()`".to_string()
+                "token steps such as `unmask` refine sequences; for tensors use a solver step such as `ddim()`"
+                    .to_string()
             } else {
                 "solver steps refine tensors; for token sequences use `unmask(...)`".to_string()
             },
@@ -803,7 +834,10 @@ pub mod types {
             format!("`extend ... as {word}` is not a way to extend"),
             span,
             "unknown",
-            did_you_mean(suggestion, "write `as mask` (masked positions), `as noise` (Gaussian positions) or `with SAMPLER`"),
+            did_you_mean(
+                suggestion,
+                "write `as mask` (masked positions), `as noise` (Gaussian positions) or `with SAMPLER`",
+            ),
         )
     }
 
@@ -817,7 +851,12 @@ pub mod types {
         )
     }
 
-    pub fn jump_needs_two_time_model(span: Span, model: &str, kind: &str, origin: Option<(Span, String)>) -> Diagnostic {
+    pub fn jump_needs_two_time_model(
+        span: Span,
+        model: &str,
+        kind: &str,
+        origin: Option<(Span, String)>,
+    ) -> Diagnostic {
         let diag = Diagnostic::error(
             Code::JumpNeedsTwoTimeModel,
             format!("`jump` needs a model that is told the target time, but `{model}` is a local field (`{kind}`)"),
@@ -903,7 +942,13 @@ pub mod types {
         } else {
             format!("call it: `{name}(...)`")
         };
-        Diagnostic::error(Code::NotAValue, format!("`{name}` is a {what}, not a value"), span, format!("a {what}"), help)
+        Diagnostic::error(
+            Code::NotAValue,
+            format!("`{name}` is a {what}, not a value"),
+            span,
+            format!("a {what}"),
+            help,
+        )
     }
 
     pub fn model_param_in_step(span: Span) -> Diagnostic {
@@ -960,7 +1005,10 @@ pub mod bind {
             format!("`{param}` is declared `model<{declared}>`, but the bound model is `{bound}`"),
             span,
             format!("declared `model<{declared}>`"),
-            format!("bind {} `{declared}` checkpoint, or declare `{param}: model` to accept any compatible kind", article(declared)),
+            format!(
+                "bind {} `{declared}` checkpoint, or declare `{param}: model` to accept any compatible kind",
+                article(declared)
+            ),
         )
     }
 }

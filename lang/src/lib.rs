@@ -51,7 +51,11 @@ pub fn analyze(name: &str, bytes: &[u8]) -> Analysis {
         Ok(text) => text,
         Err(diagnostic) => {
             // Show the file with invalid bytes replaced; the prefix up to the span is unchanged.
-            let shown = if diagnostic.code == Code::NotUtf8 { String::from_utf8_lossy(bytes).into_owned() } else { String::new() };
+            let shown = if diagnostic.code == Code::NotUtf8 {
+                String::from_utf8_lossy(bytes).into_owned()
+            } else {
+                String::new()
+            };
             sources.add(name, shown, false);
             return Analysis { sources, diagnostics: vec![diagnostic], program: None };
         }

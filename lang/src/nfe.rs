@@ -25,7 +25,9 @@ pub enum Nfe {
 }
 
 /// The most statements the counter executes before it gives up.
-const MAX_STEPS: u64 = 20_000_000;
+const MAX_STEPS: u64 = 5_000_000;
+/// The most points of one grid the counter materialises.
+const MAX_GRID_POINTS: i64 = 1_000_000;
 
 /// Counts the model evaluations of `schedule` run with its default parameters (and no prompt).
 pub fn count(program: &Program, schedule: ScheduleId) -> Nfe {
@@ -77,9 +79,14 @@ enum Value {
     Num(Num),
     Bool(Option<bool>),
     /// A device value (tensor or tokens) with its identity and, for tokens, its known length.
-    Device { id: u64, length: Option<i64> },
+    Device {
+        id: u64,
+        length: Option<i64>,
+    },
     /// A model, with how many network passes one evaluation costs (2 with classifier-free guidance).
-    Model { passes: u64 },
+    Model {
+        passes: u64,
+    },
     /// A time grid: its points (exact where known).
     Grid(Vec<Num>),
     /// An option value (a spacing, sampler or remasking policy), by the name of its builtin.
@@ -158,7 +165,10 @@ impl<'p> Interp<'p> {
     fn tick(&mut self, span: Span) -> Result<()> {
         self.executed += 1;
         if self.executed > MAX_STEPS {
-            return Err(Stop { reason: format!("the schedule runs more than {MAX_STEPS} statements"), span });
+            return Err(Stop {
+                reason: format!("the run is too long to count (more than {MAX_STEPS} statements)"),
+                span,
+            });
         }
         Ok(())
     }
@@ -237,13 +247,23 @@ impl<'p> Interp<'p> {
             StmtKind::For { vars, iter, body } => {
                 let iterable = self.eval(file, iter)?;
                 let locals: Vec<Option<LocalId>> = vars.iter().map(|v| self.local_at(v)).collect();
-                let rows: Vec<Vec<Value>> = match iterable {
-                    Value::Grid(points) if vars.len() == 2 => points.windows(2).map(|w| vec![Value::Num(w[0]), Value::Num(w[1])]).collect(),
-                    Value::Grid(points) => points.into_iter().map(|p| vec![Value::Num(p)]).collect(),
-                    Value::Range(Some((a, b))) => (a..b).map(|i| vec![Value::Int(Some(i))]).collect(),
-                    _ => return Err(Stop { reason: "the loop's length depends on run-time values".into(), span: iter.span }),
+                let rows: Box<dyn Iterator<Item = Vec<Value>>> = match iterable {
+                    Value::Grid(points) if vars.len() == 2 => {
+                        let pairs: Vec<Vec<Value>> =
+                            points.windows(2).map(|w| vec![Value::Num(w[0]), Value::Num(w[1])]).collect();
+                        Box::new(pairs.into_iter())
+                    }
+                    Value::Grid(points) => Box::new(points.into_iter().map(|p| vec![Value::Num(p)])),
+                    Value::Range(Some((a, b))) => Box::new((a..b).map(|i| vec![Value::Int(Some(i))])),
+                    _ => {
+                        return Err(Stop {
+                            reason: "the loop's length depends on run-time values".into(),
+                            span: iter.span,
+                        });
+                    }
                 };
                 for row in rows {
+                    self.tick(iter.span)?;
                     self.frames.push(HashMap::new());
                     for (local, value) in locals.iter().zip(row) {
                         if let Some(local) = local {
@@ -259,9 +279,13 @@ impl<'p> Interp<'p> {
             }
             StmtKind::Repeat { count, body } => {
                 let Value::Int(Some(n)) = self.eval(file, count)? else {
-                    return Err(Stop { reason: "the repeat count depends on run-time values".into(), span: count.span });
+                    return Err(Stop {
+                        reason: "the repeat count depends on run-time values".into(),
+                        span: count.span,
+                    });
                 };
                 for _ in 0..n.max(0) {
+                    self.tick(count.span)?;
                     if matches!(self.block(file, body)?, Flow::Break) {
                         break;
                     }
@@ -276,7 +300,12 @@ impl<'p> Interp<'p> {
                         }
                     }
                     Value::Bool(Some(false)) => break,
-                    _ => return Err(Stop { reason: "the loop condition depends on run-time values".into(), span: cond.span }),
+                    _ => {
+                        return Err(Stop {
+                            reason: "the loop condition depends on run-time values".into(),
+                            span: cond.span,
+                        });
+                    }
                 }
             },
             StmtKind::If { branches, else_block } => return self.if_stmt(file, branches, else_block.as_ref()),
@@ -290,7 +319,9 @@ impl<'p> Interp<'p> {
                 let t = self.eval(file, from)?;
                 let s = self.eval(file, to)?;
                 let passes = self.verb_passes(file, stmt.span, using.as_ref())?;
-                let Some((step_id, bound)) = self.program.step_refs.get(&step.span).cloned() else { return Ok(Flow::Normal) };
+                let Some((step_id, bound)) = self.program.step_refs.get(&step.span).cloned() else {
+                    return Ok(Flow::Normal);
+                };
                 let args = self.step_arguments(file, step_id, &bound.per_param)?;
                 self.call_stack.push(stmt.span);
                 let result = self.run_step(step_id, state.clone(), t, s, args, passes);
@@ -328,7 +359,12 @@ impl<'p> Interp<'p> {
                     match (one_call, k) {
                         (true, _) => self.calls += passes,
                         (false, Some(k)) => self.calls += passes * k.max(0) as u64,
-                        (false, None) => return Err(Stop { reason: "the number of new tokens depends on run-time values".into(), span: count.span }),
+                        (false, None) => {
+                            return Err(Stop {
+                                reason: "the number of new tokens depends on run-time values".into(),
+                                span: count.span,
+                            });
+                        }
                     }
                 }
                 let length = match (&state, k) {
@@ -377,7 +413,10 @@ impl<'p> Interp<'p> {
                     let else_calls = self.calls - before_calls;
                     let same_flow = matches!((&then_flow, &else_flow), (Flow::Normal, Flow::Normal));
                     if then_calls != else_calls || !same_flow {
-                        return Err(Stop { reason: "the number of model calls depends on this run-time condition".into(), span: cond.span });
+                        return Err(Stop {
+                            reason: "the number of model calls depends on this run-time condition".into(),
+                            span: cond.span,
+                        });
                     }
                     self.merge_frames(then_frames);
                     self.merge_carries(then_carries);
@@ -395,10 +434,10 @@ impl<'p> Interp<'p> {
     fn merge_frames(&mut self, other: Vec<HashMap<LocalId, Value>>) {
         for (frame, other_frame) in self.frames.iter_mut().zip(other) {
             for (local, value) in frame.iter_mut() {
-                if let Some(other_value) = other_frame.get(local) {
-                    if !same(value, other_value) {
-                        *value = widen(value);
-                    }
+                if let Some(other_value) = other_frame.get(local)
+                    && !same(value, other_value)
+                {
+                    *value = widen(value);
                 }
             }
         }
@@ -494,7 +533,12 @@ impl<'p> Interp<'p> {
                     Some(expr) => self.eval(file, expr)?,
                     None => Value::Opaque,
                 },
-                None => match defaults.get(index).copied().flatten().and_then(|id| self.exprs.get(&(step_file, id)).copied()) {
+                None => match defaults
+                    .get(index)
+                    .copied()
+                    .flatten()
+                    .and_then(|id| self.exprs.get(&(step_file, id)).copied())
+                {
                     Some(expr) => self.eval(step_file, expr)?,
                     None => Value::Opaque,
                 },
@@ -640,14 +684,20 @@ impl<'p> Interp<'p> {
                     _ => (None, None),
                 };
                 let steps = match arg(1) {
+                    Some(Value::Int(Some(n))) if n > MAX_GRID_POINTS => {
+                        return Err(Stop { reason: format!("the grid has more than {MAX_GRID_POINTS} steps"), span });
+                    }
                     Some(Value::Int(Some(n))) if n > 0 => n,
-                    _ => return Err(Stop { reason: "the number of grid steps depends on run-time values".into(), span }),
+                    _ => {
+                        return Err(Stop { reason: "the number of grid steps depends on run-time values".into(), span });
+                    }
                 };
                 let uniform = matches!(arg(2), None | Some(Value::Option("uniform")));
                 self.grid_points(from, to, steps, uniform)
             }
             "times" => {
-                let points = args.first().map(|g| g.iter().map(|v| num_of(Some(v))).collect::<Vec<_>>()).unwrap_or_default();
+                let points =
+                    args.first().map(|g| g.iter().map(|v| num_of(Some(v))).collect::<Vec<_>>()).unwrap_or_default();
                 let mut nums = Vec::new();
                 for p in points {
                     let id = self.fresh();
@@ -715,7 +765,9 @@ impl<'p> Interp<'p> {
                 Some(builtins::Returns::Bool) => Value::Bool(None),
                 Some(builtins::Returns::Int) => Value::Int(None),
                 Some(builtins::Returns::Model) => Value::Model { passes: 1 },
-                Some(builtins::Returns::Spacing | builtins::Returns::Sampler | builtins::Returns::Remask) => Value::Option(builtin.name),
+                Some(builtins::Returns::Spacing | builtins::Returns::Sampler | builtins::Returns::Remask) => {
+                    Value::Option(builtin.name)
+                }
                 _ => Value::Opaque,
             },
         })
@@ -894,7 +946,9 @@ fn widen(value: &Value) -> Value {
     match value {
         Value::Int(_) => Value::Int(None),
         Value::Bool(_) => Value::Bool(None),
-        Value::Num(n) => Value::Num(Num { exact: None, lo: f64::NEG_INFINITY, hi: f64::INFINITY, id: n.id.wrapping_add(1 << 40) }),
+        Value::Num(n) => {
+            Value::Num(Num { exact: None, lo: f64::NEG_INFINITY, hi: f64::INFINITY, id: n.id.wrapping_add(1 << 40) })
+        }
         Value::Device { id, .. } => Value::Device { id: id.wrapping_add(1 << 40), length: None },
         other => other.clone(),
     }

@@ -35,7 +35,8 @@ pub fn decode(file: FileId, bytes: &[u8]) -> Result<&str, Diagnostic> {
     if bytes.len() > MAX_SOURCE_BYTES {
         return Err(syntax::file_too_large(Span::new(file, 0, 0), bytes.len(), MAX_SOURCE_BYTES));
     }
-    std::str::from_utf8(bytes).map_err(|e| syntax::not_utf8(Span::new(file, e.valid_up_to(), e.valid_up_to() + 1), e.valid_up_to()))
+    std::str::from_utf8(bytes)
+        .map_err(|e| syntax::not_utf8(Span::new(file, e.valid_up_to(), e.valid_up_to() + 1), e.valid_up_to()))
 }
 
 /// Parses one file. On error, returns every diagnostic found (parse errors stop at the first).
@@ -52,11 +53,7 @@ pub fn parse(file: FileId, text: &str) -> Result<SourceFile, Vec<Diagnostic>> {
         .map(|p| builder.item(p))
         .collect();
     let diagnostics = builder.diagnostics.into_inner();
-    if diagnostics.is_empty() {
-        Ok(SourceFile { items, expr_count: builder.next_id.get() })
-    } else {
-        Err(diagnostics)
-    }
+    if diagnostics.is_empty() { Ok(SourceFile { items, expr_count: builder.next_id.get() }) } else { Err(diagnostics) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,7 +186,9 @@ fn describe_expected(positives: &[Rule]) -> String {
         push("a statement".into());
     }
     for rule in positives {
-        if statement && (STATEMENT_STARTS.contains(rule) || matches!(rule, Rule::ident | Rule::expr | Rule::assign_stmt)) {
+        if statement
+            && (STATEMENT_STARTS.contains(rule) || matches!(rule, Rule::ident | Rule::expr | Rule::assign_stmt))
+        {
             continue;
         }
         push(describe_rule(*rule));
@@ -263,7 +262,9 @@ static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
             | Op::infix(Rule::op_gt, Assoc::Left)
             | Op::infix(Rule::op_ge, Assoc::Left))
         .op(Op::infix(Rule::op_add, Assoc::Left) | Op::infix(Rule::op_sub, Assoc::Left))
-        .op(Op::infix(Rule::op_mul, Assoc::Left) | Op::infix(Rule::op_div, Assoc::Left) | Op::infix(Rule::op_rem, Assoc::Left))
+        .op(Op::infix(Rule::op_mul, Assoc::Left)
+            | Op::infix(Rule::op_div, Assoc::Left)
+            | Op::infix(Rule::op_rem, Assoc::Left))
         .op(Op::prefix(Rule::op_neg) | Op::prefix(Rule::op_not))
         .op(Op::infix(Rule::op_pow, Assoc::Right))
 });
@@ -323,7 +324,9 @@ impl Builder {
             match p.as_rule() {
                 Rule::ident => name = Some(self.ident(p)),
                 Rule::param_list => params = p.into_inner().map(|param| self.param(param)).collect(),
-                Rule::step_state => state = p.into_inner().find(|q| q.as_rule() == Rule::type_expr).map(|t| self.type_expr(t)),
+                Rule::step_state => {
+                    state = p.into_inner().find(|q| q.as_rule() == Rule::type_expr).map(|t| self.type_expr(t))
+                }
                 Rule::block => body = Some(self.block(p)),
                 _ => {}
             }
@@ -618,7 +621,8 @@ impl Builder {
             let name = self.ident_or(parts.next(), span);
             let args = parts.next().map(|p| self.args(p));
             let depth = current.depth + 1;
-            current = self.bounded(ExprKind::Method { receiver: Box::new(current.expr), method: name, args }, span, depth);
+            current =
+                self.bounded(ExprKind::Method { receiver: Box::new(current.expr), method: name, args }, span, depth);
         }
         current
     }

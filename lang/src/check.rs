@@ -1309,6 +1309,7 @@ impl<'c> BodyChecker<'c> {
     }
 
     /// Checks a parameter's default value.
+    #[allow(clippy::collapsible_match, reason = "a model's default must not fall through to the type comparison arm")]
     fn check_default(&mut self, param: &Param, sigs: &[ParamSig]) {
         let Some(default) = &param.default else { return };
         let Some(sig) = sigs.iter().find(|s| s.name == param.name.name) else { return };
@@ -1317,11 +1318,13 @@ impl<'c> BodyChecker<'c> {
         let found = self.expr(default);
         self.scopes = saved;
         match &sig.ty {
-            Type::Model(_) if !matches!(default.kind, ExprKind::Str(_)) && !found.is_error() => {
-                self.report(type_diag::invalid_default(
-                    default.span,
-                    "a model's default is a checkpoint path or an analytic spec string",
-                ));
+            Type::Model(_) => {
+                if !matches!(default.kind, ExprKind::Str(_)) && !found.is_error() {
+                    self.report(type_diag::invalid_default(
+                        default.span,
+                        "a model's default is a checkpoint path or an analytic spec string",
+                    ));
+                }
             }
             ty if !found.fits(ty) => {
                 self.report(type_diag::mismatch(

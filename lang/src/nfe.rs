@@ -689,7 +689,10 @@ impl<'p> Interp<'p> {
                     }
                     Some(Value::Int(Some(n))) if n > 0 => n,
                     _ => {
-                        return Err(Stop { reason: "the number of grid steps depends on run-time values".into(), span });
+                        return Err(Stop {
+                            reason: "the number of grid steps depends on run-time values".into(),
+                            span,
+                        });
                     }
                 };
                 let uniform = matches!(arg(2), None | Some(Value::Option("uniform")));

@@ -1,1 +1,3 @@
-//! Lowering of checked programs to the IR (the next milestone; see ARCHITECTURE.md).
+//! The sched compiler: lowering of checked programs to an IR, the passes, and code generation.
+
+pub mod grid;

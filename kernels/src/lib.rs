@@ -1,1 +1,3 @@
-//! Fused kernel specifications and their emitters (the next milestone; see ARCHITECTURE.md).
+//! Fused kernels: the elementwise specification the compiler produces, and its evaluators.
+
+pub mod spec;

@@ -1,1 +1,5 @@
-//! Devices, models and the reference interpreter (the next milestone; see ARCHITECTURE.md).
+//! The runtime of sched: tensors, models and checkpoints, and the reference interpreter.
+
+pub mod interpolant;
+pub mod model;
+pub mod tensor;

@@ -1,0 +1,72 @@
+//! The model contract: what every model source (analytic, safetensors checkpoint, ONNX, a user's
+//! Rust type) provides to the runtime.
+//!
+//! Times are in sched's normalized convention: `t` in [0, 1], 1 is pure noise, 0 is data, and a
+//! continuous state is `x_t = alpha(t) x0 + sigma(t) eps` for the model's [`Interpolant`]. A model
+//! that was trained with another convention (1000 t, a discrete index, log sigma, ...) converts
+//! inside its own implementation: nothing outside a `Model` sees its native time.
+
+use sched_lang::types::ModelKind;
+
+use crate::interpolant::Interpolant;
+use crate::tensor::Tensor;
+
+/// The parameterization of a local-field output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FieldKind {
+    /// The noise ε.
+    Eps,
+    /// The clean sample x̂₀.
+    X0,
+    /// v = α ε − σ x₀.
+    V,
+    /// The flow velocity dx/dt = α'(t) x₀ + σ'(t) ε.
+    Velocity,
+    /// The score ∇ log p_t(x) = −ε / σ.
+    Score,
+}
+
+/// What a model is.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub kind: ModelKind,
+    pub interpolant: Interpolant,
+    /// The shape of one sample (without the batch dimension).
+    pub sample_shape: Vec<usize>,
+    /// The number of classes of a class-conditional model; `None` when it takes no label.
+    pub num_classes: Option<usize>,
+    /// Where the model came from (a path or an analytic spec), for messages and reports.
+    pub source: String,
+}
+
+/// The class label of an evaluation; `None` is unconditional (the null label of guidance).
+pub type Label = Option<i64>;
+
+/// A model the runtime can evaluate. Implementations are immutable and shared between threads.
+pub trait Model: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    /// The local field at `(x, t)`: the output and its parameterization. Local-field models return
+    /// their own kind; two-time models (flow map, MeanFlow, shortcut) return their instantaneous
+    /// velocity (the map's limit as s → t); consistency models return x̂₀.
+    fn field(&self, x: &Tensor, t: f64, label: Label) -> Result<(Tensor, FieldKind), ModelError>;
+
+    /// Where `x` at time `t` lands at time `s`, in one evaluation. Two-time models only;
+    /// consistency models only for `s = 0`.
+    fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError>;
+}
+
+/// A failure while evaluating a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{model}: input has shape {found:?}, but the model takes samples of shape {expected:?}")]
+    Shape { model: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("{model}: a {kind} model cannot {what}")]
+    Unsupported { model: String, kind: ModelKind, what: String },
+    #[error("{model}: label {label} is out of range (the model has {classes} classes)")]
+    Label { model: String, label: i64, classes: usize },
+    #[error("{model}: time {t} is outside [0, 1]")]
+    Time { model: String, t: f64 },
+    #[error("{model}: {message}")]
+    Backend { model: String, message: String },
+}

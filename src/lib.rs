@@ -6,5 +6,7 @@
 pub use sched_lang as lang;
 pub use sched_lang::{Analysis, Code, Diagnostic, Program, analyze};
 
+pub mod build;
 pub mod render;
 pub mod report;
+pub mod run;

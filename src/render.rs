@@ -31,6 +31,26 @@ impl Style {
         Style::new(ColorChoice::Never, false)
     }
 
+    /// Renders a compiler error like a front-end diagnostic.
+    pub fn render_compile_error(
+        &self,
+        error: &sched_compiler::diagnostics::CompileError,
+        sources: &SourceMap,
+    ) -> String {
+        let report = sched_lang::diagnostics::external_to_miette(
+            error.code,
+            &error.message,
+            error.span,
+            &error.label,
+            &error.help,
+            sources,
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = self.handler.render_report(&mut out, &report);
+        out
+    }
+
     pub fn render(&self, diagnostic: &Diagnostic, sources: &SourceMap) -> String {
         let mut out = String::new();
         let report = diagnostic.to_miette(sources);

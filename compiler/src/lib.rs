@@ -1,3 +1,13 @@
 //! The sched compiler: lowering of checked programs to an IR, the passes, and code generation.
 
+pub mod diagnostics;
 pub mod grid;
+pub mod ir;
+pub mod lower;
+pub mod pipeline;
+pub mod print;
+pub mod verify;
+
+mod cse;
+mod dce;
+mod fuse;

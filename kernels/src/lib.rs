@@ -1,3 +1,13 @@
 //! Fused kernels: the elementwise specification the compiler produces, and its evaluators.
 
+pub mod builder;
+pub mod cpu;
+mod display;
+pub mod philox;
 pub mod spec;
+
+pub use builder::KernelBuilder;
+pub use cpu::{KernelError, evaluate, reduce};
+pub use spec::{
+    BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel, UnaryOp,
+};

@@ -182,3 +182,47 @@ impl fmt::Display for BinaryOp {
         })
     }
 }
+
+impl ElementwiseKernel {
+    /// Checks that the kernel is well formed: every node refers only to earlier nodes, every
+    /// `Input`, `Param` and `Noise` index is below `inputs`, `params` and `noise_slots`, and
+    /// there is at least one output, each naming an existing node.
+    pub fn validate(&self) -> Result<(), crate::cpu::KernelError> {
+        use crate::cpu::KernelError;
+
+        for (node, n) in self.nodes.iter().enumerate() {
+            let earlier = |operand: NodeId| {
+                if (operand.0 as usize) < node {
+                    Ok(())
+                } else {
+                    Err(KernelError::ForwardReference { node, operand: operand.0 })
+                }
+            };
+            match *n {
+                Node::Input(input) if input >= self.inputs => {
+                    return Err(KernelError::InputOutOfRange { node, input, inputs: self.inputs });
+                }
+                Node::Param(param) if param >= self.params => {
+                    return Err(KernelError::ParamOutOfRange { node, param, params: self.params });
+                }
+                Node::Noise(_, slot) if slot >= self.noise_slots => {
+                    return Err(KernelError::NoiseSlotOutOfRange { node, slot, slots: self.noise_slots });
+                }
+                Node::Unary(_, a) => earlier(a)?,
+                Node::Binary(_, a, b) => {
+                    earlier(a)?;
+                    earlier(b)?;
+                }
+                Node::Input(_) | Node::Param(_) | Node::Noise(..) | Node::Const(_) => {}
+            }
+        }
+        if self.outputs.is_empty() {
+            return Err(KernelError::NoOutputs);
+        }
+        let nodes = self.nodes.len();
+        if let Some((output, id)) = self.outputs.iter().enumerate().find(|(_, id)| id.0 as usize >= nodes) {
+            return Err(KernelError::OutputOutOfRange { output, node: id.0, nodes });
+        }
+        Ok(())
+    }
+}

@@ -67,6 +67,7 @@ impl ParamType {
 pub enum DefaultValue {
     Int(i64),
     Float(f64),
+    Bool(bool),
     /// An option value written by name, e.g. `greedy`.
     Named(&'static str),
     /// The argument may be left out and means "absent" (e.g. the second bound of `range`).
@@ -163,6 +164,9 @@ const fn d(name: &'static str, ty: ParamType, default: DefaultValue) -> BuiltinP
 }
 
 const X: BuiltinParam = p("x", ParamType::Numeric);
+/// diffusers DDIM's `prev_timestep = t - N // n` instead of the next grid point (a compatibility
+/// option: it is only right for `leading` spacing, notes/samplers.md §7.3).
+const STRIDE: BuiltinParam = d("ddim_stride", ParamType::Bool, DefaultValue::Bool(false));
 const STATE: BuiltinParam = p("x", ParamType::Tensor);
 const TIME: BuiltinParam = p("t", ParamType::Time);
 
@@ -378,7 +382,7 @@ pub const BUILTINS: &[Builtin] = &[
     ),
     builtin!(
         "leading",
-        [d("offset", ParamType::Int, DefaultValue::Int(1)), d("train_steps", ParamType::Int, DefaultValue::Int(1000))],
+        [d("offset", ParamType::Int, DefaultValue::Int(1)), d("train_steps", ParamType::Int, DefaultValue::Int(1000)), STRIDE],
         Spacing,
         Anywhere,
         Spacing,
@@ -386,7 +390,7 @@ pub const BUILTINS: &[Builtin] = &[
     ),
     builtin!(
         "trailing",
-        [d("train_steps", ParamType::Int, DefaultValue::Int(1000))],
+        [d("train_steps", ParamType::Int, DefaultValue::Int(1000)), STRIDE],
         Spacing,
         Anywhere,
         Spacing,
@@ -394,7 +398,7 @@ pub const BUILTINS: &[Builtin] = &[
     ),
     builtin!(
         "linspace",
-        [d("train_steps", ParamType::Int, DefaultValue::Int(1000))],
+        [d("train_steps", ParamType::Int, DefaultValue::Int(1000)), STRIDE],
         Spacing,
         Anywhere,
         Spacing,

@@ -193,7 +193,7 @@ impl Diagnostic {
             })
             .collect();
         MietteDiagnostic {
-            code: Some(self.code),
+            code: Some(self.code.as_str().to_string()),
             severity: match self.severity {
                 Severity::Error => miette::Severity::Error,
                 Severity::Warning => miette::Severity::Warning,
@@ -205,6 +205,15 @@ impl Diagnostic {
             related,
         }
     }
+}
+
+/// A `miette` view of an error of a later phase (the compiler, the runtime) that points into
+/// the program's sources, so every phase renders alike.
+pub fn external_to_miette(code: &str, message: &str, span: Span, label: &str, help: &str, sources: &SourceMap) -> MietteDiagnostic {
+    let diagnostic = Diagnostic::error(Code::UnexpectedToken, message, span, label, help);
+    let mut rendered = diagnostic.to_miette(sources);
+    rendered.code = Some(code.to_string());
+    rendered
 }
 
 fn to_labeled_span(label: &Label) -> miette::LabeledSpan {
@@ -219,7 +228,7 @@ fn to_labeled_span(label: &Label) -> miette::LabeledSpan {
 /// A diagnostic joined with its source text, implementing [`miette::Diagnostic`].
 #[derive(Debug)]
 pub struct MietteDiagnostic {
-    code: Option<Code>,
+    code: Option<String>,
     severity: miette::Severity,
     message: String,
     help: Option<String>,
@@ -238,7 +247,7 @@ impl std::error::Error for MietteDiagnostic {}
 
 impl miette::Diagnostic for MietteDiagnostic {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.code.map(|c| Box::new(c) as Box<dyn fmt::Display>)
+        self.code.as_ref().map(|c| Box::new(c) as Box<dyn fmt::Display>)
     }
 
     fn severity(&self) -> Option<miette::Severity> {

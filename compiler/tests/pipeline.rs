@@ -1,0 +1,146 @@
+//! The compiler on the shipped examples: every continuous schedule compiles through every stage
+//! with a valid IR; the fused IR of classic solver steps has the launch structure the design
+//! promises; golden dumps of the IR after each stage (`SCHED_BLESS=1` to accept changes).
+
+use std::path::PathBuf;
+
+use sched_compiler::ir::{Function, Op};
+use sched_compiler::pipeline::{self, Stage};
+use sched_compiler::verify::verify;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn program(file: &str) -> sched_lang::Program {
+    let path = root().join(file);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {file}: {e}"));
+    let analysis = sched_lang::analyze(file, &bytes);
+    analysis.program.unwrap_or_else(|| panic!("{file} does not check: {:?}", analysis.diagnostics))
+}
+
+fn compile(file: &str, schedule: &str, stage: Stage) -> Function {
+    let program = program(file);
+    let (id, _) = program.schedule_by_name(schedule).unwrap_or_else(|| panic!("no schedule {schedule} in {file}"));
+    pipeline::compile_until(&program, id, stage).unwrap_or_else(|e| panic!("{file}:{schedule}: {e:?}"))
+}
+
+/// Model calls and kernel launches in the block that holds the given number of model calls.
+fn launches_in_step_blocks(function: &Function) -> Vec<(usize, usize)> {
+    function
+        .graph
+        .node_weights()
+        .map(|block| {
+            let calls = block.insts.iter().filter(|i| i.op.calls_model()).count();
+            let kernels = block.insts.iter().filter(|i| matches!(i.op, Op::Kernel { .. })).count();
+            (calls, kernels)
+        })
+        .filter(|(calls, _)| *calls > 0)
+        .collect()
+}
+
+#[test]
+fn continuous_examples_compile_through_every_stage() {
+    let continuous = [
+        ("examples/ddim.sched", &["ddim"][..]),
+        ("examples/ddpm.sched", &["ddpm", "ddpm_x0"]),
+        ("examples/euler_karras.sched", &["euler_karras", "euler_ancestral_karras"]),
+        ("examples/heun_karras.sched", &["heun_karras"]),
+        ("examples/dpmpp_2m.sched", &["dpmpp_2m", "dpmpp_2m_sde"]),
+        ("examples/flow_euler.sched", &["flow_euler"]),
+        ("examples/cfg.sched", &["cfg_ddim", "cfg_dpmpp_2m"]),
+        ("examples/few_step.sched", &["few_step"]),
+        ("examples/meanflow.sched", &["meanflow_one_step", "meanflow_two_step"]),
+        ("examples/shortcut.sched", &["shortcut"]),
+        ("examples/consistency.sched", &["consistency", "lcm"]),
+        ("examples/hybrid.sched", &["hybrid"]),
+        ("examples/adaptive.sched", &["adaptive"]),
+    ];
+    for (file, schedules) in continuous {
+        for schedule in schedules {
+            for &stage in Stage::ALL {
+                let function = compile(file, schedule, stage);
+                if let Err(errors) = verify(&function) {
+                    panic!("{file}:{schedule} after {stage:?}: {errors:#?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_first_order_step_is_one_model_call_and_one_kernel() {
+    for (file, schedule) in [
+        ("examples/ddim.sched", "ddim"),
+        ("examples/euler_karras.sched", "euler_ancestral_karras"),
+        ("examples/ddpm.sched", "ddpm"),
+    ] {
+        let function = compile(file, schedule, Stage::Fuse);
+        assert_eq!(launches_in_step_blocks(&function), vec![(1, 1)], "{file}:{schedule}\n{function}");
+    }
+}
+
+#[test]
+fn identical_model_calls_in_a_step_are_one_call() {
+    let source = br#"
+        step both() {
+            let a = eps(x, t)
+            let (b, c) = predict(x, t)
+            x = a + b + x0(x, t) + velocity(x, t) + c
+        }
+        schedule s(net: model<eps>) {
+            let x = gaussian()
+            refine x from 1 to 0.5 by both()
+            emit x
+        }
+    "#;
+    let analysis = sched_lang::analyze("cse.sched", source);
+    let program = analysis.program.expect("checks");
+    let (id, _) = program.schedule_by_name("s").expect("schedule");
+    let lowered = pipeline::compile_until(&program, id, Stage::Lower).expect("lowers");
+    let after_cse = pipeline::compile_until(&program, id, Stage::Cse).expect("cse");
+    assert_eq!(lowered.model_calls(), 4, "{lowered}");
+    assert_eq!(after_cse.model_calls(), 1, "{after_cse}");
+}
+
+#[test]
+fn guidance_makes_two_calls_and_fuses_their_combination() {
+    let function = compile("examples/cfg.sched", "cfg_ddim", Stage::Fuse);
+    assert_eq!(launches_in_step_blocks(&function), vec![(2, 1)], "{function}");
+}
+
+#[test]
+fn multistep_and_second_order_steps_fuse_per_model_call() {
+    // DPM++ 2M: the first-order and the second-order branch each are one call and one kernel,
+    // except the final step to data (a copy of x0, which is one kernel too).
+    let function = compile("examples/dpmpp_2m.sched", "dpmpp_2m", Stage::Fuse);
+    for (calls, kernels) in launches_in_step_blocks(&function) {
+        assert_eq!(calls, 1);
+        assert!(kernels <= 1, "{function}");
+    }
+}
+
+#[test]
+fn golden_ir_dumps() {
+    let cases = [
+        ("examples/ddim.sched", "ddim"),
+        ("examples/heun_karras.sched", "heun_karras"),
+        ("examples/few_step.sched", "few_step"),
+    ];
+    let mut failures = Vec::new();
+    for (file, schedule) in cases {
+        for &stage in Stage::ALL {
+            let text = compile(file, schedule, stage).to_string();
+            let path = root().join("compiler/tests/golden").join(format!("{schedule}.{}.ir", stage.name()));
+            if std::env::var_os("SCHED_BLESS").is_some() {
+                std::fs::write(&path, &text).expect("write golden");
+                continue;
+            }
+            let expected = std::fs::read_to_string(&path).unwrap_or_default();
+            if expected != text {
+                failures.push(format!("{} differs (SCHED_BLESS=1 to accept)\n{text}", path.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,661 @@
+//! The reference interpreter: walks an IR [`Function`] on the CPU.
+//!
+//! It executes fused kernels with the kernel crate's reference evaluator and unfused elementwise
+//! operations with the same f32 semantics, so a function gives the same bits before and after
+//! fusion. It is the oracle the JIT is tested against.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sched_compiler::grid::Spacing;
+use sched_compiler::ir::*;
+use sched_kernels::cpu;
+use sched_kernels::philox;
+use sched_kernels::spec::{self, Distribution, NoiseLaunch, NoiseSlot};
+
+use crate::convert::{field_coefficients, field_kind_of};
+use crate::grid::{Grid, materialize};
+use crate::model::{Model, ModelError};
+use crate::tensor::Tensor;
+
+/// A value given for a schedule parameter.
+#[derive(Clone, Debug)]
+pub enum ParamValue {
+    Host(Constant),
+    Tensor(Tensor),
+}
+
+/// Where noise comes from.
+#[derive(Clone, Debug, Default)]
+pub enum NoiseSource {
+    /// sched's counter-based Philox stream (the default).
+    #[default]
+    Philox,
+    /// Replays the given tensors, one per noise draw, in the order the run draws them (for
+    /// comparing against another library's trajectory).
+    Replay(Vec<Tensor>),
+}
+
+/// How to run.
+pub struct RunOptions<'a> {
+    pub seed: u64,
+    pub batch: usize,
+    pub noise: NoiseSource,
+    /// Record the state after every verb.
+    pub trace: bool,
+    /// Called after every verb with its index in [`Function::verbs`].
+    pub on_verb: Option<&'a (dyn Fn(u32) + Sync)>,
+    /// Checked after every verb; when set, the run stops with [`RunError::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions { seed: 0, batch: 1, noise: NoiseSource::Philox, trace: false, on_verb: None, cancel: None }
+    }
+}
+
+/// A value a schedule emitted.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputValue {
+    Tensor(Tensor),
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct Outputs {
+    /// The emitted values, in the order of [`Function::outputs`] (never-emitted ones are absent).
+    pub values: Vec<(String, OutputValue)>,
+    /// The state after each verb, when tracing: (verb index, tensor).
+    pub trace: Vec<(u32, Tensor)>,
+    /// Model evaluations made (each guided evaluation counts its two calls).
+    pub model_calls: u64,
+    /// Fused kernels launched.
+    pub kernel_launches: u64,
+}
+
+/// A failure while running.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("parameter `{0}` has no value")]
+    MissingParam(String),
+    #[error("model `{0}` is not bound")]
+    MissingModel(String),
+    #[error("cannot build the grid: {0}")]
+    Grid(#[from] crate::grid::GridError),
+    #[error("kernel: {0}")]
+    Kernel(#[from] cpu::KernelError),
+    #[error("integer division by zero")]
+    DivisionByZero,
+    #[error("tensors of shapes {0:?} and {1:?} cannot be combined")]
+    Shape(Vec<usize>, Vec<usize>),
+    #[error("the noise replay has {available} draws, but the run needs more")]
+    ReplayExhausted { available: usize },
+    #[error("the replayed noise has shape {found:?}, but the run draws {expected:?}")]
+    ReplayShape { expected: Vec<usize>, found: Vec<usize> },
+    #[error("{0} models cannot be used here: {1}")]
+    ModelKind(String, String),
+    #[error("grid index {0} is out of range")]
+    GridIndex(i64),
+    #[error("the run was cancelled")]
+    Cancelled,
+}
+
+#[derive(Clone, Debug)]
+enum Val {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    Tensor(Arc<Tensor>),
+    Grid(Arc<Grid>),
+}
+
+impl Val {
+    fn f64(&self) -> f64 {
+        match self {
+            Val::F64(v) => *v,
+            Val::I64(v) => *v as f64,
+            Val::Bool(b) => f64::from(u8::from(*b)),
+            Val::Tensor(_) | Val::Grid(_) => f64::NAN,
+        }
+    }
+
+    fn i64(&self) -> i64 {
+        match self {
+            Val::I64(v) => *v,
+            Val::F64(v) => *v as i64,
+            Val::Bool(b) => i64::from(*b),
+            Val::Tensor(_) | Val::Grid(_) => 0,
+        }
+    }
+
+    fn bool(&self) -> bool {
+        matches!(self, Val::Bool(true))
+    }
+}
+
+/// Runs a function with bound parameters and models.
+pub fn run(
+    function: &Function,
+    params: &[Option<ParamValue>],
+    models: &[Arc<dyn Model>],
+    options: &RunOptions<'_>,
+) -> Result<Outputs, RunError> {
+    if models.len() < function.models.len() {
+        return Err(RunError::MissingModel(function.models[models.len()].name.clone()));
+    }
+    let state_shape = match models.first() {
+        Some(model) => std::iter::once(options.batch).chain(model.info().sample_shape.iter().copied()).collect(),
+        None => vec![options.batch],
+    };
+    let mut machine = Machine {
+        function,
+        params,
+        models,
+        options,
+        state_shape,
+        values: vec![None; function.value_types.len()],
+        vars: vec![None; function.vars.len()],
+        site_steps: HashMap::new(),
+        replay_next: 0,
+        outputs: vec![None; function.outputs.len()],
+        trace: Vec::new(),
+        model_calls: 0,
+        kernel_launches: 0,
+    };
+    let mut block = function.entry;
+    loop {
+        for inst in &function.graph[block].insts {
+            machine.execute(inst)?;
+        }
+        block = match function.graph[block].terminator {
+            Terminator::Jump(next) => next,
+            Terminator::Branch { cond, then_block, else_block } => {
+                if machine.get(cond).bool() { then_block } else { else_block }
+            }
+            Terminator::Return => break,
+        };
+    }
+    let values = function
+        .outputs
+        .iter()
+        .zip(machine.outputs)
+        .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
+        .collect();
+    Ok(Outputs { values, trace: machine.trace, model_calls: machine.model_calls, kernel_launches: machine.kernel_launches })
+}
+
+struct Machine<'a> {
+    function: &'a Function,
+    params: &'a [Option<ParamValue>],
+    models: &'a [Arc<dyn Model>],
+    options: &'a RunOptions<'a>,
+    state_shape: Vec<usize>,
+    values: Vec<Option<Val>>,
+    vars: Vec<Option<Val>>,
+    /// How many times each noise site has drawn.
+    site_steps: HashMap<u32, u32>,
+    replay_next: usize,
+    outputs: Vec<Option<OutputValue>>,
+    trace: Vec<(u32, Tensor)>,
+    model_calls: u64,
+    kernel_launches: u64,
+}
+
+impl Machine<'_> {
+    fn get(&self, value: ValueId) -> Val {
+        // The verifier guarantees operands are defined before use in their block.
+        self.values[value.0 as usize].clone().unwrap_or(Val::F64(f64::NAN))
+    }
+
+    fn tensor(&self, value: ValueId) -> Arc<Tensor> {
+        match self.get(value) {
+            Val::Tensor(t) => t,
+            other => Arc::new(Tensor::new(self.state_shape.clone(), vec![other.f64() as f32; self.state_shape.iter().product()])),
+        }
+    }
+
+    fn set(&mut self, inst: &Inst, value: Val) {
+        if let Some(result) = inst.results.first() {
+            self.values[result.0 as usize] = Some(value);
+        }
+    }
+
+    fn model(&self, slot: ModelSlot) -> &Arc<dyn Model> {
+        &self.models[slot.0 as usize]
+    }
+
+    fn label(&self, label: Option<ValueId>) -> Option<i64> {
+        label.map(|l| self.get(l).i64())
+    }
+
+    fn shape_like(&self, like: Option<ValueId>) -> Vec<usize> {
+        match like.map(|l| self.get(l)) {
+            Some(Val::Tensor(t)) => t.shape.clone(),
+            _ => self.state_shape.clone(),
+        }
+    }
+
+    /// The step of a noise site's next draw (and counts the draw).
+    fn next_step(&mut self, site: u32) -> u32 {
+        let step = self.site_steps.entry(site).or_insert(0);
+        let current = *step;
+        *step += 1;
+        current
+    }
+
+    fn replayed(&mut self, shape: &[usize]) -> Result<Option<Tensor>, RunError> {
+        let NoiseSource::Replay(draws) = &self.options.noise else { return Ok(None) };
+        let Some(draw) = draws.get(self.replay_next) else {
+            return Err(RunError::ReplayExhausted { available: draws.len() });
+        };
+        if draw.shape != shape {
+            return Err(RunError::ReplayShape { expected: shape.to_vec(), found: draw.shape.clone() });
+        }
+        self.replay_next += 1;
+        Ok(Some(draw.clone()))
+    }
+
+    fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
+        let value = match &inst.op {
+            Op::Const(c) => Some(match *c {
+                Constant::F64(v) => Val::F64(v),
+                Constant::I64(v) => Val::I64(v),
+                Constant::Bool(v) => Val::Bool(v),
+            }),
+            Op::Param(index) => {
+                let name = || self.function.params[*index as usize].name.clone();
+                let given = self.params.get(*index as usize).and_then(|p| p.as_ref());
+                let default = self.function.params[*index as usize].default.as_ref();
+                Some(match (given, default) {
+                    (Some(ParamValue::Tensor(t)), _) => Val::Tensor(Arc::new(t.clone())),
+                    (Some(ParamValue::Host(c)), _) | (None, Some(c)) => match *c {
+                        Constant::F64(v) => Val::F64(v),
+                        Constant::I64(v) => Val::I64(v),
+                        Constant::Bool(v) => Val::Bool(v),
+                    },
+                    (None, None) => return Err(RunError::MissingParam(name())),
+                })
+            }
+            Op::ParamGiven(index) => Some(Val::Bool(matches!(self.params.get(*index as usize), Some(Some(_))))),
+            Op::Read(var) => Some(self.vars[var.0 as usize].clone().unwrap_or(Val::F64(f64::NAN))),
+            Op::Write(var, value) => {
+                self.vars[var.0 as usize] = Some(self.get(*value));
+                None
+            }
+            Op::Unary(op, a) => Some(self.unary(*op, self.get(*a))),
+            Op::Binary(op, a, b) => Some(self.binary(*op, self.get(*a), self.get(*b))?),
+            Op::Interpolant { func, model, t } => {
+                let interpolant = &self.model(*model).info().interpolant;
+                let t = self.get(*t).f64();
+                Some(Val::F64(match func {
+                    InterpolantFn::Alpha => interpolant.alpha(t),
+                    InterpolantFn::Sigma => interpolant.sigma(t),
+                    InterpolantFn::Lambda => interpolant.lambda(t),
+                    InterpolantFn::DAlpha => interpolant.d_alpha(t),
+                    InterpolantFn::DSigma => interpolant.d_sigma(t),
+                }))
+            }
+            Op::Coefficient { which, model, t } => {
+                let model = self.model(*model);
+                let info = model.info();
+                let Some(kind) = field_kind_of(info.kind) else {
+                    return Err(RunError::ModelKind(info.kind.name().to_string(), "they have no continuous field".into()));
+                };
+                let c = field_coefficients(kind, &info.interpolant, self.get(*t).f64());
+                Some(Val::F64(match which {
+                    Coefficient::X0FromX => c.x0.0,
+                    Coefficient::X0FromOutput => c.x0.1,
+                    Coefficient::EpsFromX => c.eps.0,
+                    Coefficient::EpsFromOutput => c.eps.1,
+                }))
+            }
+            Op::Noise { dist, site, like } => {
+                let shape = self.shape_like(*like);
+                let step = self.next_step(*site);
+                let tensor = match self.replayed(&shape)? {
+                    Some(t) => t,
+                    None => noise_tensor(*dist, self.options.seed, *site, step, shape),
+                };
+                Some(Val::Tensor(Arc::new(tensor)))
+            }
+            Op::Fill { value, like } => {
+                let shape = self.shape_like(*like);
+                let len = shape.iter().product();
+                Some(Val::Tensor(Arc::new(Tensor::new(shape, vec![*value; len]))))
+            }
+            Op::Field { model, x, t, label } => {
+                let x = self.tensor(*x);
+                let t = self.get(*t).f64();
+                let label = self.label(*label);
+                let (output, _kind) = self.model(*model).field(&x, t, label)?;
+                self.model_calls += 1;
+                Some(Val::Tensor(Arc::new(output)))
+            }
+            Op::Jump { model, x, t, s, label } => {
+                let x = self.tensor(*x);
+                let (t, s) = (self.get(*t).f64(), self.get(*s).f64());
+                let label = self.label(*label);
+                let output = self.model(*model).jump(&x, t, s, label)?;
+                self.model_calls += 1;
+                Some(Val::Tensor(Arc::new(output)))
+            }
+            Op::Reduce(op, x) => {
+                let x = self.tensor(*x);
+                let body = spec::ElementwiseKernel {
+                    inputs: 1,
+                    params: 0,
+                    noise_slots: 0,
+                    nodes: vec![spec::Node::Input(0)],
+                    outputs: vec![spec::NodeId(0)],
+                };
+                let kernel = spec::ReductionKernel { body, op: *op };
+                let noise = NoiseLaunch { seed: self.options.seed, per_sample: x.per_sample().max(1), slots: &[] };
+                Some(Val::F64(cpu::reduce(&kernel, x.len(), &[&x.data], &[], &noise)?))
+            }
+            Op::Grid { spacing, from, to, steps, args, model } => Some(Val::Grid(Arc::new(self.grid(*spacing, *from, *to, *steps, args, *model)?))),
+            Op::GridLen(g) => Some(Val::I64(match self.get(*g) {
+                Val::Grid(grid) => grid.points.len() as i64,
+                _ => 0,
+            })),
+            Op::GridPoint(g, i) | Op::GridPairEnd(g, i) => {
+                let index = self.get(*i).i64();
+                let Val::Grid(grid) = self.get(*g) else { return Err(RunError::GridIndex(index)) };
+                let list = if matches!(inst.op, Op::GridPoint(..)) { &grid.points } else { &grid.pair_ends };
+                let value = usize::try_from(index).ok().and_then(|i| list.get(i)).ok_or(RunError::GridIndex(index))?;
+                Some(Val::F64(*value))
+            }
+            Op::Emit { index, value } => {
+                let output = match self.get(*value) {
+                    Val::Tensor(t) => OutputValue::Tensor((*t).clone()),
+                    Val::F64(v) => OutputValue::F64(v),
+                    Val::I64(v) => OutputValue::I64(v),
+                    Val::Bool(v) => OutputValue::Bool(v),
+                    Val::Grid(_) => return Ok(()),
+                };
+                self.outputs[*index as usize] = Some(output);
+                None
+            }
+            Op::Kernel { kernel, inputs, params, sites } => {
+                self.kernel(inst, *kernel, inputs, params, sites)?;
+                return Ok(());
+            }
+            Op::VerbDone { verb } => {
+                if self.options.trace {
+                    let target = self.function.verbs[*verb as usize].target;
+                    if let Some(Val::Tensor(t)) = &self.vars[target.0 as usize] {
+                        self.trace.push((*verb, (**t).clone()));
+                    }
+                }
+                if let Some(on_verb) = self.options.on_verb {
+                    on_verb(*verb);
+                }
+                if self.options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(RunError::Cancelled);
+                }
+                None
+            }
+        };
+        if let Some(value) = value {
+            self.set(inst, value);
+        }
+        Ok(())
+    }
+
+    fn kernel(&mut self, inst: &Inst, id: KernelId, inputs: &[ValueId], params: &[ValueId], sites: &[u32]) -> Result<(), RunError> {
+        let kernel = &self.function.kernels[id.0 as usize];
+        let tensors: Vec<Arc<Tensor>> = inputs.iter().map(|v| self.tensor(*v)).collect();
+        let shape = tensors.first().map_or_else(|| self.state_shape.clone(), |t| t.shape.clone());
+        for t in &tensors {
+            if t.shape != shape {
+                return Err(RunError::Shape(shape, t.shape.clone()));
+            }
+        }
+        let param_values: Vec<f32> = params.iter().map(|p| self.get(*p).f64() as f32).collect();
+        let slots: Vec<NoiseSlot> = sites.iter().map(|site| NoiseSlot { site: *site, step: self.next_step(*site) }).collect();
+        let len: usize = shape.iter().product();
+        let per_sample = shape.iter().skip(1).product::<usize>().max(1);
+        let outputs = if matches!(self.options.noise, NoiseSource::Replay(_)) && !slots.is_empty() {
+            // Replayed noise enters as extra inputs: rewrite the noise nodes to read them.
+            let mut replayed = Vec::new();
+            for _ in &slots {
+                match self.replayed(&shape)? {
+                    Some(t) => replayed.push(t),
+                    None => return Err(RunError::ReplayExhausted { available: 0 }),
+                }
+            }
+            let rewritten = replace_noise_with_inputs(kernel);
+            let mut all: Vec<&[f32]> = tensors.iter().map(|t| t.data.as_slice()).collect();
+            all.extend(replayed.iter().map(|t| t.data.as_slice()));
+            let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots: &[] };
+            cpu::evaluate(&rewritten, len, &all, &param_values, &noise)?
+        } else {
+            let data: Vec<&[f32]> = tensors.iter().map(|t| t.data.as_slice()).collect();
+            let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots: &slots };
+            cpu::evaluate(kernel, len, &data, &param_values, &noise)?
+        };
+        self.kernel_launches += 1;
+        for (result, data) in inst.results.iter().zip(outputs) {
+            self.values[result.0 as usize] = Some(Val::Tensor(Arc::new(Tensor::new(shape.clone(), data))));
+        }
+        Ok(())
+    }
+
+    fn grid(
+        &self,
+        spacing: SpacingKind,
+        from: ValueId,
+        to: ValueId,
+        steps: ValueId,
+        args: &[ValueId],
+        model: Option<ModelSlot>,
+    ) -> Result<Grid, RunError> {
+        let (from, to) = (self.get(from).f64(), self.get(to).f64());
+        let arg = |i: usize| args.get(i).map(|a| self.get(*a));
+        if spacing == SpacingKind::Explicit {
+            let points: Vec<f64> = args.iter().map(|a| self.get(*a).f64()).collect();
+            let pair_ends = points.iter().skip(1).copied().collect();
+            return Ok(Grid { points, pair_ends });
+        }
+        let steps = usize::try_from(self.get(steps).i64()).unwrap_or(0);
+        let f = |i: usize| arg(i).map_or(f64::NAN, |v| v.f64());
+        let i = |i: usize| arg(i).map_or(0, |v| v.i64());
+        let b = |i: usize| arg(i).is_some_and(|v| v.bool());
+        let spacing = match spacing {
+            SpacingKind::Uniform => Spacing::Uniform,
+            SpacingKind::Quadratic => Spacing::Quadratic,
+            SpacingKind::Cosine => Spacing::Cosine,
+            SpacingKind::Karras => Spacing::Karras { rho: f(0) },
+            SpacingKind::Exponential => Spacing::Exponential,
+            SpacingKind::LogSnr => Spacing::LogSnr,
+            SpacingKind::Shift => Spacing::Shift { k: f(0) },
+            SpacingKind::Leading => Spacing::Leading { offset: i(0), train_steps: i(1), ddim_stride: b(2) },
+            SpacingKind::Trailing => Spacing::Trailing { train_steps: i(0), ddim_stride: b(1) },
+            SpacingKind::Linspace => Spacing::Linspace { train_steps: i(0), ddim_stride: b(1) },
+            SpacingKind::Explicit => Spacing::Uniform,
+        };
+        let interpolant = match model {
+            Some(slot) => self.model(slot).info().interpolant.clone(),
+            None => crate::interpolant::Interpolant::RectifiedFlow,
+        };
+        Ok(materialize(from, to, steps, &spacing, &interpolant)?)
+    }
+
+    fn unary(&self, op: UnaryOp, a: Val) -> Val {
+        if let Val::Tensor(t) = &a {
+            let kernel_op = tensor_unary(op);
+            let data = t.data.iter().map(|&x| cpu::apply_unary(kernel_op, x)).collect();
+            return Val::Tensor(Arc::new(Tensor::new(t.shape.clone(), data)));
+        }
+        match op {
+            UnaryOp::Not => Val::Bool(!a.bool()),
+            UnaryOp::Neg => match a {
+                Val::I64(v) => Val::I64(v.wrapping_neg()),
+                other => Val::F64(-other.f64()),
+            },
+            UnaryOp::ToFloat => Val::F64(a.f64()),
+            UnaryOp::Truncate => Val::I64(a.f64() as i64),
+            UnaryOp::Round => Val::I64(a.f64().round() as i64),
+            _ => Val::F64(host_unary(op, a.f64())),
+        }
+    }
+
+    fn binary(&self, op: BinaryOp, a: Val, b: Val) -> Result<Val, RunError> {
+        match (&a, &b) {
+            (Val::Tensor(_), _) | (_, Val::Tensor(_)) => {
+                let kernel_op = tensor_binary(op);
+                let (ta, tb) = (self.as_tensor_operand(&a), self.as_tensor_operand(&b));
+                let shape = match (&a, &b) {
+                    (Val::Tensor(t), Val::Tensor(u)) if t.shape != u.shape => return Err(RunError::Shape(t.shape.clone(), u.shape.clone())),
+                    (Val::Tensor(t), _) | (_, Val::Tensor(t)) => t.shape.clone(),
+                    _ => self.state_shape.clone(),
+                };
+                let len = shape.iter().product::<usize>();
+                let data = (0..len).map(|i| cpu::apply_binary(kernel_op, ta(i), tb(i))).collect();
+                Ok(Val::Tensor(Arc::new(Tensor::new(shape, data))))
+            }
+            (Val::I64(x), Val::I64(y)) => Ok(match op {
+                BinaryOp::Add => Val::I64(x.wrapping_add(*y)),
+                BinaryOp::Sub => Val::I64(x.wrapping_sub(*y)),
+                BinaryOp::Mul => Val::I64(x.wrapping_mul(*y)),
+                BinaryOp::Rem => Val::I64(x.checked_rem(*y).ok_or(RunError::DivisionByZero)?),
+                BinaryOp::Min => Val::I64(*x.min(y)),
+                BinaryOp::Max => Val::I64(*x.max(y)),
+                BinaryOp::Eq => Val::Bool(x == y),
+                BinaryOp::Ne => Val::Bool(x != y),
+                BinaryOp::Lt => Val::Bool(x < y),
+                BinaryOp::Le => Val::Bool(x <= y),
+                BinaryOp::Gt => Val::Bool(x > y),
+                BinaryOp::Ge => Val::Bool(x >= y),
+                _ => Val::F64(host_binary(op, *x as f64, *y as f64)),
+            }),
+            (Val::Bool(x), Val::Bool(y)) => Ok(Val::Bool(match op {
+                BinaryOp::And => *x && *y,
+                BinaryOp::Or => *x || *y,
+                BinaryOp::Eq => x == y,
+                _ => x != y,
+            })),
+            _ => {
+                let (x, y) = (a.f64(), b.f64());
+                Ok(match op {
+                    BinaryOp::Eq => Val::Bool(x == y),
+                    BinaryOp::Ne => Val::Bool(x != y),
+                    BinaryOp::Lt => Val::Bool(x < y),
+                    BinaryOp::Le => Val::Bool(x <= y),
+                    BinaryOp::Gt => Val::Bool(x > y),
+                    BinaryOp::Ge => Val::Bool(x >= y),
+                    _ => Val::F64(host_binary(op, x, y)),
+                })
+            }
+        }
+    }
+
+    /// An elementwise operand: a tensor's elements, or a host value rounded to f32 once.
+    fn as_tensor_operand(&self, value: &Val) -> impl Fn(usize) -> f32 + use<> {
+        let (data, scalar) = match value {
+            Val::Tensor(t) => (Some(Arc::clone(t)), 0.0),
+            other => (None, other.f64() as f32),
+        };
+        move |i| data.as_ref().map_or(scalar, |t| t.data[i])
+    }
+}
+
+fn host_unary(op: UnaryOp, x: f64) -> f64 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Expm1 => x.exp_m1(),
+        UnaryOp::Log1p => x.ln_1p(),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Atan => x.atan(),
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Not | UnaryOp::ToFloat | UnaryOp::Truncate | UnaryOp::Round => x,
+    }
+}
+
+fn host_binary(op: BinaryOp, x: f64, y: f64) -> f64 {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Rem => x % y,
+        BinaryOp::Pow => x.powf(y),
+        BinaryOp::Min => x.min(y),
+        BinaryOp::Max => x.max(y),
+        _ => f64::NAN,
+    }
+}
+
+fn tensor_unary(op: UnaryOp) -> spec::UnaryOp {
+    match op {
+        UnaryOp::Sqrt => spec::UnaryOp::Sqrt,
+        UnaryOp::Exp => spec::UnaryOp::Exp,
+        UnaryOp::Log => spec::UnaryOp::Log,
+        UnaryOp::Expm1 => spec::UnaryOp::Expm1,
+        UnaryOp::Log1p => spec::UnaryOp::Log1p,
+        UnaryOp::Sin => spec::UnaryOp::Sin,
+        UnaryOp::Cos => spec::UnaryOp::Cos,
+        UnaryOp::Tan => spec::UnaryOp::Tan,
+        UnaryOp::Tanh => spec::UnaryOp::Tanh,
+        UnaryOp::Atan => spec::UnaryOp::Atan,
+        UnaryOp::Abs => spec::UnaryOp::Abs,
+        UnaryOp::Sigmoid => spec::UnaryOp::Sigmoid,
+        UnaryOp::Floor => spec::UnaryOp::Floor,
+        UnaryOp::Ceil => spec::UnaryOp::Ceil,
+        // The checker admits no logic or conversions on tensors, so only negation remains.
+        UnaryOp::Neg | UnaryOp::Not | UnaryOp::ToFloat | UnaryOp::Truncate | UnaryOp::Round => spec::UnaryOp::Neg,
+    }
+}
+
+fn tensor_binary(op: BinaryOp) -> spec::BinaryOp {
+    match op {
+        BinaryOp::Sub => spec::BinaryOp::Sub,
+        BinaryOp::Mul => spec::BinaryOp::Mul,
+        BinaryOp::Div => spec::BinaryOp::Div,
+        BinaryOp::Pow => spec::BinaryOp::Pow,
+        BinaryOp::Min => spec::BinaryOp::Min,
+        BinaryOp::Max => spec::BinaryOp::Max,
+        // The checker admits only arithmetic, min and max on tensors; addition is what remains.
+        _ => spec::BinaryOp::Add,
+    }
+}
+
+/// Noise of the given distribution for one draw of a site, by sched's counter-based definition.
+pub fn noise_tensor(dist: Distribution, seed: u64, site: u32, step: u32, shape: Vec<usize>) -> Tensor {
+    let per_sample = shape.iter().skip(1).product::<usize>().max(1);
+    let len: usize = shape.iter().product();
+    let draw = match dist {
+        Distribution::Gaussian => philox::gaussian,
+        Distribution::Uniform => philox::uniform,
+    };
+    let data = (0..len).map(|i| draw(seed, site, step, (i / per_sample) as u32, (i % per_sample) as u32)).collect();
+    Tensor::new(shape, data)
+}
+
+/// A copy of `kernel` whose noise slots read extra inputs (after the kernel's own) instead.
+fn replace_noise_with_inputs(kernel: &spec::ElementwiseKernel) -> spec::ElementwiseKernel {
+    let mut rewritten = kernel.clone();
+    for node in &mut rewritten.nodes {
+        if let spec::Node::Noise(_, slot) = *node {
+            *node = spec::Node::Input(kernel.inputs + slot);
+        }
+    }
+    rewritten.inputs += kernel.noise_slots;
+    rewritten.noise_slots = 0;
+    rewritten
+}

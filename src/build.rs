@@ -1,0 +1,63 @@
+//! `sched build`: compile a schedule and print one of its stages.
+
+use sched_compiler::pipeline::{self, Stage};
+use sched_compiler::print::to_dot;
+use sched_lang::Program;
+
+/// What `sched build --emit` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// The syntax tree of the schedule.
+    Ast,
+    /// The IR after a stage (`--stage`, default: the last).
+    Ir,
+    /// The control-flow graph in Graphviz's dot language (`dot -Tsvg`).
+    Dot,
+    /// The fused kernels.
+    Kernels,
+}
+
+/// The stage `--emit ir` stops after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StageArg {
+    Lower,
+    Cse,
+    Dce,
+    Fuse,
+}
+
+impl StageArg {
+    pub fn stage(self) -> Stage {
+        match self {
+            StageArg::Lower => Stage::Lower,
+            StageArg::Cse => Stage::Cse,
+            StageArg::Dce => Stage::Dce,
+            StageArg::Fuse => Stage::Fuse,
+        }
+    }
+}
+
+/// Renders `emit` for one schedule; `Err` carries a compile error's text.
+pub fn render(
+    program: &Program,
+    schedule: &str,
+    emit: Emit,
+    stage: Stage,
+) -> Result<String, sched_compiler::diagnostics::CompileError> {
+    let Some((id, _)) = program.schedule_by_name(schedule) else {
+        return Ok(String::new());
+    };
+    Ok(match emit {
+        Emit::Ast => format!("{:#?}\n", program.schedule_ast(id)),
+        Emit::Ir => pipeline::compile_until(program, id, stage)?.to_string(),
+        Emit::Dot => to_dot(&pipeline::compile_until(program, id, stage)?),
+        Emit::Kernels => {
+            let function = pipeline::compile(program, id)?;
+            let mut out = String::new();
+            for (index, kernel) in function.kernels.iter().enumerate() {
+                out.push_str(&format!("k{index}: {kernel}\n"));
+            }
+            out
+        }
+    })
+}

@@ -1,0 +1,371 @@
+//! `sched run`: compile a schedule, bind its models and parameters, run it, write its outputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sched_compiler::ir::{Constant, Function, ParamTy, Ty};
+use sched_runtime::interp::{self, NoiseSource, OutputValue, ParamValue, RunOptions};
+use sched_runtime::model::Model;
+use sched_runtime::tensor::Tensor;
+
+/// Everything `sched run` was asked to do.
+pub struct RunRequest {
+    pub schedule: Option<String>,
+    /// `NAME=SPEC` model bindings.
+    pub models: Vec<String>,
+    /// `NAME=VALUE` parameter values.
+    pub params: Vec<String>,
+    /// `NAME=FILE` tensor parameters.
+    pub inputs: Vec<String>,
+    pub batch: usize,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    pub json: bool,
+    pub progress: bool,
+}
+
+/// A failure of `sched run` before or while running, with the exit status it deserves.
+pub struct RunFailure {
+    pub message: String,
+    /// True for mistakes in the command line or I/O (exit 2), false for the program or its
+    /// models (exit 1).
+    pub usage: bool,
+}
+
+fn usage(message: impl Into<String>) -> RunFailure {
+    RunFailure { message: message.into(), usage: true }
+}
+
+fn failure(message: impl Into<String>) -> RunFailure {
+    RunFailure { message: message.into(), usage: false }
+}
+
+/// The result of a run, for printing.
+pub struct RunReport {
+    pub schedule: String,
+    pub outputs: Vec<(String, OutputValue)>,
+    pub model_calls: u64,
+    pub kernel_launches: u64,
+    pub seconds: f64,
+    pub models: Vec<(String, String)>,
+}
+
+/// Binds and runs `function` (schedule `name` of the file at `path`).
+pub fn run(
+    program: &sched_lang::Program,
+    function: &Function,
+    path: &Path,
+    request: &RunRequest,
+) -> Result<RunReport, RunFailure> {
+    let base_dir = path.parent().map(Path::to_path_buf);
+    let models = bind_models(program, function, base_dir.as_deref(), request)?;
+    let params = bind_params(function, request)?;
+    let bar = (request.progress && !request.json).then(|| progress_bar(function));
+    let started = Instant::now();
+    let tick = |_: u32| {
+        if let Some(bar) = &bar {
+            if started.elapsed().as_secs_f64() > 1.0 {
+                bar.tick();
+            }
+        }
+    };
+    let options = RunOptions {
+        seed: request.seed,
+        batch: request.batch,
+        noise: NoiseSource::Philox,
+        trace: false,
+        on_verb: Some(&tick),
+        cancel: None,
+    };
+    let outputs =
+        interp::run(function, &params, &models, &options).map_err(|e| failure(format!("the run failed: {e}")))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(out) = &request.out {
+        write_outputs(out, &outputs.values)?;
+    }
+    if let Some(plot) = &request.plot {
+        plot_outputs(plot, &outputs.values)?;
+    }
+    Ok(RunReport {
+        schedule: function.name.clone(),
+        outputs: outputs.values,
+        model_calls: outputs.model_calls,
+        kernel_launches: outputs.kernel_launches,
+        seconds,
+        models: function
+            .models
+            .iter()
+            .zip(&models)
+            .map(|(m, model)| (m.name.clone(), model.info().source.clone()))
+            .collect(),
+    })
+}
+
+fn progress_bar(function: &Function) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("running {}", function.name));
+    bar
+}
+
+fn split_binding<'a>(text: &'a str, flag: &str) -> Result<(&'a str, &'a str), RunFailure> {
+    text.split_once('=').ok_or_else(|| usage(format!("`{flag} {text}` must look like NAME=VALUE")))
+}
+
+fn bind_models(
+    program: &sched_lang::Program,
+    function: &Function,
+    base_dir: Option<&Path>,
+    request: &RunRequest,
+) -> Result<Vec<Arc<dyn Model>>, RunFailure> {
+    let mut given = std::collections::HashMap::new();
+    for binding in &request.models {
+        let (name, spec) = split_binding(binding, "--model")?;
+        if !function.models.iter().any(|m| m.name == name) {
+            let names: Vec<&str> = function.models.iter().map(|m| m.name.as_str()).collect();
+            return Err(usage(format!(
+                "schedule `{}` has no model parameter `{name}` (it has: {})",
+                function.name,
+                names.join(", ")
+            )));
+        }
+        given.insert(name.to_string(), spec.to_string());
+    }
+    let mut models = Vec::new();
+    for model in &function.models {
+        let (spec, dir) = match (given.get(&model.name), &model.default_spec) {
+            (Some(spec), _) => (spec.clone(), None),
+            (None, Some(spec)) => (spec.clone(), base_dir),
+            (None, None) => {
+                return Err(usage(format!(
+                    "model `{}` has no default: bind it with `--model {}=PATH_OR_SPEC`",
+                    model.name, model.name
+                )));
+            }
+        };
+        let loaded = sched_runtime::load::load_model(&spec, dir)
+            .map_err(|e| failure(format!("cannot load model `{}`: {e}", model.name)))?;
+        let problems = program.check_model_binding(&function.name, &model.name, loaded.info().kind.name());
+        let errors: Vec<String> = problems
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{}: {} ({})", d.code, d.message, d.help))
+            .collect();
+        if !errors.is_empty() {
+            return Err(failure(format!("model `{}` ({spec}) cannot be used here: {}", model.name, errors.join("; "))));
+        }
+        models.push(loaded);
+    }
+    Ok(models)
+}
+
+fn bind_params(function: &Function, request: &RunRequest) -> Result<Vec<Option<ParamValue>>, RunFailure> {
+    let mut values: Vec<Option<ParamValue>> = vec![None; function.params.len()];
+    let index_of = |name: &str| {
+        function.params.iter().position(|p| p.name == name).ok_or_else(|| {
+            let names: Vec<&str> = function.params.iter().map(|p| p.name.as_str()).collect();
+            usage(format!("schedule `{}` has no parameter `{name}` (it has: {})", function.name, names.join(", ")))
+        })
+    };
+    for binding in &request.params {
+        let (name, text) = split_binding(binding, "--param")?;
+        let index = index_of(name)?;
+        let value = match function.params[index].ty {
+            ParamTy::Host(Ty::I64) => {
+                text.parse().map(Constant::I64).map_err(|_| usage(format!("`{name}` is an int, not `{text}`")))?
+            }
+            ParamTy::Host(Ty::F64) => {
+                text.parse().map(Constant::F64).map_err(|_| usage(format!("`{name}` is a float, not `{text}`")))?
+            }
+            ParamTy::Host(Ty::Bool) => text
+                .parse()
+                .map(Constant::Bool)
+                .map_err(|_| usage(format!("`{name}` is a bool (true or false), not `{text}`")))?,
+            ParamTy::Tensor => {
+                return Err(usage(format!("`{name}` is a tensor: pass it with `--input {name}=FILE.npy`")));
+            }
+            ParamTy::Model(_) => return Err(usage(format!("`{name}` is a model: bind it with `--model {name}=PATH`"))),
+            _ => return Err(usage(format!("`{name}` cannot be set from the command line"))),
+        };
+        values[index] = Some(ParamValue::Host(value));
+    }
+    for binding in &request.inputs {
+        let (name, file) = split_binding(binding, "--input")?;
+        let index = index_of(name)?;
+        if function.params[index].ty != ParamTy::Tensor {
+            return Err(usage(format!("`{name}` is not a tensor parameter; use `--param {name}=VALUE`")));
+        }
+        values[index] = Some(ParamValue::Tensor(read_tensor(Path::new(file))?));
+    }
+    Ok(values)
+}
+
+/// Reads a tensor from `.npy` (f32 or f64) or `.safetensors` (its only, or first, f32 tensor).
+pub fn read_tensor(path: &Path) -> Result<Tensor, RunFailure> {
+    let bytes = std::fs::read(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => {
+            let npy = npyz::NpyFile::new(&bytes[..])
+                .map_err(|e| usage(format!("{} is not a .npy file: {e}", path.display())))?;
+            let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+            let data: Vec<f32> = match npy.dtype() {
+                npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 8 => {
+                    let values: Vec<f64> = npy.into_vec().map_err(|e| usage(format!("{}: {e}", path.display())))?;
+                    values.into_iter().map(|v| v as f32).collect()
+                }
+                _ => npy.into_vec().map_err(|e| usage(format!("{}: expected f32 or f64 data: {e}", path.display())))?,
+            };
+            Ok(Tensor::new(shape, data))
+        }
+        Some("safetensors") => {
+            let tensors = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| usage(format!("{} is not a safetensors file: {e}", path.display())))?;
+            let mut names = tensors.names();
+            names.sort();
+            let name = names.first().ok_or_else(|| usage(format!("{} holds no tensor", path.display())))?;
+            let view = tensors.tensor(name).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            if view.dtype() != safetensors::Dtype::F32 {
+                return Err(usage(format!("{}: tensor `{name}` is {:?}, expected F32", path.display(), view.dtype())));
+            }
+            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            Ok(Tensor::new(view.shape().to_vec(), data))
+        }
+        _ => Err(usage(format!("{}: inputs are .npy or .safetensors files", path.display()))),
+    }
+}
+
+/// Writes every emitted tensor: all of them into one `.safetensors`, or the first into `.npy`.
+fn write_outputs(path: &Path, outputs: &[(String, OutputValue)]) -> Result<(), RunFailure> {
+    let tensors: Vec<(&String, &Tensor)> = outputs
+        .iter()
+        .filter_map(|(name, value)| match value {
+            OutputValue::Tensor(t) => Some((name, t)),
+            _ => None,
+        })
+        .collect();
+    let io = |e: std::io::Error| usage(format!("cannot write {}: {e}", path.display()));
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => {
+            let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+                .iter()
+                .map(|(name, t)| {
+                    ((*name).clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone())
+                })
+                .collect();
+            let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+                .iter()
+                .filter_map(|(name, data, shape)| {
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                        .ok()
+                        .map(|v| (name.clone(), v))
+                })
+                .collect();
+            let serialized =
+                safetensors::serialize(views, None).map_err(|e| usage(format!("cannot encode outputs: {e}")))?;
+            std::fs::write(path, serialized).map_err(io)
+        }
+        Some("npy") => {
+            let Some((_, tensor)) = tensors.first() else {
+                return Err(usage("the schedule emitted no tensor to write"));
+            };
+            let mut bytes = Vec::new();
+            {
+                let shape: Vec<u64> = tensor.shape.iter().map(|&d| d as u64).collect();
+                use npyz::WriterBuilder;
+                let mut writer = npyz::WriteOptions::<f32>::new()
+                    .default_dtype()
+                    .shape(&shape)
+                    .writer(&mut bytes)
+                    .begin_nd()
+                    .map_err(io)?;
+                writer.extend(tensor.data.iter().copied()).map_err(io)?;
+                writer.finish().map_err(io)?;
+            }
+            std::fs::write(path, bytes).map_err(io)
+        }
+        _ => Err(usage(format!("{}: outputs are written as .safetensors or .npy", path.display()))),
+    }
+}
+
+/// Draws the first emitted tensor of 2-D samples as a scatter plot.
+fn plot_outputs(path: &Path, outputs: &[(String, OutputValue)]) -> Result<(), RunFailure> {
+    use plotters::prelude::*;
+    let Some(tensor) = outputs.iter().find_map(|(_, v)| match v {
+        OutputValue::Tensor(t) if t.per_sample() == 2 => Some(t),
+        _ => None,
+    }) else {
+        return Err(usage("--plot draws 2-D samples, and the schedule emitted none"));
+    };
+    let points: Vec<(f64, f64)> = tensor.data.chunks_exact(2).map(|p| (f64::from(p[0]), f64::from(p[1]))).collect();
+    let extent =
+        points.iter().flat_map(|(x, y)| [x.abs(), y.abs()]).filter(|v| v.is_finite()).fold(1.0f64, f64::max) * 1.05;
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = BitMapBackend::new(path, (640, 640)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root).margin(20).build_cartesian_2d(-extent..extent, -extent..extent)?;
+        chart.configure_mesh().disable_x_mesh().disable_y_mesh().draw()?;
+        chart.draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 2, BLUE.mix(0.5).filled())))?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| usage(format!("cannot draw {}: {e}", path.display())))
+}
+
+/// The human-readable summary: one line per output with its shape and statistics.
+pub fn summary(report: &RunReport) -> String {
+    let mut out = format!(
+        "schedule {}: {} model calls, {} kernel launches, {:.3} s\n",
+        report.schedule, report.model_calls, report.kernel_launches, report.seconds
+    );
+    for (name, value) in &report.outputs {
+        out.push_str(&match value {
+            OutputValue::Tensor(t) => {
+                let (mean, std) = mean_std(&t.data);
+                format!("  {name}: tensor {:?}, mean {mean:.6}, std {std:.6}\n", t.shape)
+            }
+            OutputValue::F64(v) => format!("  {name}: {v}\n"),
+            OutputValue::I64(v) => format!("  {name}: {v}\n"),
+            OutputValue::Bool(v) => format!("  {name}: {v}\n"),
+        });
+    }
+    out
+}
+
+/// The machine-readable summary (`--json`).
+pub fn json(report: &RunReport) -> String {
+    let outputs: Vec<serde_json::Value> = report
+        .outputs
+        .iter()
+        .map(|(name, value)| match value {
+            OutputValue::Tensor(t) => {
+                let (mean, std) = mean_std(&t.data);
+                serde_json::json!({"name": name, "shape": t.shape, "mean": mean, "std": std})
+            }
+            OutputValue::F64(v) => serde_json::json!({"name": name, "value": v}),
+            OutputValue::I64(v) => serde_json::json!({"name": name, "value": v}),
+            OutputValue::Bool(v) => serde_json::json!({"name": name, "value": v}),
+        })
+        .collect();
+    let models: Vec<serde_json::Value> =
+        report.models.iter().map(|(name, source)| serde_json::json!({"name": name, "source": source})).collect();
+    serde_json::json!({
+        "schedule": report.schedule,
+        "nfe": report.model_calls,
+        "kernel_launches": report.kernel_launches,
+        "wall_seconds": report.seconds,
+        "models": models,
+        "outputs": outputs,
+    })
+    .to_string()
+}
+
+fn mean_std(data: &[f32]) -> (f64, f64) {
+    let n = data.len().max(1) as f64;
+    let mean = data.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = data.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}

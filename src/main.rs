@@ -192,14 +192,7 @@ fn run(path: &std::path::Path, request: &sched::run::RunRequest, style: &render:
         Err(outcome) => return outcome,
     };
     let Some((id, _)) = program.schedule_by_name(&name) else { return Outcome::UsageOrIo };
-    let function = match sched_compiler::pipeline::compile(&program, id) {
-        Ok(function) => function,
-        Err(error) => {
-            eprint!("{}", style.render_compile_error(&error, &program.sources));
-            return Outcome::Diagnostics;
-        }
-    };
-    match sched::run::run(&program, &function, path, request) {
+    match sched::run::run(&program, id, path, request) {
         Ok(report) => {
             if request.json {
                 println!("{}", sched::run::json(&report));
@@ -208,7 +201,11 @@ fn run(path: &std::path::Path, request: &sched::run::RunRequest, style: &render:
             }
             Outcome::Success
         }
-        Err(failure) => {
+        Err(sched::run::CompileOrRun::Compile(error)) => {
+            eprint!("{}", style.render_compile_error(&error, &program.sources));
+            Outcome::Diagnostics
+        }
+        Err(sched::run::CompileOrRun::Run(failure)) => {
             eprintln!("error: {}", failure.message);
             if failure.usage { Outcome::UsageOrIo } else { Outcome::Diagnostics }
         }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sched_compiler::ir::{Constant, Function, ParamTy, Ty};
+use sched_compiler::pipeline::{self, Stage};
+use sched_lang::check::ScheduleId;
 use sched_runtime::interp::{self, NoiseSource, OutputValue, ParamValue, RunOptions};
 use sched_runtime::model::Model;
 use sched_runtime::tensor::Tensor;
@@ -52,16 +54,37 @@ pub struct RunReport {
     pub models: Vec<(String, String)>,
 }
 
-/// Binds and runs `function` (schedule `name` of the file at `path`).
-pub fn run(
+/// Compiles schedule `schedule` of the file at `path` with the requested parameters bound (so
+/// they fold into the code), binds its models, and runs it.
+pub fn run(program: &sched_lang::Program, schedule: ScheduleId, path: &Path, request: &RunRequest) -> Result<RunReport, CompileOrRun> {
+    let unbound = pipeline::compile(program, schedule).map_err(CompileOrRun::Compile)?;
+    let params = bind_params(&unbound, request).map_err(CompileOrRun::Run)?;
+    let constants: Vec<Option<Constant>> = params
+        .iter()
+        .map(|p| match p {
+            Some(ParamValue::Host(c)) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    let function = pipeline::compile_bound(program, schedule, &constants, Stage::Fuse).map_err(CompileOrRun::Compile)?;
+    run_function(program, &function, &params, path, request).map_err(CompileOrRun::Run)
+}
+
+/// Why `sched run` stopped.
+pub enum CompileOrRun {
+    Compile(sched_compiler::diagnostics::CompileError),
+    Run(RunFailure),
+}
+
+fn run_function(
     program: &sched_lang::Program,
     function: &Function,
+    params: &[Option<ParamValue>],
     path: &Path,
     request: &RunRequest,
 ) -> Result<RunReport, RunFailure> {
     let base_dir = path.parent().map(Path::to_path_buf);
     let models = bind_models(program, function, base_dir.as_deref(), request)?;
-    let params = bind_params(function, request)?;
     let bar = (request.progress && !request.json).then(|| progress_bar(function));
     let started = Instant::now();
     let tick = |_: u32| {

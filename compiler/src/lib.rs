@@ -1,7 +1,9 @@
 //! The sched compiler: lowering of checked programs to an IR, the passes, and code generation.
 
 pub mod diagnostics;
+pub mod fold;
 pub mod grid;
+pub mod host;
 pub mod ir;
 pub mod lower;
 pub mod pipeline;

@@ -5,8 +5,8 @@ use sched_lang::Span;
 use sched_lang::check::{Program, ScheduleId};
 
 use crate::diagnostics::CompileError;
-use crate::ir::Function;
-use crate::{cse, dce, fuse, lower, verify};
+use crate::ir::{Constant, Function};
+use crate::{cse, dce, fold, fuse, lower, verify};
 
 /// The stages of compilation, in order; `--emit ir` can stop after any of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -15,6 +15,8 @@ pub enum Stage {
     Lower,
     /// Local value numbering: forwarded reads, CSE of model calls and pure operations.
     Cse,
+    /// Constant folding of host operations and branches.
+    Fold,
     /// Dead-code elimination.
     Dce,
     /// Fusion of elementwise regions into kernels (followed by a second DCE).
@@ -22,21 +24,24 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: &'static [Stage] = &[Stage::Lower, Stage::Cse, Stage::Dce, Stage::Fuse];
+    pub const ALL: &'static [Stage] = &[Stage::Lower, Stage::Cse, Stage::Fold, Stage::Dce, Stage::Fuse];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Lower => "lower",
             Stage::Cse => "cse",
+            Stage::Fold => "fold",
             Stage::Dce => "dce",
             Stage::Fuse => "fuse",
         }
     }
 }
 
-/// Compiles a schedule through every stage up to and including `last`.
-pub fn compile_until(program: &Program, schedule: ScheduleId, last: Stage) -> Result<Function, CompileError> {
+/// Compiles a schedule through every stage up to and including `last`, with its host
+/// parameters bound to `params` (by position; `None` takes the default) so they fold.
+pub fn compile_bound(program: &Program, schedule: ScheduleId, params: &[Option<Constant>], last: Stage) -> Result<Function, CompileError> {
     let mut function = lower::lower(program, schedule)?;
+    fold::bind_params(&mut function, params);
     check(&function, Stage::Lower)?;
     for &stage in &Stage::ALL[1..] {
         if stage > last {
@@ -45,6 +50,10 @@ pub fn compile_until(program: &Program, schedule: ScheduleId, last: Stage) -> Re
         match stage {
             Stage::Lower => {}
             Stage::Cse => cse::run(&mut function),
+            Stage::Fold => {
+                fold::run(&mut function);
+                cse::run(&mut function);
+            }
             Stage::Dce => dce::run(&mut function),
             Stage::Fuse => {
                 fuse::run(&mut function);
@@ -56,7 +65,12 @@ pub fn compile_until(program: &Program, schedule: ScheduleId, last: Stage) -> Re
     Ok(function)
 }
 
-/// Compiles a schedule through the whole pipeline.
+/// Compiles a schedule through every stage up to and including `last`, with default parameters.
+pub fn compile_until(program: &Program, schedule: ScheduleId, last: Stage) -> Result<Function, CompileError> {
+    compile_bound(program, schedule, &[], last)
+}
+
+/// Compiles a schedule through the whole pipeline, with default parameters.
 pub fn compile(program: &Program, schedule: ScheduleId) -> Result<Function, CompileError> {
     compile_until(program, schedule, Stage::Fuse)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sched_compiler::grid::Spacing;
+use sched_compiler::host;
 use sched_compiler::ir::*;
 use sched_kernels::cpu;
 use sched_kernels::philox;
@@ -117,6 +118,24 @@ enum Val {
 }
 
 impl Val {
+    fn from_constant(c: Constant) -> Val {
+        match c {
+            Constant::F64(v) => Val::F64(v),
+            Constant::I64(v) => Val::I64(v),
+            Constant::Bool(v) => Val::Bool(v),
+        }
+    }
+
+    /// The host value as a constant (`None` for tensors and grids).
+    fn constant(&self) -> Option<Constant> {
+        match self {
+            Val::F64(v) => Some(Constant::F64(*v)),
+            Val::I64(v) => Some(Constant::I64(*v)),
+            Val::Bool(v) => Some(Constant::Bool(*v)),
+            Val::Tensor(_) | Val::Grid(_) => None,
+        }
+    }
+
     fn f64(&self) -> f64 {
         match self {
             Val::F64(v) => *v,
@@ -264,22 +283,14 @@ impl Machine<'_> {
 
     fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
         let value = match &inst.op {
-            Op::Const(c) => Some(match *c {
-                Constant::F64(v) => Val::F64(v),
-                Constant::I64(v) => Val::I64(v),
-                Constant::Bool(v) => Val::Bool(v),
-            }),
+            Op::Const(c) => Some(Val::from_constant(*c)),
             Op::Param(index) => {
                 let name = || self.function.params[*index as usize].name.clone();
                 let given = self.params.get(*index as usize).and_then(|p| p.as_ref());
                 let default = self.function.params[*index as usize].default.as_ref();
                 Some(match (given, default) {
                     (Some(ParamValue::Tensor(t)), _) => Val::Tensor(Arc::new(t.clone())),
-                    (Some(ParamValue::Host(c)), _) | (None, Some(c)) => match *c {
-                        Constant::F64(v) => Val::F64(v),
-                        Constant::I64(v) => Val::I64(v),
-                        Constant::Bool(v) => Val::Bool(v),
-                    },
+                    (Some(ParamValue::Host(c)), _) | (None, Some(c)) => Val::from_constant(*c),
                     (None, None) => return Err(RunError::MissingParam(name())),
                 })
             }
@@ -493,16 +504,9 @@ impl Machine<'_> {
             let data = t.data.iter().map(|&x| cpu::apply_unary(kernel_op, x)).collect();
             return Val::Tensor(Arc::new(Tensor::new(t.shape.clone(), data)));
         }
-        match op {
-            UnaryOp::Not => Val::Bool(!a.bool()),
-            UnaryOp::Neg => match a {
-                Val::I64(v) => Val::I64(v.wrapping_neg()),
-                other => Val::F64(-other.f64()),
-            },
-            UnaryOp::ToFloat => Val::F64(a.f64()),
-            UnaryOp::Truncate => Val::I64(a.f64() as i64),
-            UnaryOp::Round => Val::I64(a.f64().round() as i64),
-            _ => Val::F64(host_unary(op, a.f64())),
+        match a.constant().and_then(|c| host::unary(op, c)) {
+            Some(c) => Val::from_constant(c),
+            None => Val::F64(f64::NAN),
         }
     }
 
@@ -520,39 +524,14 @@ impl Machine<'_> {
                 let data = (0..len).map(|i| cpu::apply_binary(kernel_op, ta(i), tb(i))).collect();
                 Ok(Val::Tensor(Arc::new(Tensor::new(shape, data))))
             }
-            (Val::I64(x), Val::I64(y)) => Ok(match op {
-                BinaryOp::Add => Val::I64(x.wrapping_add(*y)),
-                BinaryOp::Sub => Val::I64(x.wrapping_sub(*y)),
-                BinaryOp::Mul => Val::I64(x.wrapping_mul(*y)),
-                BinaryOp::Rem => Val::I64(x.checked_rem(*y).ok_or(RunError::DivisionByZero)?),
-                BinaryOp::Min => Val::I64(*x.min(y)),
-                BinaryOp::Max => Val::I64(*x.max(y)),
-                BinaryOp::Eq => Val::Bool(x == y),
-                BinaryOp::Ne => Val::Bool(x != y),
-                BinaryOp::Lt => Val::Bool(x < y),
-                BinaryOp::Le => Val::Bool(x <= y),
-                BinaryOp::Gt => Val::Bool(x > y),
-                BinaryOp::Ge => Val::Bool(x >= y),
-                _ => Val::F64(host_binary(op, *x as f64, *y as f64)),
-            }),
-            (Val::Bool(x), Val::Bool(y)) => Ok(Val::Bool(match op {
-                BinaryOp::And => *x && *y,
-                BinaryOp::Or => *x || *y,
-                BinaryOp::Eq => x == y,
-                _ => x != y,
-            })),
-            _ => {
-                let (x, y) = (a.f64(), b.f64());
-                Ok(match op {
-                    BinaryOp::Eq => Val::Bool(x == y),
-                    BinaryOp::Ne => Val::Bool(x != y),
-                    BinaryOp::Lt => Val::Bool(x < y),
-                    BinaryOp::Le => Val::Bool(x <= y),
-                    BinaryOp::Gt => Val::Bool(x > y),
-                    BinaryOp::Ge => Val::Bool(x >= y),
-                    _ => Val::F64(host_binary(op, x, y)),
-                })
-            }
+            _ => match (a.constant(), b.constant()) {
+                (Some(x), Some(y)) => match host::binary(op, x, y) {
+                    Some(c) => Ok(Val::from_constant(c)),
+                    None if op == BinaryOp::Rem => Err(RunError::DivisionByZero),
+                    None => Ok(Val::F64(f64::NAN)),
+                },
+                _ => Ok(Val::F64(f64::NAN)),
+            },
         }
     }
 
@@ -563,41 +542,6 @@ impl Machine<'_> {
             other => (None, other.f64() as f32),
         };
         move |i| data.as_ref().map_or(scalar, |t| t.data[i])
-    }
-}
-
-fn host_unary(op: UnaryOp, x: f64) -> f64 {
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Expm1 => x.exp_m1(),
-        UnaryOp::Log1p => x.ln_1p(),
-        UnaryOp::Sin => x.sin(),
-        UnaryOp::Cos => x.cos(),
-        UnaryOp::Tan => x.tan(),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Atan => x.atan(),
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Floor => x.floor(),
-        UnaryOp::Ceil => x.ceil(),
-        UnaryOp::Not | UnaryOp::ToFloat | UnaryOp::Truncate | UnaryOp::Round => x,
-    }
-}
-
-fn host_binary(op: BinaryOp, x: f64, y: f64) -> f64 {
-    match op {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Rem => x % y,
-        BinaryOp::Pow => x.powf(y),
-        BinaryOp::Min => x.min(y),
-        BinaryOp::Max => x.max(y),
-        _ => f64::NAN,
     }
 }
 

@@ -56,17 +56,25 @@ pub struct RunReport {
 
 /// Compiles schedule `schedule` of the file at `path` with the requested parameters bound (so
 /// they fold into the code), binds its models, and runs it.
-pub fn run(program: &sched_lang::Program, schedule: ScheduleId, path: &Path, request: &RunRequest) -> Result<RunReport, CompileOrRun> {
+pub fn run(
+    program: &sched_lang::Program,
+    schedule: ScheduleId,
+    path: &Path,
+    request: &RunRequest,
+) -> Result<RunReport, CompileOrRun> {
     let unbound = pipeline::compile(program, schedule).map_err(CompileOrRun::Compile)?;
     let params = bind_params(&unbound, request).map_err(CompileOrRun::Run)?;
+    // Every host parameter is known now (given, or its default), so all of them fold.
     let constants: Vec<Option<Constant>> = params
         .iter()
-        .map(|p| match p {
+        .zip(&unbound.params)
+        .map(|(value, param)| match value {
             Some(ParamValue::Host(c)) => Some(*c),
-            _ => None,
+            _ => param.default,
         })
         .collect();
-    let function = pipeline::compile_bound(program, schedule, &constants, Stage::Fuse).map_err(CompileOrRun::Compile)?;
+    let function =
+        pipeline::compile_bound(program, schedule, &constants, Stage::Fuse).map_err(CompileOrRun::Compile)?;
     run_function(program, &function, &params, path, request).map_err(CompileOrRun::Run)
 }
 
@@ -88,10 +96,10 @@ fn run_function(
     let bar = (request.progress && !request.json).then(|| progress_bar(function));
     let started = Instant::now();
     let tick = |_: u32| {
-        if let Some(bar) = &bar {
-            if started.elapsed().as_secs_f64() > 1.0 {
-                bar.tick();
-            }
+        if let Some(bar) = &bar
+            && started.elapsed().as_secs_f64() > 1.0
+        {
+            bar.tick();
         }
     };
     let options = RunOptions {
@@ -103,7 +111,7 @@ fn run_function(
         cancel: None,
     };
     let outputs =
-        interp::run(function, &params, &models, &options).map_err(|e| failure(format!("the run failed: {e}")))?;
+        interp::run(function, params, &models, &options).map_err(|e| failure(format!("the run failed: {e}")))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -9,23 +9,24 @@ use std::collections::{HashMap, HashSet};
 use crate::host;
 use crate::ir::*;
 
-/// Replaces `Param(i)` of every host parameter with its value (given, else the default).
+/// Replaces `Param(i)` of every host parameter given a value with that value. Parameters left
+/// `None` stay run-time parameters (their default applies only if the run gives no value).
 pub fn bind_params(function: &mut Function, values: &[Option<Constant>]) {
     let constants: Vec<Option<Constant>> = function
         .params
         .iter()
         .enumerate()
         .map(|(i, p)| match p.ty {
-            ParamTy::Host(_) => values.get(i).copied().flatten().or(p.default),
+            ParamTy::Host(_) => values.get(i).copied().flatten(),
             _ => None,
         })
         .collect();
     for block in function.graph.node_weights_mut() {
         for inst in &mut block.insts {
-            if let Op::Param(index) = inst.op {
-                if let Some(Some(value)) = constants.get(index as usize) {
-                    inst.op = Op::Const(*value);
-                }
+            if let Op::Param(index) = inst.op
+                && let Some(Some(value)) = constants.get(index as usize)
+            {
+                inst.op = Op::Const(*value);
             }
         }
     }
@@ -51,10 +52,10 @@ pub fn run(function: &mut Function) {
                 inst.op = Op::Const(value);
             }
         }
-        if let Terminator::Branch { cond, then_block, else_block } = block.terminator {
-            if let Some(Constant::Bool(taken)) = known.get(&cond) {
-                block.terminator = Terminator::Jump(if *taken { then_block } else { else_block });
-            }
+        if let Terminator::Branch { cond, then_block, else_block } = block.terminator
+            && let Some(Constant::Bool(taken)) = known.get(&cond)
+        {
+            block.terminator = Terminator::Jump(if *taken { then_block } else { else_block });
         }
     }
     remove_unreachable(function);

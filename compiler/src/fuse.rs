@@ -171,11 +171,11 @@ fn build_kernel(function: &mut Function, group: &[&Inst], consumers_outside: &Ha
     let mut results = Vec::new();
     for inst in group {
         for result in &inst.results {
-            if consumers_outside.contains(result) {
-                if let Some(node) = nodes.get(result) {
-                    builder.output(*node);
-                    results.push(*result);
-                }
+            if consumers_outside.contains(result)
+                && let Some(node) = nodes.get(result)
+            {
+                builder.output(*node);
+                results.push(*result);
             }
         }
     }

@@ -494,31 +494,30 @@ impl<'p> Lowerer<'p> {
         let loop_locals: Vec<Option<LocalId>> =
             vars.iter().map(|v| self.program.name_locals.get(&v.span).copied()).collect();
         // `range(a)` / `range(a, b)` loops count directly.
-        if let ExprKind::Call { args, .. } = &iter.kind {
-            if let Some(Callee::Builtin(b)) = self.program.callees.get(&(self.file(), iter.id)) {
-                if b.name == "range" {
-                    let (start, end) = match args.as_slice() {
-                        [end] => (self.constant(Constant::I64(0)), self.expr_as(&end.value, Ty::I64)?),
-                        [start, end, ..] => (self.expr_as(&start.value, Ty::I64)?, self.expr_as(&end.value, Ty::I64)?),
-                        [] => return Ok(()),
-                    };
-                    let limit = self.new_var("range.end", Ty::I64);
-                    self.write(limit, end);
-                    let var = self.new_var(&vars[0].name, Ty::I64);
-                    if let Some(local) = loop_locals[0] {
-                        self.bind_local(local, var);
-                    }
-                    return self.counted_loop(
-                        limit,
-                        start,
-                        |this, i| {
-                            this.write(var, i);
-                            Ok(())
-                        },
-                        body,
-                    );
-                }
+        if let ExprKind::Call { args, .. } = &iter.kind
+            && let Some(Callee::Builtin(b)) = self.program.callees.get(&(self.file(), iter.id))
+            && b.name == "range"
+        {
+            let (start, end) = match args.as_slice() {
+                [end] => (self.constant(Constant::I64(0)), self.expr_as(&end.value, Ty::I64)?),
+                [start, end, ..] => (self.expr_as(&start.value, Ty::I64)?, self.expr_as(&end.value, Ty::I64)?),
+                [] => return Ok(()),
+            };
+            let limit = self.new_var("range.end", Ty::I64);
+            self.write(limit, end);
+            let var = self.new_var(&vars[0].name, Ty::I64);
+            if let Some(local) = loop_locals[0] {
+                self.bind_local(local, var);
             }
+            return self.counted_loop(
+                limit,
+                start,
+                |this, i| {
+                    this.write(var, i);
+                    Ok(())
+                },
+                body,
+            );
         }
         let grid = self.expr(iter)?;
         let grid_var = self.new_var("grid", Ty::Grid);
@@ -706,13 +705,13 @@ impl<'p> Lowerer<'p> {
                     self.write(var, label);
                     model.label = Some(var);
                 }
-                if callee.name == "cfg" {
-                    if let Some(scale_expr) = arg_of(1) {
-                        let scale = self.expr_as(scale_expr, Ty::F64)?;
-                        let var = self.new_var("guidance", Ty::F64);
-                        self.write(var, scale);
-                        model.guidance = Some(var);
-                    }
+                if callee.name == "cfg"
+                    && let Some(scale_expr) = arg_of(1)
+                {
+                    let scale = self.expr_as(scale_expr, Ty::F64)?;
+                    let var = self.new_var("guidance", Ty::F64);
+                    self.write(var, scale);
+                    model.guidance = Some(var);
                 }
                 Ok(model)
             }
@@ -807,15 +806,14 @@ impl<'p> Lowerer<'p> {
             }
             _ => Ty::F64,
         };
-        // Mixed int/float operands and float results of int operands are computed in f64.
-        let (a, b) =
-            if result_ty == Ty::I64 || (ta == tb && ta != Ty::I64) || matches!(op, BinaryOp::And | BinaryOp::Or) {
-                (a, b)
-            } else if ta == Ty::Bool || tb == Ty::Bool {
-                (a, b)
-            } else {
-                (self.coerce(a, Ty::F64), self.coerce(b, Ty::F64))
-            };
+        // Operands of one type are used as they are (int comparisons stay integral), except that
+        // an int operation with a float result (`/`, `^`) and mixed int/float operands compute in f64.
+        let same = ta == tb && !(ta == Ty::I64 && result_ty == Ty::F64);
+        let (a, b) = if same || ta == Ty::Bool || tb == Ty::Bool {
+            (a, b)
+        } else {
+            (self.coerce(a, Ty::F64), self.coerce(b, Ty::F64))
+        };
         self.value(Op::Binary(op, a, b), result_ty)
     }
 
@@ -1082,7 +1080,11 @@ impl<'p> Lowerer<'p> {
                     _ => return Err(unsupported(expr.span, "this spacing", "internal")),
                 },
                 _ => {
-                    return Err(unsupported(expr.span, "a spacing held in a variable", "write the spacing in the grid"));
+                    return Err(unsupported(
+                        expr.span,
+                        "a spacing held in a variable",
+                        "write the spacing in the grid",
+                    ));
                 }
             };
         let kind = match builtin.name {

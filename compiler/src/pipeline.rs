@@ -38,8 +38,13 @@ impl Stage {
 }
 
 /// Compiles a schedule through every stage up to and including `last`, with its host
-/// parameters bound to `params` (by position; `None` takes the default) so they fold.
-pub fn compile_bound(program: &Program, schedule: ScheduleId, params: &[Option<Constant>], last: Stage) -> Result<Function, CompileError> {
+/// parameters bound to `params` (by position) so they fold; `None` leaves a parameter to the run.
+pub fn compile_bound(
+    program: &Program,
+    schedule: ScheduleId,
+    params: &[Option<Constant>],
+    last: Stage,
+) -> Result<Function, CompileError> {
     let mut function = lower::lower(program, schedule)?;
     fold::bind_params(&mut function, params);
     check(&function, Stage::Lower)?;
@@ -76,16 +81,16 @@ pub fn compile(program: &Program, schedule: ScheduleId) -> Result<Function, Comp
 }
 
 fn check(function: &Function, stage: Stage) -> Result<(), CompileError> {
-    if cfg!(debug_assertions) || cfg!(test) {
-        if let Err(errors) = verify::verify(function) {
-            return Err(CompileError {
-                code: "sched::compile::internal",
-                message: format!("the IR is invalid after the {} stage (a compiler bug)", stage.name()),
-                span: Span::new(sched_lang::FileId(0), 0, 0),
-                label: errors.join("; "),
-                help: "please report this with the .sched file".into(),
-            });
-        }
+    if (cfg!(debug_assertions) || cfg!(test))
+        && let Err(errors) = verify::verify(function)
+    {
+        return Err(CompileError {
+            code: "sched::compile::internal",
+            message: format!("the IR is invalid after the {} stage (a compiler bug)", stage.name()),
+            span: Span::new(sched_lang::FileId(0), 0, 0),
+            label: errors.join("; "),
+            help: "please report this with the .sched file".into(),
+        });
     }
     Ok(())
 }

@@ -144,3 +144,18 @@ fn golden_ir_dumps() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn bound_parameters_fold_and_unbound_ones_stay_parameters() {
+    use sched_compiler::ir::{Constant, Terminator};
+    let program = program("examples/heun_karras.sched");
+    let (id, _) = program.schedule_by_name("heun_karras").expect("schedule");
+    let unbound = pipeline::compile(&program, id).expect("compiles");
+    let has_param = |f: &Function| f.graph.node_weights().flat_map(|b| &b.insts).any(|i| matches!(i.op, Op::Param(1)));
+    assert!(has_param(&unbound), "steps stays a run-time parameter\n{unbound}");
+    let bound = pipeline::compile_bound(&program, id, &[None, Some(Constant::I64(3))], Stage::Fuse).expect("compiles");
+    assert!(!has_param(&bound), "steps = 3 is folded\n{bound}");
+    let branches =
+        |f: &Function| f.graph.node_weights().filter(|b| matches!(b.terminator, Terminator::Branch { .. })).count();
+    assert!(branches(&bound) <= branches(&unbound));
+}

@@ -382,7 +382,11 @@ pub const BUILTINS: &[Builtin] = &[
     ),
     builtin!(
         "leading",
-        [d("offset", ParamType::Int, DefaultValue::Int(1)), d("train_steps", ParamType::Int, DefaultValue::Int(1000)), STRIDE],
+        [
+            d("offset", ParamType::Int, DefaultValue::Int(1)),
+            d("train_steps", ParamType::Int, DefaultValue::Int(1000)),
+            STRIDE
+        ],
         Spacing,
         Anywhere,
         Spacing,

@@ -209,7 +209,14 @@ impl Diagnostic {
 
 /// A `miette` view of an error of a later phase (the compiler, the runtime) that points into
 /// the program's sources, so every phase renders alike.
-pub fn external_to_miette(code: &str, message: &str, span: Span, label: &str, help: &str, sources: &SourceMap) -> MietteDiagnostic {
+pub fn external_to_miette(
+    code: &str,
+    message: &str,
+    span: Span,
+    label: &str,
+    help: &str,
+    sources: &SourceMap,
+) -> MietteDiagnostic {
     let diagnostic = Diagnostic::error(Code::UnexpectedToken, message, span, label, help);
     let mut rendered = diagnostic.to_miette(sources);
     rendered.code = Some(code.to_string());

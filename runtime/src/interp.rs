@@ -196,7 +196,11 @@ pub fn run(
         block = match function.graph[block].terminator {
             Terminator::Jump(next) => next,
             Terminator::Branch { cond, then_block, else_block } => {
-                if machine.get(cond).bool() { then_block } else { else_block }
+                if machine.get(cond).bool() {
+                    then_block
+                } else {
+                    else_block
+                }
             }
             Terminator::Return => break,
         };
@@ -207,7 +211,12 @@ pub fn run(
         .zip(machine.outputs)
         .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
         .collect();
-    Ok(Outputs { values, trace: machine.trace, model_calls: machine.model_calls, kernel_launches: machine.kernel_launches })
+    Ok(Outputs {
+        values,
+        trace: machine.trace,
+        model_calls: machine.model_calls,
+        kernel_launches: machine.kernel_launches,
+    })
 }
 
 struct Machine<'a> {
@@ -236,7 +245,10 @@ impl Machine<'_> {
     fn tensor(&self, value: ValueId) -> Arc<Tensor> {
         match self.get(value) {
             Val::Tensor(t) => t,
-            other => Arc::new(Tensor::new(self.state_shape.clone(), vec![other.f64() as f32; self.state_shape.iter().product()])),
+            other => Arc::new(Tensor::new(
+                self.state_shape.clone(),
+                vec![other.f64() as f32; self.state_shape.iter().product()],
+            )),
         }
     }
 
@@ -317,7 +329,10 @@ impl Machine<'_> {
                 let model = self.model(*model);
                 let info = model.info();
                 let Some(kind) = field_kind_of(info.kind) else {
-                    return Err(RunError::ModelKind(info.kind.name().to_string(), "they have no continuous field".into()));
+                    return Err(RunError::ModelKind(
+                        info.kind.name().to_string(),
+                        "they have no continuous field".into(),
+                    ));
                 };
                 let c = field_coefficients(kind, &info.interpolant, self.get(*t).f64());
                 Some(Val::F64(match which {
@@ -370,7 +385,9 @@ impl Machine<'_> {
                 let noise = NoiseLaunch { seed: self.options.seed, per_sample: x.per_sample().max(1), slots: &[] };
                 Some(Val::F64(cpu::reduce(&kernel, x.len(), &[&x.data], &[], &noise)?))
             }
-            Op::Grid { spacing, from, to, steps, args, model } => Some(Val::Grid(Arc::new(self.grid(*spacing, *from, *to, *steps, args, *model)?))),
+            Op::Grid { spacing, from, to, steps, args, model } => {
+                Some(Val::Grid(Arc::new(self.grid(*spacing, *from, *to, *steps, args, *model)?)))
+            }
             Op::GridLen(g) => Some(Val::I64(match self.get(*g) {
                 Val::Grid(grid) => grid.points.len() as i64,
                 _ => 0,
@@ -419,7 +436,14 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn kernel(&mut self, inst: &Inst, id: KernelId, inputs: &[ValueId], params: &[ValueId], sites: &[u32]) -> Result<(), RunError> {
+    fn kernel(
+        &mut self,
+        inst: &Inst,
+        id: KernelId,
+        inputs: &[ValueId],
+        params: &[ValueId],
+        sites: &[u32],
+    ) -> Result<(), RunError> {
         let kernel = &self.function.kernels[id.0 as usize];
         let tensors: Vec<Arc<Tensor>> = inputs.iter().map(|v| self.tensor(*v)).collect();
         let shape = tensors.first().map_or_else(|| self.state_shape.clone(), |t| t.shape.clone());
@@ -429,7 +453,8 @@ impl Machine<'_> {
             }
         }
         let param_values: Vec<f32> = params.iter().map(|p| self.get(*p).f64() as f32).collect();
-        let slots: Vec<NoiseSlot> = sites.iter().map(|site| NoiseSlot { site: *site, step: self.next_step(*site) }).collect();
+        let slots: Vec<NoiseSlot> =
+            sites.iter().map(|site| NoiseSlot { site: *site, step: self.next_step(*site) }).collect();
         let len: usize = shape.iter().product();
         let per_sample = shape.iter().skip(1).product::<usize>().max(1);
         let outputs = if matches!(self.options.noise, NoiseSource::Replay(_)) && !slots.is_empty() {
@@ -516,7 +541,9 @@ impl Machine<'_> {
                 let kernel_op = tensor_binary(op);
                 let (ta, tb) = (self.as_tensor_operand(&a), self.as_tensor_operand(&b));
                 let shape = match (&a, &b) {
-                    (Val::Tensor(t), Val::Tensor(u)) if t.shape != u.shape => return Err(RunError::Shape(t.shape.clone(), u.shape.clone())),
+                    (Val::Tensor(t), Val::Tensor(u)) if t.shape != u.shape => {
+                        return Err(RunError::Shape(t.shape.clone(), u.shape.clone()));
+                    }
                     (Val::Tensor(t), _) | (_, Val::Tensor(t)) => t.shape.clone(),
                     _ => self.state_shape.clone(),
                 };

@@ -1,11 +1,11 @@
 //! The runtime of sched: tensors, models and checkpoints, and the reference interpreter.
 
-pub mod grid;
-pub mod interp;
-pub mod interpolant;
-pub mod model;
-pub mod tensor;
 pub mod analytic;
 pub mod checkpoint;
 pub mod convert;
+pub mod grid;
+pub mod interp;
+pub mod interpolant;
 pub mod load;
+pub mod model;
+pub mod tensor;

@@ -1,0 +1,143 @@
+//! `sched run` and `sched build` as scripts use them.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn sched(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sched"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sched")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sched-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+#[test]
+fn json_reports_model_calls_launches_and_outputs() {
+    let report = json(&sched(&["run", "examples/few_step.sched", "--batch", "64", "--json"]));
+    assert_eq!(report["schedule"], "few_step");
+    assert_eq!(report["nfe"], 4);
+    assert_eq!(report["outputs"][0]["name"], "x");
+    assert_eq!(report["outputs"][0]["shape"], serde_json::json!([64, 2]));
+    let report = json(&sched(&["run", "examples/ddim.sched", "--param", "steps=7", "--json"]));
+    assert_eq!(report["nfe"], 7);
+    // One fused kernel per DDIM step, plus the initial noise.
+    assert_eq!(report["kernel_launches"], 8);
+}
+
+#[test]
+fn outputs_round_trip_through_files_and_seeds_are_reproducible() {
+    let npy = temp("x.npy");
+    let st = temp("x.safetensors");
+    let args = |out: &PathBuf| {
+        vec![
+            "run".to_string(),
+            "examples/ddim.sched".into(),
+            "--param".into(),
+            "steps=5".into(),
+            "--seed".into(),
+            "11".into(),
+            "--batch".into(),
+            "8".into(),
+            "--out".into(),
+            out.display().to_string(),
+        ]
+    };
+    let first = sched(&args(&npy).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let second = sched(&args(&st).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    let from_npy = sched::run::read_tensor(&npy).unwrap_or_else(|f| panic!("{}", f.message));
+    let from_st = sched::run::read_tensor(&st).unwrap_or_else(|f| panic!("{}", f.message));
+    assert_eq!(from_npy.shape, vec![8, 2]);
+    assert_eq!(from_npy, from_st, "the same seed gives the same bits");
+
+    // The written state can be fed back as the initial noise: DDIM with eta = 0 is deterministic.
+    let input = format!("x={}", npy.display());
+    let a = json(&sched(&[
+        "run",
+        "examples/ddim.sched",
+        "--param",
+        "steps=5",
+        "--batch",
+        "8",
+        "--input",
+        &input,
+        "--json",
+    ]));
+    let b = json(&sched(&[
+        "run",
+        "examples/ddim.sched",
+        "--param",
+        "steps=5",
+        "--batch",
+        "8",
+        "--input",
+        &input,
+        "--seed",
+        "99",
+        "--json",
+    ]));
+    assert_eq!(a["outputs"][0]["mean"], b["outputs"][0]["mean"], "eta = 0 uses no noise after the input");
+    let c = json(&sched(&["run", "examples/ddim.sched", "--param", "steps=5", "--batch", "8", "--json"]));
+    assert_ne!(a["outputs"][0]["mean"], c["outputs"][0]["mean"], "--input replaces the default noise");
+}
+
+#[test]
+fn plots_are_png_images() {
+    let png = temp("samples.png");
+    let out = sched(&["run", "examples/few_step.sched", "--batch", "200", "--plot", &png.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&png).expect("plot written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn bad_bindings_and_unsupported_schedules_fail_clearly() {
+    let out = sched(&["run", "examples/ddim.sched", "--param", "steps=many"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`steps` is an int, not `many`"), "{}", text(&out.stderr));
+    let out = sched(&["run", "examples/ddim.sched", "--param", "stepz=3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("has no parameter `stepz`"));
+    let out = sched(&["run", "examples/few_step.sched", "--model", "fm=analytic:gaussian(kind=eps)"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("sched::bind::declared_kind_differs"), "{}", text(&out.stderr));
+    let out = sched(&["run", "examples/ddim.sched", "--model", "net=no/such/checkpoint.safetensors"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no/such/checkpoint.safetensors"), "{}", text(&out.stderr));
+    let out = sched(&["run", "examples/mdlm.sched"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("sched::compile::unsupported"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn build_prints_every_stage() {
+    let ir = sched(&["build", "examples/ddim.sched", "--emit", "ir"]);
+    assert_eq!(ir.status.code(), Some(0), "{}", text(&ir.stderr));
+    assert!(text(&ir.stdout).contains("field m0"));
+    assert!(text(&ir.stdout).contains("kernel k1"));
+    let lowered = sched(&["build", "examples/ddim.sched", "--emit", "ir", "--stage", "lower"]);
+    assert!(!text(&lowered.stdout).contains("kernel k"), "no kernels before fusion");
+    let dot = sched(&["build", "examples/heun_karras.sched", "--emit", "dot"]);
+    assert!(text(&dot.stdout).starts_with("digraph \"heun_karras\""));
+    let kernels = sched(&["build", "examples/dpmpp_2m.sched", "--emit", "kernels"]);
+    assert!(text(&kernels.stdout).contains("k0: kernel("));
+    let ast = sched(&["build", "examples/ddim.sched", "--emit", "ast"]);
+    assert!(text(&ast.stdout).contains("Refine"));
+}

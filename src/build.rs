@@ -22,8 +22,10 @@ pub enum Emit {
 pub enum StageArg {
     Lower,
     Cse,
+    Fold,
     Dce,
     Fuse,
+    Plan,
 }
 
 impl StageArg {
@@ -33,6 +35,8 @@ impl StageArg {
             StageArg::Cse => Stage::Cse,
             StageArg::Dce => Stage::Dce,
             StageArg::Fuse => Stage::Fuse,
+            StageArg::Fold => Stage::Fold,
+            StageArg::Plan => Stage::Plan,
         }
     }
 }

@@ -110,7 +110,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "ir")]
         emit: sched::build::Emit,
         /// For `--emit ir` and `dot`: the last compilation stage to run.
-        #[arg(long, value_enum, default_value = "fuse")]
+        #[arg(long, value_enum, default_value = "plan")]
         stage: sched::build::StageArg,
         /// Colour the diagnostics: auto (only on a terminal), always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN")]

@@ -74,7 +74,7 @@ pub fn run(
         })
         .collect();
     let function =
-        pipeline::compile_bound(program, schedule, &constants, Stage::Fuse).map_err(CompileOrRun::Compile)?;
+        pipeline::compile_bound(program, schedule, &constants, Stage::Plan).map_err(CompileOrRun::Compile)?;
     run_function(program, &function, &params, path, request).map_err(CompileOrRun::Run)
 }
 

@@ -182,7 +182,7 @@ fn build_kernel(function: &mut Function, group: &[&Inst], consumers_outside: &Ha
     let kernel: spec::ElementwiseKernel = builder.finish();
     function.kernels.push(kernel);
     let id = KernelId(function.kernels.len() as u32 - 1);
-    Inst { op: Op::Kernel { kernel: id, inputs, params, sites }, results }
+    Inst { op: Op::Kernel { kernel: id, inputs, params, sites, in_place: Vec::new() }, results }
 }
 
 /// The node for an operand of a grouped instruction: its node if the group computes it, else a

@@ -212,12 +212,14 @@ pub enum Op {
         value: ValueId,
     },
     /// A fused elementwise kernel over tensors the shape of `inputs[0]` (or of the schedule's
-    /// state when it has no tensor input); `params` are host floats.
+    /// state when it has no tensor input); `params` are host floats. `in_place` (filled by buffer
+    /// planning) lists outputs that may be written over the buffer of a dead input.
     Kernel {
         kernel: KernelId,
         inputs: Vec<ValueId>,
         params: Vec<ValueId>,
         sites: Vec<u32>,
+        in_place: Vec<InPlace>,
     },
     /// Marks the end of one verb (refine, jump, extend) for progress reporting and traces.
     VerbDone {
@@ -289,6 +291,16 @@ impl Op {
     pub fn calls_model(&self) -> bool {
         matches!(self, Op::Field { .. } | Op::Jump { .. })
     }
+}
+
+/// An output of a kernel written over the buffer of one of its inputs, which is dead after the
+/// kernel. When the input is a variable's value read in the same block, `var` names it: the
+/// variable is overwritten later in the block, so its old value may be released first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InPlace {
+    pub output: u32,
+    pub input: u32,
+    pub var: Option<VarId>,
 }
 
 /// One instruction: an operation and the values it defines.

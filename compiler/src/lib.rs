@@ -7,6 +7,7 @@ pub mod host;
 pub mod ir;
 pub mod lower;
 pub mod pipeline;
+pub mod plan;
 pub mod print;
 pub mod verify;
 

@@ -6,7 +6,7 @@ use sched_lang::check::{Program, ScheduleId};
 
 use crate::diagnostics::CompileError;
 use crate::ir::{Constant, Function};
-use crate::{cse, dce, fold, fuse, lower, verify};
+use crate::{cse, dce, fold, fuse, lower, plan, verify};
 
 /// The stages of compilation, in order; `--emit ir` can stop after any of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,10 +21,12 @@ pub enum Stage {
     Dce,
     /// Fusion of elementwise regions into kernels (followed by a second DCE).
     Fuse,
+    /// Buffer planning: kernel outputs written in place over dead inputs.
+    Plan,
 }
 
 impl Stage {
-    pub const ALL: &'static [Stage] = &[Stage::Lower, Stage::Cse, Stage::Fold, Stage::Dce, Stage::Fuse];
+    pub const ALL: &'static [Stage] = &[Stage::Lower, Stage::Cse, Stage::Fold, Stage::Dce, Stage::Fuse, Stage::Plan];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +35,7 @@ impl Stage {
             Stage::Fold => "fold",
             Stage::Dce => "dce",
             Stage::Fuse => "fuse",
+            Stage::Plan => "plan",
         }
     }
 }
@@ -64,6 +67,7 @@ pub fn compile_bound(
                 fuse::run(&mut function);
                 dce::run(&mut function);
             }
+            Stage::Plan => plan::run(&mut function),
         }
         check(&function, stage)?;
     }
@@ -77,7 +81,7 @@ pub fn compile_until(program: &Program, schedule: ScheduleId, last: Stage) -> Re
 
 /// Compiles a schedule through the whole pipeline, with default parameters.
 pub fn compile(program: &Program, schedule: ScheduleId) -> Result<Function, CompileError> {
-    compile_until(program, schedule, Stage::Fuse)
+    compile_until(program, schedule, Stage::Plan)
 }
 
 fn check(function: &Function, stage: Stage) -> Result<(), CompileError> {

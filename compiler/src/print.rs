@@ -131,10 +131,18 @@ fn op_text(op: &Op) -> String {
         Op::GridPoint(g, i) => format!("grid_point {}, {}", v(*g), v(*i)),
         Op::GridPairEnd(g, i) => format!("grid_pair_end {}, {}", v(*g), v(*i)),
         Op::Emit { index, value } => format!("emit {index} {}", v(*value)),
-        Op::Kernel { kernel, inputs, params, sites } => {
+        Op::Kernel { kernel, inputs, params, sites, in_place } => {
             let inputs: Vec<String> = inputs.iter().map(|i| v(*i)).collect();
             let params: Vec<String> = params.iter().map(|p| v(*p)).collect();
-            format!("kernel k{} ({}) params ({}) sites {sites:?}", kernel.0, inputs.join(", "), params.join(", "))
+            let mut text =
+                format!("kernel k{} ({}) params ({}) sites {sites:?}", kernel.0, inputs.join(", "), params.join(", "));
+            for update in in_place {
+                let _ = write!(text, " out{} over in{}", update.output, update.input);
+                if let Some(var) = update.var {
+                    let _ = write!(text, " (releases v{})", var.0);
+                }
+            }
+            text
         }
         Op::VerbDone { verb } => format!("verb_done {verb}"),
     }

@@ -159,3 +159,23 @@ fn bound_parameters_fold_and_unbound_ones_stay_parameters() {
         |f: &Function| f.graph.node_weights().filter(|b| matches!(b.terminator, Terminator::Branch { .. })).count();
     assert!(branches(&bound) <= branches(&unbound));
 }
+
+#[test]
+fn buffer_planning_updates_the_state_in_place() {
+    // DDIM's step kernel reads x and writes the new x: the output goes over x's buffer and the
+    // variable's old value is released first.
+    let function = compile("examples/ddim.sched", "ddim", Stage::Plan);
+    let state_var = function.vars.iter().position(|v| v.name == "x").expect("x") as u32;
+    let updates: Vec<_> = function
+        .graph
+        .node_weights()
+        .flat_map(|b| &b.insts)
+        .filter_map(|i| match &i.op {
+            Op::Kernel { in_place, .. } if !in_place.is_empty() => Some(in_place.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates.len(), 1, "{function}");
+    assert_eq!(updates[0].len(), 1);
+    assert_eq!(updates[0][0].var.map(|v| v.0), Some(state_var), "{function}");
+}

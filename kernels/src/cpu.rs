@@ -11,6 +11,8 @@
 //! chunk and not once per element. Because every node is elementwise, the chunk size does not
 //! change any value.
 
+use std::cell::Cell;
+
 use thiserror::Error;
 
 use crate::philox;
@@ -24,6 +26,9 @@ pub const CHUNK: usize = 256;
 /// Why a kernel or a launch of it cannot be evaluated.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum KernelError {
+    /// An in-place entry names a missing input or output, or reuses an input.
+    #[error("in-place update of input {input} by output {output} is not a valid pairing")]
+    InPlace { input: usize, output: usize },
     /// A node names an operand that is not an earlier node.
     #[error("node %{node} refers to %{operand}, which is not an earlier node")]
     ForwardReference { node: usize, operand: u32 },
@@ -118,7 +123,7 @@ pub fn apply_binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 fn check_launch(
     kernel: &ElementwiseKernel,
     len: usize,
-    inputs: &[&[f32]],
+    inputs: &[Source<'_>],
     params: &[f32],
     noise: &NoiseLaunch<'_>,
 ) -> Result<(), KernelError> {
@@ -132,7 +137,7 @@ fn check_launch(
     if noise.slots.len() != kernel.noise_slots as usize {
         return Err(KernelError::NoiseSlotCount { expected: kernel.noise_slots, got: noise.slots.len() });
     }
-    if let Some((input, actual)) = inputs.iter().map(|x| x.len()).enumerate().find(|&(_, actual)| actual < len) {
+    if let Some((input, actual)) = inputs.iter().map(Source::len).enumerate().find(|&(_, actual)| actual < len) {
         return Err(KernelError::InputTooShort { input, actual, len });
     }
     if kernel.nodes.iter().any(|node| matches!(node, Node::Noise(..))) {
@@ -167,7 +172,7 @@ fn zeroed(size: usize, len: usize) -> Result<Vec<f32>, KernelError> {
 fn for_each_chunk(
     kernel: &ElementwiseKernel,
     len: usize,
-    inputs: &[&[f32]],
+    inputs: &[Source<'_>],
     params: &[f32],
     noise: &NoiseLaunch<'_>,
     mut sink: impl FnMut(usize, &[f32], usize),
@@ -187,7 +192,7 @@ fn for_each_chunk(
             match *node {
                 // Validation and the launch checks guarantee that input `k` exists and has at
                 // least `len` elements.
-                Node::Input(k) => dest.copy_from_slice(&inputs[k as usize][start..start + n]),
+                Node::Input(k) => inputs[k as usize].read(start, dest),
                 // Validation and the launch checks guarantee that parameter `k` exists.
                 Node::Param(k) => dest.fill(params[k as usize]),
                 Node::Const(bits) => dest.fill(f32::from_bits(bits)),
@@ -241,7 +246,8 @@ pub fn evaluate(
     params: &[f32],
     noise: &NoiseLaunch<'_>,
 ) -> Result<Vec<Vec<f32>>, KernelError> {
-    check_launch(kernel, len, inputs, params, noise)?;
+    let inputs: Vec<Source<'_>> = inputs.iter().map(|x| Source::Slice(x)).collect();
+    check_launch(kernel, len, &inputs, params, noise)?;
     let mut outputs = Vec::new();
     outputs.try_reserve_exact(kernel.outputs.len()).map_err(|_| KernelError::OutOfMemory { len })?;
     for _ in &kernel.outputs {
@@ -249,12 +255,118 @@ pub fn evaluate(
         values.try_reserve_exact(len).map_err(|_| KernelError::OutOfMemory { len })?;
         outputs.push(values);
     }
-    for_each_chunk(kernel, len, inputs, params, noise, |n, scratch, row| {
+    for_each_chunk(kernel, len, &inputs, params, noise, |n, scratch, row| {
         for (values, id) in outputs.iter_mut().zip(&kernel.outputs) {
             values.extend_from_slice(&scratch[id.0 as usize * row..][..n]);
         }
     })?;
     Ok(outputs)
+}
+
+/// An output written over the buffer of one of the kernel's inputs (buffer planning's in-place
+/// update of a state: `x = f(x, ...)`).
+#[derive(Debug)]
+pub struct InPlace<'a> {
+    /// The input whose values the buffer holds.
+    pub input: usize,
+    /// The output written over it.
+    pub output: usize,
+    pub buffer: &'a mut [f32],
+}
+
+/// Evaluates a kernel like [`evaluate`], except that for each [`InPlace`] entry the input is read
+/// from, and the output written to, the same buffer: element `i` of every input is read before
+/// element `i` of any output is written, and elements are independent, so the values are exactly
+/// those of [`evaluate`]. `inputs[k]` is ignored (pass an empty slice) for in-place inputs. Returns
+/// the outputs that are not written in place (`None` for those that are).
+pub fn evaluate_in_place(
+    kernel: &ElementwiseKernel,
+    len: usize,
+    inputs: &[&[f32]],
+    in_place: &mut [InPlace<'_>],
+    params: &[f32],
+    noise: &NoiseLaunch<'_>,
+) -> Result<Vec<Option<Vec<f32>>>, KernelError> {
+    let mut cells: Vec<Option<CellTarget<'_>>> = vec![None; inputs.len()];
+    for entry in in_place.iter_mut() {
+        if entry.input >= inputs.len() || entry.output >= kernel.outputs.len() || cells[entry.input].is_some() {
+            return Err(KernelError::InPlace { input: entry.input, output: entry.output });
+        }
+        let view = Cell::from_mut(&mut *entry.buffer).as_slice_of_cells();
+        cells[entry.input] = Some((view, entry.output));
+    }
+    let sources: Vec<Source<'_>> = inputs
+        .iter()
+        .zip(&cells)
+        .map(|(slice, cell)| match cell {
+            Some((view, _)) => Source::Cells(view),
+            None => Source::Slice(slice),
+        })
+        .collect();
+    check_launch(kernel, len, &sources, params, noise)?;
+    let targets: Vec<Option<&[Cell<f32>]>> = (0..kernel.outputs.len())
+        .map(|o| cells.iter().flatten().find(|(_, output)| *output == o).map(|(view, _)| *view))
+        .collect();
+    let mut outputs: Vec<Option<Vec<f32>>> = Vec::new();
+    for target in &targets {
+        outputs.push(match target {
+            Some(_) => None,
+            None => {
+                let mut values = Vec::new();
+                values.try_reserve_exact(len).map_err(|_| KernelError::OutOfMemory { len })?;
+                Some(values)
+            }
+        });
+    }
+    let mut start = 0;
+    for_each_chunk(kernel, len, &sources, params, noise, |n, scratch, row| {
+        for ((values, target), id) in outputs.iter_mut().zip(&targets).zip(&kernel.outputs) {
+            let chunk = &scratch[id.0 as usize * row..][..n];
+            match (values, target) {
+                (Some(values), _) => values.extend_from_slice(chunk),
+                (None, Some(cells)) => {
+                    for (cell, &v) in cells[start..start + n].iter().zip(chunk) {
+                        cell.set(v);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        start += n;
+    })?;
+    Ok(outputs)
+}
+
+/// An in-place input's buffer as cells, with the output written over it.
+type CellTarget<'a> = (&'a [Cell<f32>], usize);
+
+/// Where a launch reads an input: a plain slice, or a buffer that an output overwrites.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Slice(&'a [f32]),
+    Cells(&'a [Cell<f32>]),
+}
+
+impl Source<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Source::Slice(s) => s.len(),
+            Source::Cells(c) => c.len(),
+        }
+    }
+
+    /// Copies elements `start..start + dest.len()` into `dest`.
+    fn read(&self, start: usize, dest: &mut [f32]) {
+        let end = start + dest.len();
+        match self {
+            Source::Slice(s) => dest.copy_from_slice(&s[start..end]),
+            Source::Cells(c) => {
+                for (d, cell) in dest.iter_mut().zip(&c[start..end]) {
+                    *d = cell.get();
+                }
+            }
+        }
+    }
 }
 
 /// Evaluates a reduction over `len` elements.
@@ -273,13 +385,14 @@ pub fn reduce(
     noise: &NoiseLaunch<'_>,
 ) -> Result<f64, KernelError> {
     let body = &kernel.body;
-    check_launch(body, len, inputs, params, noise)?;
+    let inputs: Vec<Source<'_>> = inputs.iter().map(|x| Source::Slice(x)).collect();
+    check_launch(body, len, &inputs, params, noise)?;
     let [output] = body.outputs[..] else {
         return Err(KernelError::ReductionOutputs { outputs: body.outputs.len() });
     };
     let op = kernel.op;
     let mut acc = 0.0_f64;
-    for_each_chunk(body, len, inputs, params, noise, |n, scratch, row| {
+    for_each_chunk(body, len, &inputs, params, noise, |n, scratch, row| {
         for &v in &scratch[output.0 as usize * row..][..n] {
             let v = f64::from(v);
             match op {

@@ -6,9 +6,12 @@
 //!
 //! The network: `input = concat(x flattened, temb(τ), temb(τ₂) for two-time kinds, class embedding)`
 //! → `l1` → SiLU → `l2` → SiLU → `l3` to the flattened sample size, where τ is the model's time
-//! input (see [`TimeInput`]) divided by its span R (1, 1000 or N), τ₂ the second time of two-time
-//! kinds (divided by R likewise), and `temb(τ) = [sin(2^k π τ) for k < F, then cos(2^k π τ) for
-//! k < F]` with F = `time_features`.
+//! input (see [`TimeInput`]) divided by its span R (1, 1000, N, or 2 for `edm_log_sigma`), τ₂
+//! the second time of two-time kinds (divided by R likewise), and `temb(τ) = [sin(2^k π τ) for
+//! k < F, then cos(2^k π τ) for k < F]` with F = `time_features`.
+//!
+//! An optional [`Preconditioning`] wraps the network: with EDM it is fed `c_in x` and the model's
+//! output is `c_skip x + c_out F` (docs/models.md, "EDM preconditioning").
 //!
 //! Weights are read from the file's bytes with the `safetensors` crate (no memory map, no
 //! `unsafe`) and copied into candle tensors on the CPU.
@@ -39,6 +42,7 @@ const FIELDS: &[&str] = &[
     "sigma_max",
     "sigma_data",
     "time_input",
+    "preconditioning",
     "sample_shape",
     "time_features",
     "classes",
@@ -55,10 +59,21 @@ pub enum TimeInput {
     OneMinusT,
     /// The fractional training index `t N − 1` of a discrete schedule (DDPM-style models).
     Index,
+    /// EDM's noise conditioning `c_noise = ln(κ)/4` with κ = σ(t) of the `ve` interpolant; it is
+    /// −∞ at t = 0, where a model that needs the network cannot be evaluated.
+    EdmLogSigma,
+}
+
+/// N of a discrete schedule, 0 for continuous interpolants.
+fn train_steps(interpolant: &Interpolant) -> usize {
+    match interpolant {
+        Interpolant::Discrete(d) => d.train_steps(),
+        _ => 0,
+    }
 }
 
 impl TimeInput {
-    pub const NAMES: &'static [&'static str] = &["t", "1000t", "one_minus_t", "index"];
+    pub const NAMES: &'static [&'static str] = &["t", "1000t", "one_minus_t", "index", "edm_log_sigma"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -66,43 +81,100 @@ impl TimeInput {
             TimeInput::Thousand => "1000t",
             TimeInput::OneMinusT => "one_minus_t",
             TimeInput::Index => "index",
+            TimeInput::EdmLogSigma => "edm_log_sigma",
         }
     }
 
     pub fn from_name(name: &str) -> Option<TimeInput> {
-        [TimeInput::T, TimeInput::Thousand, TimeInput::OneMinusT, TimeInput::Index]
+        [TimeInput::T, TimeInput::Thousand, TimeInput::OneMinusT, TimeInput::Index, TimeInput::EdmLogSigma]
             .into_iter()
             .find(|t| t.name() == name)
     }
 
-    /// The network's time value for the normalized time `t`; `steps` is N of a discrete schedule.
-    pub fn time(self, t: f64, steps: usize) -> f64 {
+    /// The network's time value for the normalized time `t` of a model with `interpolant` (which
+    /// gives N of a discrete schedule and κ(t) for `edm_log_sigma`).
+    pub fn time(self, t: f64, interpolant: &Interpolant) -> f64 {
         match self {
             TimeInput::T => t,
             TimeInput::Thousand => 1000.0 * t,
             TimeInput::OneMinusT => 1.0 - t,
-            TimeInput::Index => t * steps as f64 - 1.0,
+            TimeInput::Index => t * train_steps(interpolant) as f64 - 1.0,
+            TimeInput::EdmLogSigma => interpolant.kappa(t).ln() / 4.0,
         }
     }
 
-    /// The range the time input spans (1, 1000 or N): the time features see the fed value divided
-    /// by it, so that their frequencies 2^k π resolve the whole range instead of aliasing at whole
-    /// numbers of `1000 t` or of a table index.
-    pub fn span(self, steps: usize) -> f64 {
+    /// The range the time input spans (1, 1000, N, or 2 for `edm_log_sigma`): the time features
+    /// see the fed value divided by it, so that their frequencies 2^k π resolve the whole range
+    /// instead of aliasing at whole numbers of `1000 t` or of a table index. Features repeat with
+    /// period 2 in the divided value, so `edm_log_sigma`'s span 2 tells apart every κ in
+    /// (e^−8, e^8) ≈ (3.4e-4, 2981), which holds EDM's range [0.002, 80].
+    pub fn span(self, interpolant: &Interpolant) -> f64 {
         match self {
             TimeInput::T | TimeInput::OneMinusT => 1.0,
             TimeInput::Thousand => 1000.0,
-            TimeInput::Index => steps as f64,
+            TimeInput::Index => train_steps(interpolant) as f64,
+            TimeInput::EdmLogSigma => 1.0,
         }
     }
 
     /// The network's value for a gap `d = t − s` between two times: scaled like a time, never
-    /// shifted or reflected.
-    pub fn gap(self, d: f64, steps: usize) -> f64 {
+    /// shifted or reflected. A manifest with `edm_log_sigma` cannot have a two-time kind, so
+    /// that input never feeds a gap; it returns `d` unchanged.
+    pub fn gap(self, d: f64, interpolant: &Interpolant) -> f64 {
         match self {
-            TimeInput::T | TimeInput::OneMinusT => d,
+            TimeInput::T | TimeInput::OneMinusT | TimeInput::EdmLogSigma => d,
             TimeInput::Thousand => 1000.0 * d,
-            TimeInput::Index => d * steps as f64,
+            TimeInput::Index => d * train_steps(interpolant) as f64,
+        }
+    }
+}
+
+/// κ_min of the consistency-model boundary condition (Song et al. 2023): f(x, κ_min) = x.
+pub const CONSISTENCY_KAPPA_MIN: f64 = 0.002;
+
+/// A scaling of the network's input and output around it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Preconditioning {
+    /// EDM (Karras et al. 2022) with σ_d = `sigma_data`, for `x0` and `consistency` models on the
+    /// `ve` interpolant; consistency models use the boundary form of Song et al. 2023.
+    Edm { sigma_data: f64 },
+}
+
+/// The coefficients of a preconditioned network at one noise level κ: the network F is fed
+/// `c_in x`, and the model's output is `c_skip x + c_out F`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scalings {
+    pub c_in: f64,
+    pub c_skip: f64,
+    pub c_out: f64,
+}
+
+impl Preconditioning {
+    pub const NAMES: &'static [&'static str] = &["edm"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preconditioning::Edm { .. } => "edm",
+        }
+    }
+
+    /// The scalings for a `kind` model at the noise level `kappa` = κ = σ/α.
+    ///
+    /// EDM's denoiser: c_in = 1/√(κ² + σ_d²), c_skip = σ_d²/(κ² + σ_d²), c_out = κ σ_d/√(κ² + σ_d²).
+    /// A consistency model replaces κ by κ − κ_min in c_skip and in c_out's numerator, so that
+    /// c_skip = 1 and c_out = 0 at κ_min. Its domain starts at κ_min, so a κ below it is raised to
+    /// κ_min, where the state counts as data and the model returns it unchanged.
+    pub fn scalings(self, kind: ModelKind, kappa: f64) -> Scalings {
+        let Preconditioning::Edm { sigma_data } = self;
+        let sd2 = sigma_data * sigma_data;
+        if kind == ModelKind::Consistency {
+            let kappa = kappa.max(CONSISTENCY_KAPPA_MIN);
+            let shifted = kappa - CONSISTENCY_KAPPA_MIN;
+            let norm = (kappa * kappa + sd2).sqrt();
+            Scalings { c_in: 1.0 / norm, c_skip: sd2 / (kappa * kappa + sd2), c_out: shifted * sigma_data / norm }
+        } else {
+            let norm = (kappa * kappa + sd2).sqrt();
+            Scalings { c_in: 1.0 / norm, c_skip: sd2 / (kappa * kappa + sd2), c_out: kappa * sigma_data / norm }
         }
     }
 }
@@ -113,6 +185,8 @@ pub struct Manifest {
     pub kind: ModelKind,
     pub interpolant: Interpolant,
     pub time_input: TimeInput,
+    /// `None`: the network's output is the model's output as it is.
+    pub preconditioning: Option<Preconditioning>,
     pub sample_shape: Vec<usize>,
     pub time_features: usize,
     /// 0 for an unconditional model; otherwise labels 0..classes, and index `classes` of the class
@@ -154,6 +228,11 @@ impl Manifest {
             }
         }
         table.insert("time_input".into(), self.time_input.name().into());
+        if let Some(preconditioning) = self.preconditioning {
+            table.insert("preconditioning".into(), preconditioning.name().into());
+            let Preconditioning::Edm { sigma_data } = preconditioning;
+            table.insert("sigma_data".into(), sigma_data.into());
+        }
         table.insert("sample_shape".into(), toml::Value::Array(self.sample_shape.iter().map(|&n| int(n)).collect()));
         table.insert("time_features".into(), int(self.time_features));
         table.insert("classes".into(), int(self.classes));
@@ -236,16 +315,26 @@ impl Manifest {
         let kind =
             string("kind", "expected a string")?.ok_or_else(|| missing("kind", "the model kind, e.g. \"eps\""))?;
         let kind = parse_kind("kind", kind).map_err(spec_error)?;
-        let interpolant = string("interpolant", "expected a string")?
+        let interpolant_name = string("interpolant", "expected a string")?
             .ok_or_else(|| missing("interpolant", &format!("one of {}", INTERPOLANTS.join(", "))))?;
+        // `sigma_data` is the preconditioning's σ_d when there is one, else trigflow's.
+        let preconditioning_name = string("preconditioning", "expected a string")?;
+        let sigma_data = number("sigma_data")?;
+        if preconditioning_name.is_none() && interpolant_name == "ve" && sigma_data.is_some() {
+            return Err(bad(
+                "sigma_data",
+                &table["sigma_data"],
+                "applies to the `trigflow` interpolant and to `preconditioning = \"edm\"`, and this manifest has neither",
+            ));
+        }
         let params = InterpolantParams {
             train_steps: count("train_steps")?,
             beta_start: number("beta_start")?,
             beta_end: number("beta_end")?,
             sigma_max: number("sigma_max")?,
-            sigma_data: number("sigma_data")?,
+            sigma_data: if preconditioning_name.is_some() { None } else { sigma_data },
         };
-        let interpolant = interpolant_from_params(interpolant, &params).map_err(spec_error)?;
+        let interpolant = interpolant_from_params(interpolant_name, &params).map_err(spec_error)?;
         let time_name = string("time_input", "expected a string")?
             .ok_or_else(|| missing("time_input", &format!("one of {}", TimeInput::NAMES.join(", "))))?;
         let time_input = TimeInput::from_name(time_name).ok_or_else(|| {
@@ -262,6 +351,59 @@ impl Manifest {
                 "`index` needs a discrete interpolant (linear, scaled_linear, squaredcos_cap_v2)",
             ));
         }
+        if time_input == TimeInput::EdmLogSigma {
+            if !matches!(interpolant, Interpolant::Ve { .. }) {
+                return Err(bad(
+                    "time_input",
+                    &time_name.into(),
+                    &format!("`edm_log_sigma` needs the `ve` interpolant (κ = σ_max t), not `{interpolant_name}`"),
+                ));
+            }
+            if kind.is_two_time() {
+                return Err(bad(
+                    "time_input",
+                    &time_name.into(),
+                    &format!(
+                        "`edm_log_sigma` feeds one noise level, so a two-time kind (`{}`) cannot use it",
+                        kind.name()
+                    ),
+                ));
+            }
+        }
+        let preconditioning = match preconditioning_name {
+            None => None,
+            Some(name) => {
+                let value = toml::Value::from(name);
+                if !Preconditioning::NAMES.contains(&name) {
+                    return Err(bad(
+                        "preconditioning",
+                        &value,
+                        &format!("unknown preconditioning{}", did_you_mean(name, Preconditioning::NAMES)),
+                    ));
+                }
+                if !matches!(interpolant, Interpolant::Ve { .. }) {
+                    return Err(bad(
+                        "preconditioning",
+                        &value,
+                        &format!(
+                            "EDM preconditioning needs the `ve` interpolant (α = 1, σ = σ_max t), not `{interpolant_name}`"
+                        ),
+                    ));
+                }
+                if !matches!(kind, ModelKind::X0 | ModelKind::Consistency) {
+                    return Err(bad(
+                        "preconditioning",
+                        &value,
+                        &format!("applies to the kinds x0 and consistency only, not `{}`", kind.name()),
+                    ));
+                }
+                let sigma_data = sigma_data.unwrap_or(0.5);
+                if !(sigma_data > 0.0 && sigma_data.is_finite()) {
+                    return Err(bad("sigma_data", &table["sigma_data"], "expected a positive number"));
+                }
+                Some(Preconditioning::Edm { sigma_data })
+            }
+        };
         let shape_value =
             table.get("sample_shape").ok_or_else(|| missing("sample_shape", "an array of dimensions, e.g. [2]"))?;
         let shape_error = || bad("sample_shape", shape_value, "expected an array of positive integers, e.g. [2]");
@@ -281,7 +423,7 @@ impl Manifest {
             return Err(bad("time_features", &table["time_features"], "expected at most 64 frequencies"));
         }
         let classes = count("classes")?.unwrap_or(0);
-        Ok(Manifest { kind, interpolant, time_input, sample_shape, time_features, classes })
+        Ok(Manifest { kind, interpolant, time_input, preconditioning, sample_shape, time_features, classes })
     }
 
     /// The flattened sample size.
@@ -499,13 +641,19 @@ impl MlpModel {
     fn forward(&self, x: &Tensor, t: f64, second: Option<f64>, class: Option<usize>) -> Result<Tensor, ModelError> {
         let batch = x.batch();
         let flat = self.manifest.sample_len();
-        let steps = match &self.manifest.interpolant {
-            Interpolant::Discrete(d) => d.train_steps(),
-            _ => 0,
-        };
-        let span = self.manifest.time_input.span(steps);
+        let interpolant = &self.manifest.interpolant;
+        let time_input = self.manifest.time_input;
+        let fed = time_input.time(t, interpolant);
+        if !fed.is_finite() {
+            return Err(ModelError::Unsupported {
+                model: self.info.source.clone(),
+                kind: self.info.kind,
+                what: format!("evaluate its network at t = {t}: the time input `{}` is {fed} there", time_input.name()),
+            });
+        }
+        let span = time_input.span(interpolant);
         let mut times = Vec::with_capacity(self.manifest.time_len());
-        time_embedding(self.manifest.time_input.time(t, steps) / span, self.manifest.time_features, &mut times);
+        time_embedding(fed / span, self.manifest.time_features, &mut times);
         if let Some(second) = second {
             time_embedding(second / span, self.manifest.time_features, &mut times);
         }
@@ -529,14 +677,36 @@ impl MlpModel {
 
     /// The second time value the network takes for a two-time step from `t` to `s`.
     fn second_time(&self, t: f64, s: f64) -> f64 {
-        let steps = match &self.manifest.interpolant {
-            Interpolant::Discrete(d) => d.train_steps(),
-            _ => 0,
-        };
+        let interpolant = &self.manifest.interpolant;
         match self.manifest.kind {
-            ModelKind::FlowMap => self.manifest.time_input.time(s, steps),
-            _ => self.manifest.time_input.gap(t - s, steps),
+            ModelKind::FlowMap => self.manifest.time_input.time(s, interpolant),
+            _ => self.manifest.time_input.gap(t - s, interpolant),
         }
+    }
+
+    /// The output of a one-time model at `(x, t)`: the network's output, or with a
+    /// preconditioning `c_skip x + c_out F(c_in x, time input)`. Where `c_out = 0` (κ = 0 for
+    /// EDM, κ ≤ κ_min for a consistency model) the output is `c_skip x` without the network, whose
+    /// `edm_log_sigma` time input would be −∞ at κ = 0.
+    fn one_time(&self, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor, ModelError> {
+        let Some(preconditioning) = self.manifest.preconditioning else {
+            return self.forward(x, t, None, class);
+        };
+        let Scalings { c_in, c_skip, c_out } =
+            preconditioning.scalings(self.info.kind, self.manifest.interpolant.kappa(t));
+        if c_out == 0.0 {
+            let data = x.data.iter().map(|&v| (c_skip * f64::from(v)) as f32).collect();
+            return Ok(Tensor::new(x.shape.clone(), data));
+        }
+        let scaled = Tensor::new(x.shape.clone(), x.data.iter().map(|&v| (c_in * f64::from(v)) as f32).collect());
+        let network = self.forward(&scaled, t, None, class)?;
+        let data = x
+            .data
+            .iter()
+            .zip(&network.data)
+            .map(|(&xv, &fv)| (c_skip * f64::from(xv) + c_out * f64::from(fv)) as f32)
+            .collect();
+        Ok(Tensor::new(x.shape.clone(), data))
     }
 }
 
@@ -555,9 +725,11 @@ impl Model for MlpModel {
                 what: "evaluate a continuous field".into(),
             });
         };
+        if !kind.is_two_time() {
+            return Ok((self.one_time(x, t, class)?, field_kind));
+        }
         // The instantaneous velocity of a two-time model is its average velocity at s = t.
-        let second = kind.is_two_time().then(|| self.second_time(t, t));
-        Ok((self.forward(x, t, second, class)?, field_kind))
+        Ok((self.forward(x, t, Some(self.second_time(t, t)), class)?, field_kind))
     }
 
     fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError> {
@@ -574,7 +746,7 @@ impl Model for MlpModel {
                     what: format!("jump to s = {s} (a consistency model only jumps to data, s = 0)"),
                 });
             }
-            return self.forward(x, t, None, class);
+            return self.one_time(x, t, class);
         }
         if !kind.is_two_time() {
             return Err(ModelError::Unsupported {

@@ -410,8 +410,8 @@ impl Machine<'_> {
                 self.outputs[*index as usize] = Some(output);
                 None
             }
-            Op::Kernel { kernel, inputs, params, sites } => {
-                self.kernel(inst, *kernel, inputs, params, sites)?;
+            Op::Kernel { kernel, inputs, params, sites, in_place } => {
+                self.kernel(inst, *kernel, inputs, params, sites, in_place)?;
                 return Ok(());
             }
             Op::VerbDone { verb } => {
@@ -443,9 +443,20 @@ impl Machine<'_> {
         inputs: &[ValueId],
         params: &[ValueId],
         sites: &[u32],
+        in_place: &[InPlace],
     ) -> Result<(), RunError> {
         let kernel = &self.function.kernels[id.0 as usize];
+        // Buffer planning: release the variables whose old values die here, so that the inputs
+        // written in place have no other owner.
+        for update in in_place {
+            if let Some(var) = update.var {
+                self.vars[var.0 as usize] = None;
+            }
+        }
         let tensors: Vec<Arc<Tensor>> = inputs.iter().map(|v| self.tensor(*v)).collect();
+        for update in in_place {
+            self.values[inputs[update.input as usize].0 as usize] = None;
+        }
         let shape = tensors.first().map_or_else(|| self.state_shape.clone(), |t| t.shape.clone());
         for t in &tensors {
             if t.shape != shape {
@@ -471,13 +482,60 @@ impl Machine<'_> {
             all.extend(replayed.iter().map(|t| t.data.as_slice()));
             let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots: &[] };
             cpu::evaluate(&rewritten, len, &all, &param_values, &noise)?
-        } else {
+        } else if in_place.is_empty() {
             let data: Vec<&[f32]> = tensors.iter().map(|t| t.data.as_slice()).collect();
             let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots: &slots };
             cpu::evaluate(kernel, len, &data, &param_values, &noise)?
+        } else {
+            return self.kernel_in_place(inst, kernel, tensors, in_place, &param_values, &slots, per_sample);
         };
         self.kernel_launches += 1;
         for (result, data) in inst.results.iter().zip(outputs) {
+            self.values[result.0 as usize] = Some(Val::Tensor(Arc::new(Tensor::new(shape.clone(), data))));
+        }
+        Ok(())
+    }
+
+    /// Runs a kernel whose planned outputs overwrite the buffers of dead inputs.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one launch")]
+    fn kernel_in_place(
+        &mut self,
+        inst: &Inst,
+        kernel: &sched_kernels::spec::ElementwiseKernel,
+        mut tensors: Vec<Arc<Tensor>>,
+        in_place: &[InPlace],
+        params: &[f32],
+        slots: &[NoiseSlot],
+        per_sample: usize,
+    ) -> Result<(), RunError> {
+        let shape = tensors.first().map_or_else(|| self.state_shape.clone(), |t| t.shape.clone());
+        let len: usize = shape.iter().product();
+        // Take each in-place input out of the list; it has a single owner now unless something
+        // else (a trace, an output) still holds it, in which case it is copied.
+        let mut buffers: Vec<(usize, usize, Vec<f32>)> = Vec::new();
+        for update in in_place {
+            let slot = &mut tensors[update.input as usize];
+            let taken = std::mem::replace(slot, Arc::new(Tensor::new(vec![0], Vec::new())));
+            let data = Arc::try_unwrap(taken).map_or_else(|shared| shared.data.clone(), |owned| owned.data);
+            buffers.push((update.input as usize, update.output as usize, data));
+        }
+        let data: Vec<&[f32]> = tensors.iter().map(|t| t.data.as_slice()).collect();
+        let mut entries: Vec<cpu::InPlace<'_>> = buffers
+            .iter_mut()
+            .map(|(input, output, buffer)| cpu::InPlace { input: *input, output: *output, buffer })
+            .collect();
+        let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots };
+        let outputs = cpu::evaluate_in_place(kernel, len, &data, &mut entries, params, &noise)?;
+        drop(entries);
+        self.kernel_launches += 1;
+        for (output, (result, data)) in inst.results.iter().zip(outputs).enumerate() {
+            let data = match data {
+                Some(data) => data,
+                None => match buffers.iter_mut().find(|(_, o, _)| *o == output) {
+                    Some((_, _, buffer)) => std::mem::take(buffer),
+                    None => Vec::new(),
+                },
+            };
             self.values[result.0 as usize] = Some(Val::Tensor(Arc::new(Tensor::new(shape.clone(), data))));
         }
         Ok(())

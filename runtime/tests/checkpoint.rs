@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor as CTensor};
 use sched_lang::types::ModelKind;
-use sched_runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors, write_random_mlp, write_safetensors};
+use sched_runtime::checkpoint::{
+    Manifest, Preconditioning, TimeInput, random_mlp_tensors, write_random_mlp, write_safetensors,
+};
 use sched_runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
 use sched_runtime::load::load_model;
 use sched_runtime::model::FieldKind;
@@ -24,6 +26,7 @@ fn manifest(kind: ModelKind, classes: usize) -> Manifest {
         kind,
         interpolant: Interpolant::RectifiedFlow,
         time_input: TimeInput::Thousand,
+        preconditioning: None,
         sample_shape: vec![3],
         time_features: 4,
         classes,
@@ -339,4 +342,233 @@ fn tensor_errors() {
     let buffer = safetensors::serialize(views, None::<HashMap<String, String>>).expect("serializes");
     std::fs::write(&path, buffer).expect("writes");
     assert_eq!(load_error(&path), format!("{}: tensor `l2.weight` has dtype F64, expected F32", path.display()));
+}
+
+/// An EDM-preconditioned model on `ve(sigma_max = 80)`.
+fn edm_manifest(kind: ModelKind, time_input: TimeInput, sigma_data: f64) -> Manifest {
+    Manifest {
+        interpolant: Interpolant::Ve { sigma_max: 80.0 },
+        time_input,
+        preconditioning: Some(Preconditioning::Edm { sigma_data }),
+        ..manifest(kind, 0)
+    }
+}
+
+/// `c_skip x + c_out F(c_in x, τ)` with F computed by [`reference`]; `tau` is the fed time value
+/// already divided by its span.
+fn preconditioned(path: &Path, x: &[f32], tau: f64, (c_in, c_skip, c_out): (f64, f64, f64)) -> Vec<f32> {
+    let scaled: Vec<f32> = x.iter().map(|&v| (c_in * f64::from(v)) as f32).collect();
+    let f = reference(path, &scaled, &[tau], 4, None);
+    x.iter().zip(&f).map(|(&xv, &fv)| (c_skip * f64::from(xv) + c_out * f64::from(fv)) as f32).collect()
+}
+
+#[test]
+fn edm_x0_is_the_preconditioned_denoiser() {
+    let dir = dir("edm_x0");
+    let path = dir.join("edm.safetensors");
+    let manifest = edm_manifest(ModelKind::X0, TimeInput::EdmLogSigma, 0.5);
+    write_random_mlp(&path, &manifest, 21).expect("writes");
+    let model = load_model(&path.display().to_string(), None).expect("loads");
+    let x = Tensor::new(vec![2, 3], vec![3.0, -12.5, 40.0, 0.25, 7.0, -60.0]);
+    let sd = 0.5f64;
+    for t in [0.001, 0.05, 0.3, 0.77, 1.0] {
+        let kappa = 80.0 * t;
+        let norm = (kappa * kappa + sd * sd).sqrt();
+        let coefficients = (1.0 / norm, sd * sd / (kappa * kappa + sd * sd), kappa * sd / norm);
+        // edm_log_sigma feeds ln(κ)/4, divided by its span 2.
+        let expected = preconditioned(&path, &x.data, f64::ln(kappa) / 4.0 / 2.0, coefficients);
+        let (out, kind) = model.field(&x, t, None).expect("evaluates");
+        assert_eq!(kind, FieldKind::X0);
+        assert!(close(&out.data, &expected), "t = {t}: {:?} vs {expected:?}", out.data);
+    }
+    // At κ = 0, c_skip = 1 and c_out = 0: the denoiser returns x without the network (whose
+    // ln κ would be −∞).
+    let (at_zero, _) = model.field(&x, 0.0, None).expect("evaluates at t = 0");
+    assert_eq!(at_zero.data, x.data);
+    // An x0 model does not jump.
+    let err = model.jump(&x, 0.5, 0.0, None).expect_err("fails").to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: a x0 model cannot jump (only two-time and consistency models are told the target time)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn edm_manifest_round_trips_through_toml_and_metadata() {
+    let manifest = edm_manifest(ModelKind::X0, TimeInput::T, 1.25);
+    let table = manifest.to_table();
+    assert_eq!(table["preconditioning"].as_str(), Some("edm"));
+    assert_eq!(table["sigma_data"].as_float(), Some(1.25));
+    assert_eq!(Manifest::from_table(&table, "m", true).expect("reads"), manifest);
+    // Without `sigma_data`, σ_d is 0.5.
+    let mut table = table;
+    table.remove("sigma_data");
+    let read = Manifest::from_table(&table, "m", true).expect("reads");
+    assert_eq!(read.preconditioning, Some(Preconditioning::Edm { sigma_data: 0.5 }));
+
+    // From `__metadata__`, with σ_d = 1.25 and the plain time input t reaching the network.
+    let dir = dir("edm_metadata");
+    let path = dir.join("edm.safetensors");
+    write_safetensors(&path, &random_mlp_tensors(&manifest, 9), Some(manifest.to_metadata())).expect("writes");
+    let model = load_model(&path.display().to_string(), None).expect("loads");
+    let x = Tensor::new(vec![1, 3], vec![1.5, -0.5, 20.0]);
+    let sd = 1.25f64;
+    for t in [0.02, 0.4, 0.9] {
+        let kappa = 80.0 * t;
+        let norm = (kappa * kappa + sd * sd).sqrt();
+        let coefficients = (1.0 / norm, sd * sd / (kappa * kappa + sd * sd), kappa * sd / norm);
+        let expected = preconditioned(&path, &x.data, t, coefficients);
+        let (out, _) = model.field(&x, t, None).expect("evaluates");
+        assert!(close(&out.data, &expected), "t = {t}: {:?} vs {expected:?}", out.data);
+    }
+}
+
+#[test]
+fn edm_consistency_keeps_the_boundary_condition() {
+    let dir = dir("edm_consistency");
+    let path = dir.join("cm.safetensors");
+    let manifest = edm_manifest(ModelKind::Consistency, TimeInput::EdmLogSigma, 0.5);
+    write_random_mlp(&path, &manifest, 33).expect("writes");
+    let model = load_model(&path.display().to_string(), None).expect("loads");
+    let x = Tensor::new(vec![2, 3], vec![0.7, -1.9, 2.4, -0.01, 0.3, 1.1]);
+    let kappa_min = 0.002;
+    // At κ = κ_min (t = κ_min / σ_max) the model is the identity: f(x, κ_min) = x.
+    let (f, kind) = model.field(&x, kappa_min / 80.0, None).expect("evaluates");
+    assert_eq!(kind, FieldKind::X0);
+    assert!(f.data.iter().zip(&x.data).all(|(a, b)| (a - b).abs() <= 1e-6), "{:?} vs {:?}", f.data, x.data);
+    // Below κ_min the state counts as data as well.
+    assert_eq!(model.field(&x, 0.0, None).expect("evaluates").0.data, x.data);
+    // Elsewhere the boundary form: κ − κ_min in c_skip and in c_out's numerator.
+    let sd = 0.5f64;
+    for t in [0.001, 0.25, 1.0] {
+        let kappa = 80.0 * t;
+        let shifted = kappa - kappa_min;
+        let norm = (kappa * kappa + sd * sd).sqrt();
+        let coefficients = (1.0 / norm, sd * sd / (shifted * shifted + sd * sd), shifted * sd / norm);
+        let expected = preconditioned(&path, &x.data, f64::ln(kappa) / 4.0 / 2.0, coefficients);
+        let (out, _) = model.field(&x, t, None).expect("evaluates");
+        assert!(close(&out.data, &expected), "t = {t}: {:?} vs {expected:?}", out.data);
+        // Its jump to data is the same output.
+        assert_eq!(model.jump(&x, t, 0.0, None).expect("jumps").data, out.data);
+    }
+}
+
+#[test]
+fn edm_log_sigma_without_preconditioning() {
+    let dir = dir("edm_log_sigma");
+    let path = dir.join("eps.safetensors");
+    let manifest = Manifest {
+        interpolant: Interpolant::Ve { sigma_max: 80.0 },
+        time_input: TimeInput::EdmLogSigma,
+        ..manifest(ModelKind::Eps, 0)
+    };
+    write_random_mlp(&path, &manifest, 8).expect("writes");
+    let model = load_model(&path.display().to_string(), None).expect("loads");
+    let x = Tensor::new(vec![1, 3], vec![0.5, 4.0, -3.0]);
+    let (out, kind) = model.field(&x, 0.6, None).expect("evaluates");
+    assert_eq!(kind, FieldKind::Eps);
+    assert!(close(&out.data, &reference(&path, &x.data, &[f64::ln(48.0) / 8.0], 4, None)));
+    let err = model.field(&x, 0.0, None).expect_err("fails").to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: a eps model cannot evaluate its network at t = 0: the time input `edm_log_sigma` is -inf there",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn edm_manifest_errors() {
+    let ve = |t: &mut toml::Table| {
+        t.insert("interpolant".into(), "ve".into());
+        t.insert("kind".into(), "x0".into());
+    };
+    let (e, m) = manifest_error("edm_unknown", |t| {
+        ve(t);
+        t.insert("preconditioning".into(), "edn".into());
+    });
+    assert_eq!(
+        e,
+        format!("{}: `preconditioning = \"edn\"`: unknown preconditioning (did you mean `edm`?)", m.display())
+    );
+    let (e, m) = manifest_error("edm_interpolant", |t| {
+        t.insert("kind".into(), "x0".into());
+        t.insert("preconditioning".into(), "edm".into());
+    });
+    assert_eq!(
+        e,
+        format!(
+            "{}: `preconditioning = \"edm\"`: EDM preconditioning needs the `ve` interpolant (α = 1, σ = σ_max t), not `rectified_flow`",
+            m.display()
+        )
+    );
+    // With trigflow, `sigma_data` would be ambiguous; the preconditioning is refused all the same.
+    let (e, m) = manifest_error("edm_trigflow", |t| {
+        t.insert("kind".into(), "x0".into());
+        t.insert("interpolant".into(), "trigflow".into());
+        t.insert("preconditioning".into(), "edm".into());
+        t.insert("sigma_data".into(), 0.5.into());
+    });
+    assert_eq!(
+        e,
+        format!(
+            "{}: `preconditioning = \"edm\"`: EDM preconditioning needs the `ve` interpolant (α = 1, σ = σ_max t), not `trigflow`",
+            m.display()
+        )
+    );
+    let (e, m) = manifest_error("edm_kind", |t| {
+        ve(t);
+        t.insert("kind".into(), "eps".into());
+        t.insert("preconditioning".into(), "edm".into());
+    });
+    assert_eq!(
+        e,
+        format!(
+            "{}: `preconditioning = \"edm\"`: applies to the kinds x0 and consistency only, not `eps`",
+            m.display()
+        )
+    );
+    let (e, m) = manifest_error("edm_sigma_data", |t| {
+        ve(t);
+        t.insert("preconditioning".into(), "edm".into());
+        t.insert("sigma_data".into(), (-1).into());
+    });
+    assert_eq!(e, format!("{}: `sigma_data = -1`: expected a positive number", m.display()));
+    let (e, m) = manifest_error("edm_no_preconditioning", |t| {
+        ve(t);
+        t.insert("sigma_data".into(), 0.5.into());
+    });
+    assert_eq!(
+        e,
+        format!(
+            "{}: `sigma_data = 0.5`: applies to the `trigflow` interpolant and to `preconditioning = \"edm\"`, and this manifest has neither",
+            m.display()
+        )
+    );
+    let (e, m) = manifest_error("edm_time_interpolant", |t| {
+        t.insert("time_input".into(), "edm_log_sigma".into());
+    });
+    assert_eq!(
+        e,
+        format!(
+            "{}: `time_input = \"edm_log_sigma\"`: `edm_log_sigma` needs the `ve` interpolant (κ = σ_max t), not `rectified_flow`",
+            m.display()
+        )
+    );
+    let (e, m) = manifest_error("edm_time_two_time", |t| {
+        ve(t);
+        t.insert("kind".into(), "mean_flow".into());
+        t.insert("time_input".into(), "edm_log_sigma".into());
+    });
+    assert_eq!(
+        e,
+        format!(
+            "{}: `time_input = \"edm_log_sigma\"`: `edm_log_sigma` feeds one noise level, so a two-time kind (`mean_flow`) cannot use it",
+            m.display()
+        )
+    );
 }

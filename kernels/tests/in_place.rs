@@ -1,0 +1,54 @@
+//! In-place evaluation gives exactly the values of ordinary evaluation.
+
+use sched_kernels::builder::KernelBuilder;
+use sched_kernels::cpu::{InPlace, KernelError, evaluate, evaluate_in_place};
+use sched_kernels::spec::{BinaryOp, Distribution, NoiseLaunch, NoiseSlot};
+
+fn ddim_like() -> sched_kernels::spec::ElementwiseKernel {
+    let mut b = KernelBuilder::new();
+    let (x, e, p0, p1, p2) = (b.input(0), b.input(1), b.param(0), b.param(1), b.param(2));
+    let z = b.noise(Distribution::Gaussian);
+    let ax = b.binary(BinaryOp::Mul, p0, x);
+    let be = b.binary(BinaryOp::Mul, p1, e);
+    let cz = b.binary(BinaryOp::Mul, p2, z);
+    let sum = b.binary(BinaryOp::Add, ax, be);
+    let out = b.binary(BinaryOp::Add, sum, cz);
+    b.output(out);
+    b.output(ax);
+    b.finish()
+}
+
+#[test]
+fn writing_an_output_over_its_input_gives_the_same_values() {
+    let kernel = ddim_like();
+    for len in [1usize, 255, 256, 257, 1003] {
+        let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+        let e: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+        let slots = [NoiseSlot { site: 3, step: 1 }];
+        let noise = NoiseLaunch { seed: 5, per_sample: 4, slots: &slots };
+        let params = [0.9, -0.3, 0.05];
+        let expected = evaluate(&kernel, len, &[&x, &e], &params, &noise).expect("evaluates");
+        let mut buffer = x.clone();
+        let mut in_place = [InPlace { input: 0, output: 0, buffer: &mut buffer }];
+        let others = evaluate_in_place(&kernel, len, &[&[], &e], &mut in_place, &params, &noise).expect("evaluates");
+        assert_eq!(buffer, expected[0], "len {len}");
+        assert!(others[0].is_none());
+        assert_eq!(others[1].as_ref(), Some(&expected[1]), "len {len}");
+    }
+}
+
+#[test]
+fn invalid_pairings_are_errors() {
+    let kernel = ddim_like();
+    let e = vec![0.0f32; 8];
+    let slots = [NoiseSlot { site: 0, step: 0 }];
+    let noise = NoiseLaunch { seed: 0, per_sample: 1, slots: &slots };
+    let mut a = vec![0.0f32; 8];
+    let mut in_place = [InPlace { input: 0, output: 5, buffer: &mut a }];
+    let result = evaluate_in_place(&kernel, 8, &[&[], &e], &mut in_place, &[1.0, 1.0, 1.0], &noise);
+    assert_eq!(result, Err(KernelError::InPlace { input: 0, output: 5 }));
+    let mut short = vec![0.0f32; 4];
+    let mut in_place = [InPlace { input: 0, output: 0, buffer: &mut short }];
+    let result = evaluate_in_place(&kernel, 8, &[&[], &e], &mut in_place, &[1.0, 1.0, 1.0], &noise);
+    assert!(matches!(result, Err(KernelError::InputTooShort { input: 0, actual: 4, len: 8 })), "{result:?}");
+}

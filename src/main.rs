@@ -137,7 +137,7 @@ fn main() -> ExitCode {
                 out,
                 plot,
                 json,
-                progress: std::io::stderr().is_terminal(),
+                progress: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
             };
             run(&file, &request, &style)
         }

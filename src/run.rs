@@ -93,13 +93,16 @@ fn run_function(
 ) -> Result<RunReport, RunFailure> {
     let base_dir = path.parent().map(Path::to_path_buf);
     let models = bind_models(program, function, base_dir.as_deref(), request)?;
+    // A spinner counting verbs, shown once the run has taken a second.
     let bar = (request.progress && !request.json).then(|| progress_bar(function));
     let started = Instant::now();
+    let verbs_done = std::sync::atomic::AtomicU64::new(0);
     let tick = |_: u32| {
-        if let Some(bar) = &bar
-            && started.elapsed().as_secs_f64() > 1.0
-        {
-            bar.tick();
+        let done = verbs_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(bar) = &bar {
+            if started.elapsed().as_secs_f64() > 1.0 {
+                bar.set_position(done);
+            }
         }
     };
     let options = RunOptions {
@@ -139,7 +142,10 @@ fn run_function(
 
 fn progress_bar(function: &Function) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message(format!("running {}", function.name));
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {prefix}: {pos} steps, {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.set_prefix(function.name.clone());
     bar
 }
 

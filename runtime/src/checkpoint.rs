@@ -113,7 +113,7 @@ impl TimeInput {
             TimeInput::T | TimeInput::OneMinusT => 1.0,
             TimeInput::Thousand => 1000.0,
             TimeInput::Index => train_steps(interpolant) as f64,
-            TimeInput::EdmLogSigma => 1.0,
+            TimeInput::EdmLogSigma => 2.0,
         }
     }
 
@@ -171,7 +171,7 @@ impl Preconditioning {
             let kappa = kappa.max(CONSISTENCY_KAPPA_MIN);
             let shifted = kappa - CONSISTENCY_KAPPA_MIN;
             let norm = (kappa * kappa + sd2).sqrt();
-            Scalings { c_in: 1.0 / norm, c_skip: sd2 / (kappa * kappa + sd2), c_out: shifted * sigma_data / norm }
+            Scalings { c_in: 1.0 / norm, c_skip: sd2 / (shifted * shifted + sd2), c_out: shifted * sigma_data / norm }
         } else {
             let norm = (kappa * kappa + sd2).sqrt();
             Scalings { c_in: 1.0 / norm, c_skip: sd2 / (kappa * kappa + sd2), c_out: kappa * sigma_data / norm }

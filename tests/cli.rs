@@ -1,19 +1,8 @@
 //! The `sched` binary as scripts see it: exit codes, streams and help text.
 
-use std::process::{Command, Output};
+mod common;
 
-fn sched(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sched"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run sched")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{sched, text};
 
 #[test]
 fn clean_files_exit_0_and_print_nfe() {

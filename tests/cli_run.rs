@@ -1,20 +1,11 @@
 //! `sched run` and `sched build` as scripts use them.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn sched(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sched"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run sched")
-}
+mod common;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{sched, text};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sched-cli-run-{}", std::process::id()));

@@ -141,12 +141,16 @@ fn build_kernel(function: &mut Function, group: &[&Inst], consumers_outside: &Ha
         let node = match &inst.op {
             Op::Unary(op, a) => {
                 let a = operand(*a, function, &mut builder, &nodes, &mut inputs, &mut params);
-                builder.unary(kernel_unary(*op), a)
+                // The checker admits only elementwise operations on tensors.
+                let Some(op) = op.elementwise() else { continue };
+                builder.unary(op, a)
             }
             Op::Binary(op, a, b) => {
                 let a = operand(*a, function, &mut builder, &nodes, &mut inputs, &mut params);
                 let b = operand(*b, function, &mut builder, &nodes, &mut inputs, &mut params);
-                builder.binary(kernel_binary(*op), a, b)
+                // The checker admits only arithmetic, min and max on tensors.
+                let Some(op) = op.elementwise() else { continue };
+                builder.binary(op, a, b)
             }
             Op::Noise { dist, site, like } => {
                 shape_source = shape_source.or(*like);
@@ -204,40 +208,4 @@ fn operand(
         list.len() - 1
     }) as u32;
     if tensor { builder.input(index) } else { builder.param(index) }
-}
-
-fn kernel_unary(op: UnaryOp) -> spec::UnaryOp {
-    match op {
-        UnaryOp::Neg => spec::UnaryOp::Neg,
-        UnaryOp::Sqrt => spec::UnaryOp::Sqrt,
-        UnaryOp::Exp => spec::UnaryOp::Exp,
-        UnaryOp::Log => spec::UnaryOp::Log,
-        UnaryOp::Expm1 => spec::UnaryOp::Expm1,
-        UnaryOp::Log1p => spec::UnaryOp::Log1p,
-        UnaryOp::Sin => spec::UnaryOp::Sin,
-        UnaryOp::Cos => spec::UnaryOp::Cos,
-        UnaryOp::Tan => spec::UnaryOp::Tan,
-        UnaryOp::Tanh => spec::UnaryOp::Tanh,
-        UnaryOp::Atan => spec::UnaryOp::Atan,
-        UnaryOp::Abs => spec::UnaryOp::Abs,
-        UnaryOp::Sigmoid => spec::UnaryOp::Sigmoid,
-        UnaryOp::Floor => spec::UnaryOp::Floor,
-        UnaryOp::Ceil => spec::UnaryOp::Ceil,
-        // The checker admits no logic or conversions on tensors.
-        UnaryOp::Not | UnaryOp::ToFloat | UnaryOp::Truncate | UnaryOp::Round => unreachable!("{op:?} on a tensor"),
-    }
-}
-
-fn kernel_binary(op: BinaryOp) -> spec::BinaryOp {
-    match op {
-        BinaryOp::Add => spec::BinaryOp::Add,
-        BinaryOp::Sub => spec::BinaryOp::Sub,
-        BinaryOp::Mul => spec::BinaryOp::Mul,
-        BinaryOp::Div => spec::BinaryOp::Div,
-        BinaryOp::Pow => spec::BinaryOp::Pow,
-        BinaryOp::Min => spec::BinaryOp::Min,
-        BinaryOp::Max => spec::BinaryOp::Max,
-        // The checker admits only arithmetic, min and max on tensors.
-        other => unreachable!("{other:?} on a tensor"),
-    }
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use sched_kernels::spec::{Distribution, ElementwiseKernel, ReduceOp};
+use sched_kernels::spec::{self, Distribution, ElementwiseKernel, ReduceOp};
 
 /// An SSA value, defined by exactly one instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,6 +24,48 @@ pub type BlockId = NodeIndex<u32>;
 /// A fused kernel of the function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KernelId(pub u32);
+
+impl UnaryOp {
+    /// The kernel operation that computes this operation on tensors; `None` for the host-only
+    /// operations (logic and conversions), which the checker never applies to tensors.
+    pub fn elementwise(self) -> Option<spec::UnaryOp> {
+        Some(match self {
+            UnaryOp::Neg => spec::UnaryOp::Neg,
+            UnaryOp::Sqrt => spec::UnaryOp::Sqrt,
+            UnaryOp::Exp => spec::UnaryOp::Exp,
+            UnaryOp::Log => spec::UnaryOp::Log,
+            UnaryOp::Expm1 => spec::UnaryOp::Expm1,
+            UnaryOp::Log1p => spec::UnaryOp::Log1p,
+            UnaryOp::Sin => spec::UnaryOp::Sin,
+            UnaryOp::Cos => spec::UnaryOp::Cos,
+            UnaryOp::Tan => spec::UnaryOp::Tan,
+            UnaryOp::Tanh => spec::UnaryOp::Tanh,
+            UnaryOp::Atan => spec::UnaryOp::Atan,
+            UnaryOp::Abs => spec::UnaryOp::Abs,
+            UnaryOp::Sigmoid => spec::UnaryOp::Sigmoid,
+            UnaryOp::Floor => spec::UnaryOp::Floor,
+            UnaryOp::Ceil => spec::UnaryOp::Ceil,
+            UnaryOp::Not | UnaryOp::ToFloat | UnaryOp::Truncate | UnaryOp::Round => return None,
+        })
+    }
+}
+
+impl BinaryOp {
+    /// The kernel operation that computes this operation on tensors; `None` for comparisons,
+    /// logic and `%`, which the checker never applies to tensors.
+    pub fn elementwise(self) -> Option<spec::BinaryOp> {
+        Some(match self {
+            BinaryOp::Add => spec::BinaryOp::Add,
+            BinaryOp::Sub => spec::BinaryOp::Sub,
+            BinaryOp::Mul => spec::BinaryOp::Mul,
+            BinaryOp::Div => spec::BinaryOp::Div,
+            BinaryOp::Pow => spec::BinaryOp::Pow,
+            BinaryOp::Min => spec::BinaryOp::Min,
+            BinaryOp::Max => spec::BinaryOp::Max,
+            _ => return None,
+        })
+    }
+}
 
 /// The type of a value or variable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

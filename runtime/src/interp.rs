@@ -106,6 +106,8 @@ pub enum RunError {
     GridIndex(i64),
     #[error("the run was cancelled")]
     Cancelled,
+    #[error("a comparison or logical operation was applied to a tensor")]
+    TensorOperation,
 }
 
 #[derive(Clone, Debug)]
@@ -583,7 +585,7 @@ impl Machine<'_> {
 
     fn unary(&self, op: UnaryOp, a: Val) -> Val {
         if let Val::Tensor(t) = &a {
-            let kernel_op = tensor_unary(op);
+            let Some(kernel_op) = op.elementwise() else { return Val::F64(f64::NAN) };
             let data = t.data.iter().map(|&x| cpu::apply_unary(kernel_op, x)).collect();
             return Val::Tensor(Arc::new(Tensor::new(t.shape.clone(), data)));
         }
@@ -596,7 +598,7 @@ impl Machine<'_> {
     fn binary(&self, op: BinaryOp, a: Val, b: Val) -> Result<Val, RunError> {
         match (&a, &b) {
             (Val::Tensor(_), _) | (_, Val::Tensor(_)) => {
-                let kernel_op = tensor_binary(op);
+                let Some(kernel_op) = op.elementwise() else { return Err(RunError::TensorOperation) };
                 let (ta, tb) = (self.as_tensor_operand(&a), self.as_tensor_operand(&b));
                 let shape = match (&a, &b) {
                     (Val::Tensor(t), Val::Tensor(u)) if t.shape != u.shape => {
@@ -627,40 +629,6 @@ impl Machine<'_> {
             other => (None, other.f64() as f32),
         };
         move |i| data.as_ref().map_or(scalar, |t| t.data[i])
-    }
-}
-
-fn tensor_unary(op: UnaryOp) -> spec::UnaryOp {
-    match op {
-        UnaryOp::Sqrt => spec::UnaryOp::Sqrt,
-        UnaryOp::Exp => spec::UnaryOp::Exp,
-        UnaryOp::Log => spec::UnaryOp::Log,
-        UnaryOp::Expm1 => spec::UnaryOp::Expm1,
-        UnaryOp::Log1p => spec::UnaryOp::Log1p,
-        UnaryOp::Sin => spec::UnaryOp::Sin,
-        UnaryOp::Cos => spec::UnaryOp::Cos,
-        UnaryOp::Tan => spec::UnaryOp::Tan,
-        UnaryOp::Tanh => spec::UnaryOp::Tanh,
-        UnaryOp::Atan => spec::UnaryOp::Atan,
-        UnaryOp::Abs => spec::UnaryOp::Abs,
-        UnaryOp::Sigmoid => spec::UnaryOp::Sigmoid,
-        UnaryOp::Floor => spec::UnaryOp::Floor,
-        UnaryOp::Ceil => spec::UnaryOp::Ceil,
-        // The checker admits no logic or conversions on tensors, so only negation remains.
-        UnaryOp::Neg | UnaryOp::Not | UnaryOp::ToFloat | UnaryOp::Truncate | UnaryOp::Round => spec::UnaryOp::Neg,
-    }
-}
-
-fn tensor_binary(op: BinaryOp) -> spec::BinaryOp {
-    match op {
-        BinaryOp::Sub => spec::BinaryOp::Sub,
-        BinaryOp::Mul => spec::BinaryOp::Mul,
-        BinaryOp::Div => spec::BinaryOp::Div,
-        BinaryOp::Pow => spec::BinaryOp::Pow,
-        BinaryOp::Min => spec::BinaryOp::Min,
-        BinaryOp::Max => spec::BinaryOp::Max,
-        // The checker admits only arithmetic, min and max on tensors; addition is what remains.
-        _ => spec::BinaryOp::Add,
     }
 }
 

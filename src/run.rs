@@ -99,10 +99,8 @@ fn run_function(
     let verbs_done = std::sync::atomic::AtomicU64::new(0);
     let tick = |_: u32| {
         let done = verbs_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if let Some(bar) = &bar {
-            if started.elapsed().as_secs_f64() > 1.0 {
-                bar.set_position(done);
-            }
+        if let Some(bar) = bar.as_ref().filter(|_| started.elapsed().as_secs_f64() > 1.0) {
+            bar.set_position(done);
         }
     };
     let options = RunOptions {

@@ -3,11 +3,13 @@
 pub mod builder;
 pub mod cpu;
 mod display;
+pub mod jit;
 pub mod philox;
 pub mod spec;
 
 pub use builder::KernelBuilder;
 pub use cpu::{KernelError, evaluate, reduce};
+pub use jit::{CompiledKernel, JitError};
 pub use spec::{
     BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel, UnaryOp,
 };

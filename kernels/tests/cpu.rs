@@ -1,5 +1,8 @@
 //! The reference CPU evaluator against direct Rust computations of the same semantics.
 
+mod common;
+
+use common::{ramp, random_kernel};
 use proptest::prelude::*;
 use sched_kernels::philox::{gaussian, uniform};
 use sched_kernels::{
@@ -20,11 +23,6 @@ fn assert_same(got: &[f32], expected: &[f32]) {
 }
 
 const NO_NOISE: NoiseLaunch<'static> = NoiseLaunch { seed: 0, per_sample: 1, slots: &[] };
-
-/// A deterministic spread of test values: negatives, positives, small and large magnitudes.
-fn ramp(len: usize, offset: f32) -> Vec<f32> {
-    (0..len).map(|i| ((i as f32) * 0.37 + offset).sin() * (1.0 + (i % 7) as f32)).collect()
-}
 
 /// `out = p0 * in0 + p1 * in1 + p2 * gaussian`, the shape of a DDIM step.
 fn ddim_kernel() -> ElementwiseKernel {
@@ -553,26 +551,6 @@ fn naive(
     outputs
 }
 
-const UNARY: [UnaryOp; 15] = [
-    UnaryOp::Neg,
-    UnaryOp::Sqrt,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Expm1,
-    UnaryOp::Log1p,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Tan,
-    UnaryOp::Tanh,
-    UnaryOp::Atan,
-    UnaryOp::Abs,
-    UnaryOp::Sigmoid,
-    UnaryOp::Floor,
-    UnaryOp::Ceil,
-];
-const BINARY: [BinaryOp; 7] =
-    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Min, BinaryOp::Max];
-
 /// The raw material of one random node: a kind (input, parameter, constant, unary, binary or
 /// noise), three indices that the test reduces to operands, operations and slots, and a constant.
 fn arbitrary_node() -> impl Strategy<Value = (u8, u32, u32, u32, f32)> {
@@ -593,30 +571,8 @@ proptest! {
         seed in any::<u64>(),
         wild in any::<bool>(),
     ) {
-        let (inputs, params, slots) = (3_u32, 2_u32, 2_u32);
-        // Unless `wild`, indices are reduced into range and operands to earlier nodes, so most
-        // kernels are valid; a `wild` kernel may break any rule and must then be rejected.
-        let mut nodes = Vec::new();
-        for (j, &(kind, a, b, c, value)) in raw.iter().enumerate() {
-            let earlier = |x: u32| if wild || j == 0 { x % 32 } else { x % j as u32 };
-            let node = match kind {
-                0 => Node::Input(if wild { a % 5 } else { a % inputs }),
-                1 => Node::Param(if wild { a % 4 } else { a % params }),
-                2 => Node::constant(value),
-                3 if j > 0 || wild => Node::Unary(UNARY[b as usize % UNARY.len()], NodeId(earlier(a))),
-                4 if j > 0 || wild => Node::Binary(BINARY[c as usize % BINARY.len()], NodeId(earlier(a)), NodeId(earlier(b))),
-                5 => Node::Noise(
-                    if c % 2 == 0 { Distribution::Gaussian } else { Distribution::Uniform },
-                    if wild { a % 4 } else { a % slots },
-                ),
-                _ => Node::Input(0),
-            };
-            nodes.push(node);
-        }
-        let count = nodes.len() as u32;
-        let outputs: Vec<NodeId> = outputs.iter().map(|&o| NodeId(if wild { o % (count + 2) } else { o % count })).collect();
-        let kernel = ElementwiseKernel { inputs, params, noise_slots: slots, nodes, outputs };
-        let data: Vec<Vec<f32>> = (0..inputs).map(|k| ramp(len, k as f32)).collect();
+        let kernel = random_kernel(&raw, &outputs, wild, false);
+        let data: Vec<Vec<f32>> = (0..kernel.inputs).map(|k| ramp(len, k as f32)).collect();
         let data: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
         let noise_slots = [NoiseSlot { site: 5, step: 1 }, NoiseSlot { site: 6, step: 2 }];
         let launch = NoiseLaunch { seed, per_sample, slots: &noise_slots };

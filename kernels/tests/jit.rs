@@ -1,5 +1,8 @@
 //! The Cranelift-compiled kernels against the reference CPU evaluator, bit for bit.
 
+mod common;
+
+use common::{BINARY, UNARY, ramp, random_kernel};
 use proptest::prelude::*;
 use sched_kernels::{
     BinaryOp, CompiledKernel, Distribution, ElementwiseKernel, JitError, KernelBuilder, KernelError, Node, NodeId,
@@ -20,11 +23,6 @@ fn assert_bits(got: &[f32], expected: &[f32], what: &str) {
 }
 
 const NO_NOISE: NoiseLaunch<'static> = NoiseLaunch { seed: 0, per_sample: 1, slots: &[] };
-
-/// A deterministic spread of test values: negatives, positives, small and large magnitudes.
-fn ramp(len: usize, offset: f32) -> Vec<f32> {
-    (0..len).map(|i| ((i as f32) * 0.37 + offset).sin() * (1.0 + (i % 7) as f32)).collect()
-}
 
 /// `out = p0 * in0 + p1 * in1 + p2 * gaussian`, the shape of a DDIM step.
 fn ddim_kernel() -> ElementwiseKernel {
@@ -132,26 +130,6 @@ fn special_values() -> Vec<f32> {
     values.extend(ramp(300, 0.0).iter().map(|v| v * 3.0));
     values
 }
-
-const UNARY: [UnaryOp; 15] = [
-    UnaryOp::Neg,
-    UnaryOp::Sqrt,
-    UnaryOp::Exp,
-    UnaryOp::Log,
-    UnaryOp::Expm1,
-    UnaryOp::Log1p,
-    UnaryOp::Sin,
-    UnaryOp::Cos,
-    UnaryOp::Tan,
-    UnaryOp::Tanh,
-    UnaryOp::Atan,
-    UnaryOp::Abs,
-    UnaryOp::Sigmoid,
-    UnaryOp::Floor,
-    UnaryOp::Ceil,
-];
-const BINARY: [BinaryOp; 7] =
-    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Min, BinaryOp::Max];
 
 /// Checks a kernel over the whole of `inputs` (mostly the vector loop) and over each element
 /// alone (the scalar loop), bit for bit against the reference.
@@ -445,33 +423,7 @@ proptest! {
         threads in 1_usize..5,
         wild in prop::bool::weighted(0.1),
     ) {
-        let (inputs, param_count, slots) = (3_u32, 2_u32, 2_u32);
-        // Unless `wild`, indices are reduced into range and operands to earlier nodes, so the
-        // kernel is valid; a `wild` kernel may break any rule and must then be rejected.
-        let mut nodes = Vec::new();
-        for (j, &(kind, a, b, c, value)) in raw.iter().enumerate() {
-            let earlier = |x: u32| if wild || j == 0 { x % 32 } else { x % j as u32 };
-            let node = match kind {
-                0 => Node::Input(if wild { a % 5 } else { a % inputs }),
-                1 => Node::Param(if wild { a % 4 } else { a % param_count }),
-                2 => Node::constant(value),
-                3 if j > 0 || wild => Node::Unary(UNARY[b as usize % UNARY.len()], NodeId(earlier(a))),
-                4 if j > 0 || wild => Node::Binary(BINARY[c as usize % BINARY.len()], NodeId(earlier(a)), NodeId(earlier(b))),
-                5 => Node::Noise(
-                    if c % 2 == 0 { Distribution::Gaussian } else { Distribution::Uniform },
-                    if wild { a % 4 } else { a % slots },
-                ),
-                _ => Node::Input(0),
-            };
-            nodes.push(node);
-        }
-        let count = nodes.len() as u32;
-        let mut outputs: Vec<NodeId> =
-            outputs.iter().map(|&o| NodeId(if wild { o % (count + 2) } else { o % count })).collect();
-        if outputs.is_empty() && !wild {
-            outputs.push(NodeId(count - 1));
-        }
-        let kernel = ElementwiseKernel { inputs, params: param_count, noise_slots: slots, nodes, outputs };
+        let kernel = random_kernel(&raw, &outputs, wild, true);
         let compiled = match (CompiledKernel::compile(&kernel), kernel.validate()) {
             (Ok(compiled), Ok(())) => compiled,
             (Err(JitError::Kernel(got)), Err(expected)) => {

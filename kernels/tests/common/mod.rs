@@ -1,0 +1,76 @@
+//! Test helpers shared by the evaluator's and the JIT's tests: data ramps, the operation tables,
+//! and random kernels built from raw proptest material.
+
+#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+
+use sched_kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, UnaryOp};
+
+/// Varied values that cross sign and magnitude, shifted by `offset`.
+pub fn ramp(len: usize, offset: f32) -> Vec<f32> {
+    (0..len).map(|i| ((i as f32) * 0.37 + offset).sin() * (1.0 + (i % 7) as f32)).collect()
+}
+
+pub const UNARY: [UnaryOp; 15] = [
+    UnaryOp::Neg,
+    UnaryOp::Sqrt,
+    UnaryOp::Exp,
+    UnaryOp::Log,
+    UnaryOp::Expm1,
+    UnaryOp::Log1p,
+    UnaryOp::Sin,
+    UnaryOp::Cos,
+    UnaryOp::Tan,
+    UnaryOp::Tanh,
+    UnaryOp::Atan,
+    UnaryOp::Abs,
+    UnaryOp::Sigmoid,
+    UnaryOp::Floor,
+    UnaryOp::Ceil,
+];
+
+pub const BINARY: [BinaryOp; 7] =
+    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Pow, BinaryOp::Min, BinaryOp::Max];
+
+/// The number of inputs, parameters and noise slots of a random kernel.
+pub const RANDOM_INPUTS: u32 = 3;
+pub const RANDOM_PARAMS: u32 = 2;
+pub const RANDOM_SLOTS: u32 = 2;
+
+/// A kernel from raw random material: per node a kind (input, parameter, constant, unary,
+/// binary or noise), three indices and a constant; then output indices. Unless `wild`, indices
+/// are reduced into range and operands to earlier nodes, so the kernel is valid (with at least one
+/// output when `ensure_output`); a `wild` kernel may break any rule and must then be rejected.
+pub fn random_kernel(
+    raw: &[(u8, u32, u32, u32, f32)],
+    outputs: &[u32],
+    wild: bool,
+    ensure_output: bool,
+) -> ElementwiseKernel {
+    let (inputs, params, slots) = (RANDOM_INPUTS, RANDOM_PARAMS, RANDOM_SLOTS);
+    let mut nodes = Vec::new();
+    for (j, &(kind, a, b, c, value)) in raw.iter().enumerate() {
+        let earlier = |x: u32| if wild || j == 0 { x % 32 } else { x % j as u32 };
+        let node = match kind {
+            0 => Node::Input(if wild { a % 5 } else { a % inputs }),
+            1 => Node::Param(if wild { a % 4 } else { a % params }),
+            2 => Node::constant(value),
+            3 if j > 0 || wild => Node::Unary(UNARY[b as usize % UNARY.len()], NodeId(earlier(a))),
+            4 if j > 0 || wild => {
+                Node::Binary(BINARY[c as usize % BINARY.len()], NodeId(earlier(a)), NodeId(earlier(b)))
+            }
+            5 => Node::Noise(
+                if c % 2 == 0 { Distribution::Gaussian } else { Distribution::Uniform },
+                if wild { a % 4 } else { a % slots },
+            ),
+            _ => Node::Input(0),
+        };
+        nodes.push(node);
+    }
+    let count = nodes.len() as u32;
+    let mut outputs: Vec<NodeId> =
+        outputs.iter().map(|&o| NodeId(if wild { o % (count + 2) } else { o % count })).collect();
+    if ensure_output && outputs.is_empty() && !wild {
+        outputs.push(NodeId(count - 1));
+    }
+    ElementwiseKernel { inputs, params, noise_slots: slots, nodes, outputs }
+}

@@ -76,6 +76,16 @@ pub enum ApiError {
     Run(#[from] RunError),
 }
 
+/// What executes a compiled schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// Native host code and kernels compiled with Cranelift (the default).
+    #[default]
+    Jit,
+    /// The reference interpreter, which walks the IR.
+    Interpreter,
+}
+
 /// A value for a schedule parameter.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -168,9 +178,19 @@ impl Executable {
         &self.function
     }
 
-    /// Runs with the given models, by parameter name; each is checked against what the schedule
-    /// asks of it first.
+    /// Runs with the given models, by parameter name, on the default engine (the JIT); each model
+    /// is checked against what the schedule asks of it first.
     pub fn run(&self, models: &[(&str, Arc<dyn Model>)], options: &RunOptions<'_>) -> Result<Outputs, ApiError> {
+        self.run_on(Engine::Jit, models, options)
+    }
+
+    /// Runs like [`run`](Self::run), on the given engine. Both engines give the same bits.
+    pub fn run_on(
+        &self,
+        engine: Engine,
+        models: &[(&str, Arc<dyn Model>)],
+        options: &RunOptions<'_>,
+    ) -> Result<Outputs, ApiError> {
         let mut bound = Vec::new();
         for model in &self.function.models {
             let Some((_, given)) = models.iter().find(|(name, _)| *name == model.name) else {
@@ -184,6 +204,8 @@ impl Executable {
             }
             bound.push(Arc::clone(given));
         }
-        Ok(interp::run(&self.function, &self.params, &bound, options)?)
+        match engine {
+            Engine::Jit | Engine::Interpreter => Ok(interp::run(&self.function, &self.params, &bound, options)?),
+        }
     }
 }

@@ -29,6 +29,7 @@ use sched_compiler::pipeline::{self, Stage};
 use sched_lang::check::ScheduleId;
 use sched_lang::{Diagnostic, SourceMap};
 use sched_runtime::interp::{self, Outputs, ParamValue, RunError, RunOptions};
+use sched_runtime::jit::{JitError, JitProgram};
 use sched_runtime::model::Model;
 use sched_runtime::tensor::Tensor;
 
@@ -72,6 +73,8 @@ pub enum ApiError {
     MissingModel { name: String },
     #[error("model `{name}` cannot be used here: {reasons}")]
     Binding { name: String, reasons: String },
+    #[error("cannot compile to native code: {0}")]
+    Jit(#[from] JitError),
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -159,16 +162,19 @@ impl Schedule<'_> {
                 _ => param.default,
             })
             .collect();
-        let function = pipeline::compile_bound(&self.program.program, self.id, &constants, Stage::Plan)?;
-        Ok(Executable { program: Arc::clone(&self.program.program), function: Arc::new(function), params })
+        let function = Arc::new(pipeline::compile_bound(&self.program.program, self.id, &constants, Stage::Plan)?);
+        let native = Arc::new(JitProgram::compile(Arc::clone(&function))?);
+        Ok(Executable { program: Arc::clone(&self.program.program), function, native, params })
     }
 }
 
-/// A compiled schedule with its parameters bound: run it as often as needed, from any thread.
+/// A compiled schedule with its parameters bound, and its native code: run it as often as
+/// needed, from any thread.
 #[derive(Clone, Debug)]
 pub struct Executable {
     program: Arc<sched_lang::Program>,
     function: Arc<Function>,
+    native: Arc<JitProgram>,
     params: Vec<Option<ParamValue>>,
 }
 
@@ -176,6 +182,11 @@ impl Executable {
     /// The compiled IR.
     pub fn function(&self) -> &Function {
         &self.function
+    }
+
+    /// The native code: the host function's CLIF and the compiled kernels.
+    pub fn native(&self) -> &JitProgram {
+        &self.native
     }
 
     /// Runs with the given models, by parameter name, on the default engine (the JIT); each model
@@ -205,7 +216,8 @@ impl Executable {
             bound.push(Arc::clone(given));
         }
         match engine {
-            Engine::Jit | Engine::Interpreter => Ok(interp::run(&self.function, &self.params, &bound, options)?),
+            Engine::Jit => Ok(self.native.run(&self.params, &bound, options)?),
+            Engine::Interpreter => Ok(interp::run(&self.function, &self.params, &bound, options)?),
         }
     }
 }

@@ -86,6 +86,10 @@ enum Command {
         /// Print a machine-readable summary (schedule, NFE, kernel launches, time, outputs).
         #[arg(long)]
         json: bool,
+        /// What executes the schedule: native code from Cranelift, or the reference interpreter
+        /// (both give the same bits).
+        #[arg(long, default_value = "jit", value_name = "ENGINE")]
+        engine: sched::run::Engine,
         /// Colour the diagnostics: auto (only on a terminal), always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: render::ColorChoice,
@@ -125,7 +129,7 @@ fn main() -> ExitCode {
             let style = render::Style::new(color, std::io::stderr().is_terminal());
             check(&files, &style)
         }
-        Command::Run { file, schedule, models, params, inputs, batch, seed, out, plot, json, color } => {
+        Command::Run { file, schedule, models, params, inputs, batch, seed, out, plot, json, engine, color } => {
             let style = render::Style::new(color, std::io::stderr().is_terminal());
             let request = sched::run::RunRequest {
                 schedule,
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
                 plot,
                 json,
                 progress: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
+                engine,
             };
             run(&file, &request, &style)
         }

@@ -8,6 +8,7 @@ use sched_compiler::ir::{Constant, Function, ParamTy, Ty};
 use sched_compiler::pipeline::{self, Stage};
 use sched_lang::check::ScheduleId;
 use sched_runtime::interp::{self, NoiseSource, OutputValue, ParamValue, RunOptions};
+use sched_runtime::jit::JitProgram;
 use sched_runtime::model::Model;
 use sched_runtime::tensor::Tensor;
 
@@ -26,6 +27,17 @@ pub struct RunRequest {
     pub plot: Option<PathBuf>,
     pub json: bool,
     pub progress: bool,
+    pub engine: Engine,
+}
+
+/// What executes the schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// Native code compiled with Cranelift (host control code and fused kernels).
+    #[default]
+    Jit,
+    /// The reference interpreter, which walks the IR.
+    Interp,
 }
 
 /// A failure of `sched run` before or while running, with the exit status it deserves.
@@ -75,6 +87,7 @@ pub fn run(
         .collect();
     let function =
         pipeline::compile_bound(program, schedule, &constants, Stage::Plan).map_err(CompileOrRun::Compile)?;
+    let function = Arc::new(function);
     run_function(program, &function, &params, path, request).map_err(CompileOrRun::Run)
 }
 
@@ -86,7 +99,7 @@ pub enum CompileOrRun {
 
 fn run_function(
     program: &sched_lang::Program,
-    function: &Function,
+    function: &Arc<Function>,
     params: &[Option<ParamValue>],
     path: &Path,
     request: &RunRequest,
@@ -111,8 +124,15 @@ fn run_function(
         on_verb: Some(&tick),
         cancel: None,
     };
-    let outputs =
-        interp::run(function, params, &models, &options).map_err(|e| failure(format!("the run failed: {e}")))?;
+    let outputs = match request.engine {
+        Engine::Jit => {
+            let native = JitProgram::compile(Arc::clone(function))
+                .map_err(|e| failure(format!("cannot compile to native code: {e}")))?;
+            native.run(params, &models, &options)
+        }
+        Engine::Interp => interp::run(function, params, &models, &options),
+    }
+    .map_err(|e| failure(format!("the run failed: {e}")))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

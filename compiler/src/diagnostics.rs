@@ -34,3 +34,15 @@ pub fn non_constant_default(span: Span, param: &str) -> CompileError {
         help: "write a literal, or pass the value with `--param`".into(),
     }
 }
+
+/// A function the host code generator cannot translate: a compiler bug, since the pipeline's
+/// output always translates.
+pub fn codegen(message: &str) -> CompileError {
+    CompileError {
+        code: "sched::compile::codegen",
+        message: format!("cannot generate host code: {message}"),
+        span: Span::new(sched_lang::FileId(0), 0, 0),
+        label: "while generating host code".into(),
+        help: "this is a compiler bug; please report it with the .sched file".into(),
+    }
+}

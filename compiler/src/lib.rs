@@ -1,5 +1,6 @@
 //! The sched compiler: lowering of checked programs to an IR, the passes, and code generation.
 
+pub mod clif;
 pub mod diagnostics;
 pub mod fold;
 pub mod grid;

@@ -41,7 +41,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use thiserror::Error;
 
-use crate::cpu::KernelError;
+use crate::cpu::{InPlace, KernelError};
 use crate::philox;
 use crate::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, UnaryOp};
 
@@ -303,9 +303,7 @@ impl CompiledKernel {
         noise: &NoiseLaunch<'_>,
         outputs: &mut [&mut [f32]],
     ) -> Result<(), JitError> {
-        self.check(len, inputs, params, noise, outputs)?;
-        let slots = slot_words(noise);
-        self.launch(len, inputs, outputs, params, &slots, noise, 0)
+        self.run_parallel(1, len, inputs, params, noise, outputs)
     }
 
     /// Like [`run`](Self::run), but splits the elements into at most `threads` contiguous
@@ -321,56 +319,93 @@ impl CompiledKernel {
         noise: &NoiseLaunch<'_>,
         outputs: &mut [&mut [f32]],
     ) -> Result<(), JitError> {
-        self.check(len, inputs, params, noise, outputs)?;
-        let slots = slot_words(noise);
-        let chunk = len.div_ceil(threads.max(1)).max(MIN_CHUNK);
-        let chunks = len.div_ceil(chunk);
-        let mut input_chunks: Vec<Vec<&[f32]>> = (0..chunks).map(|_| Vec::with_capacity(inputs.len())).collect();
-        for input in inputs {
-            for (pieces, piece) in input_chunks.iter_mut().zip(input[..len].chunks(chunk)) {
-                pieces.push(piece);
-            }
-        }
-        let mut output_chunks: Vec<Vec<&mut [f32]>> = (0..chunks).map(|_| Vec::with_capacity(outputs.len())).collect();
-        for output in outputs.iter_mut() {
-            for (pieces, piece) in output_chunks.iter_mut().zip(output[..len].chunks_mut(chunk)) {
-                pieces.push(piece);
-            }
-        }
-        let slots = &slots;
-        let launch = move |k: usize, inputs: Vec<&[f32]>, mut outputs: Vec<&mut [f32]>| {
-            let n = len.min((k + 1) * chunk) - k * chunk;
-            self.launch(n, &inputs, &mut outputs, params, slots, noise, k * chunk)
-        };
-        let mut work = input_chunks.into_iter().zip(output_chunks).enumerate();
-        let Some((_, (first_inputs, first_outputs))) = work.next() else {
-            // An empty launch has no chunks and nothing to do.
-            return Ok(());
-        };
-        thread::scope(|scope| {
-            let mut workers = Vec::with_capacity(chunks - 1);
-            for (k, (inputs, outputs)) in work {
-                let worker = thread::Builder::new()
-                    .spawn_scoped(scope, move || launch(k, inputs, outputs))
-                    .map_err(JitError::Spawn)?;
-                workers.push(worker);
-            }
-            launch(0, first_inputs, first_outputs)?;
-            workers.into_iter().try_for_each(|worker| worker.join().map_err(|_| JitError::WorkerPanicked)?)
-        })
+        self.check(len, inputs.iter().map(|x| x.len()), params, noise)?;
+        self.check_outputs(len, outputs.iter().map(|x| x.len()))?;
+        let input_pointers: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
+        let output_pointers: Vec<*mut f32> = outputs.iter_mut().map(|x| x.as_mut_ptr()).collect();
+        // SAFETY: the checks above guarantee one buffer per input and per output, each with at
+        // least `len` elements. The outputs are exclusive borrows, so no input aliases them, and
+        // every buffer stays borrowed until this call returns.
+        unsafe { self.dispatch(threads, len, &input_pointers, &output_pointers, params, noise) }
     }
 
-    /// Checks a launch against the kernel, with the checks of the CPU evaluator plus the outputs.
+    /// Evaluates the kernel like [`cpu::evaluate_in_place`](crate::cpu::evaluate_in_place):
+    /// for each [`InPlace`] entry, the input is read from and the output written to the same
+    /// buffer (`inputs[k]` is ignored, pass an empty slice). Returns the outputs that are not
+    /// written in place (`None` for those that are). Splits the work over up to `threads`
+    /// threads like [`run_parallel`](Self::run_parallel).
+    pub fn run_in_place(
+        &self,
+        threads: usize,
+        len: usize,
+        inputs: &[&[f32]],
+        in_place: &mut [InPlace<'_>],
+        params: &[f32],
+        noise: &NoiseLaunch<'_>,
+    ) -> Result<Vec<Option<Vec<f32>>>, JitError> {
+        let mut in_place_input: Vec<Option<usize>> = vec![None; inputs.len()];
+        let mut in_place_output: Vec<Option<usize>> = vec![None; self.outputs];
+        for (entry_index, entry) in in_place.iter().enumerate() {
+            let taken = in_place_input.get(entry.input).copied().flatten().is_some()
+                || in_place_output.get(entry.output).copied().flatten().is_some();
+            if entry.input >= inputs.len() || entry.output >= self.outputs || taken {
+                return Err(KernelError::InPlace { input: entry.input, output: entry.output }.into());
+            }
+            in_place_input[entry.input] = Some(entry_index);
+            in_place_output[entry.output] = Some(entry_index);
+        }
+        let input_lengths = inputs
+            .iter()
+            .zip(&in_place_input)
+            .map(|(x, entry)| entry.map_or(x.len(), |e| in_place[e].buffer.len()));
+        self.check(len, input_lengths, params, noise)?;
+        let mut fresh: Vec<Option<Vec<f32>>> = Vec::with_capacity(self.outputs);
+        for entry in &in_place_output {
+            fresh.push(match entry {
+                Some(_) => None,
+                None => {
+                    let mut values = Vec::new();
+                    values.try_reserve_exact(len).map_err(|_| KernelError::OutOfMemory { len })?;
+                    values.resize(len, 0.0);
+                    Some(values)
+                }
+            });
+        }
+        let buffers: Vec<*mut f32> = in_place.iter_mut().map(|entry| entry.buffer.as_mut_ptr()).collect();
+        let input_pointers: Vec<*const f32> = inputs
+            .iter()
+            .zip(&in_place_input)
+            .map(|(x, entry)| entry.map_or(x.as_ptr(), |e| buffers[e].cast_const()))
+            .collect();
+        let output_pointers: Vec<*mut f32> = fresh
+            .iter_mut()
+            .zip(&in_place_output)
+            .map(|(values, entry)| match (values, entry) {
+                (Some(values), _) => values.as_mut_ptr(),
+                (None, Some(e)) => buffers[*e],
+                // Every output has a fresh buffer or an in-place entry, by construction above.
+                (None, None) => std::ptr::null_mut(),
+            })
+            .collect();
+        // SAFETY: every input pointer is a borrowed slice or an in-place buffer with at least
+        // `len` elements (checked above), and every output pointer is a fresh vector of `len`
+        // elements or an in-place buffer; an in-place buffer is an exclusive borrow shared only
+        // by its one input and one output, and the compiled code reads element `i` of every input
+        // before it writes element `i` of any output, touching no other element for `i`.
+        unsafe { self.dispatch(threads, len, &input_pointers, &output_pointers, params, noise)? };
+        Ok(fresh)
+    }
+
+    /// Checks a launch against the kernel, with the checks of the CPU evaluator.
     fn check(
         &self,
         len: usize,
-        inputs: &[&[f32]],
+        input_lengths: impl ExactSizeIterator<Item = usize>,
         params: &[f32],
         noise: &NoiseLaunch<'_>,
-        outputs: &[&mut [f32]],
     ) -> Result<(), JitError> {
-        if inputs.len() != self.inputs as usize {
-            return Err(KernelError::InputCount { expected: self.inputs, got: inputs.len() }.into());
+        if input_lengths.len() != self.inputs as usize {
+            return Err(KernelError::InputCount { expected: self.inputs, got: input_lengths.len() }.into());
         }
         if params.len() != self.params as usize {
             return Err(KernelError::ParamCount { expected: self.params, got: params.len() }.into());
@@ -378,7 +413,7 @@ impl CompiledKernel {
         if noise.slots.len() != self.noise_slots as usize {
             return Err(KernelError::NoiseSlotCount { expected: self.noise_slots, got: noise.slots.len() }.into());
         }
-        if let Some((input, actual)) = inputs.iter().map(|x| x.len()).enumerate().find(|&(_, actual)| actual < len) {
+        if let Some((input, actual)) = input_lengths.enumerate().find(|&(_, actual)| actual < len) {
             return Err(KernelError::InputTooShort { input, actual, len }.into());
         }
         if self.draws_noise {
@@ -394,75 +429,108 @@ impl CompiledKernel {
                 }
             }
         }
-        if outputs.len() != self.outputs {
-            return Err(JitError::OutputCount { expected: self.outputs, got: outputs.len() });
+        Ok(())
+    }
+
+    /// Checks the output buffers of a launch.
+    fn check_outputs(&self, len: usize, output_lengths: impl ExactSizeIterator<Item = usize>) -> Result<(), JitError> {
+        if output_lengths.len() != self.outputs {
+            return Err(JitError::OutputCount { expected: self.outputs, got: output_lengths.len() });
         }
-        if let Some((output, actual)) = outputs.iter().map(|x| x.len()).enumerate().find(|&(_, actual)| actual < len) {
+        if let Some((output, actual)) = output_lengths.enumerate().find(|&(_, actual)| actual < len) {
             return Err(JitError::OutputTooShort { output, actual, len });
         }
         Ok(())
     }
 
-    /// Runs the compiled function over the first `len` elements of the given buffers, whose
-    /// element 0 is element `base` of the whole launch. The noise coordinates of the launch must
-    /// have been checked by [`check`](Self::check) for `base + len` elements; the counts and
-    /// lengths on which memory safety rests are checked again here.
-    #[allow(clippy::too_many_arguments)]
-    fn launch(
+    /// Runs the compiled function over elements `0..len` of the given buffers, split into
+    /// chunks of at least [`MIN_CHUNK`] elements over up to `threads` threads: the calling thread
+    /// takes the first chunk and scoped threads the others.
+    ///
+    /// # Safety
+    ///
+    /// The launch must have passed [`check`](Self::check); there must be exactly one pointer per
+    /// kernel input and output, each valid for `len` elements for the whole call; an output may
+    /// share its buffer only with one input (an in-place update), and otherwise no buffer written
+    /// may be read or written through any other pointer or reference during the call.
+    unsafe fn dispatch(
         &self,
+        threads: usize,
         len: usize,
-        inputs: &[&[f32]],
-        outputs: &mut [&mut [f32]],
+        inputs: &[*const f32],
+        outputs: &[*mut f32],
         params: &[f32],
-        slots: &[u32],
         noise: &NoiseLaunch<'_>,
-        base: usize,
     ) -> Result<(), JitError> {
         if inputs.len() != self.inputs as usize {
             return Err(KernelError::InputCount { expected: self.inputs, got: inputs.len() }.into());
         }
-        if params.len() != self.params as usize {
-            return Err(KernelError::ParamCount { expected: self.params, got: params.len() }.into());
-        }
-        if slots.len() != 2 * self.noise_slots as usize {
-            return Err(KernelError::NoiseSlotCount { expected: self.noise_slots, got: slots.len() / 2 }.into());
-        }
-        if let Some((input, actual)) = inputs.iter().map(|x| x.len()).enumerate().find(|&(_, actual)| actual < len) {
-            return Err(KernelError::InputTooShort { input, actual, len }.into());
-        }
         if outputs.len() != self.outputs {
             return Err(JitError::OutputCount { expected: self.outputs, got: outputs.len() });
-        }
-        if let Some((output, actual)) = outputs.iter().map(|x| x.len()).enumerate().find(|&(_, actual)| actual < len) {
-            return Err(JitError::OutputTooShort { output, actual, len });
-        }
-        if self.draws_noise && noise.per_sample == 0 {
-            return Err(KernelError::ZeroPerSample.into());
         }
         if len == 0 {
             return Ok(());
         }
-        let input_pointers: Vec<*const f32> = inputs.iter().map(|x| x.as_ptr()).collect();
-        let output_pointers: Vec<*mut f32> = outputs.iter_mut().map(|x| x.as_mut_ptr()).collect();
-        let args = LaunchArgs {
-            inputs: input_pointers.as_ptr(),
-            outputs: output_pointers.as_ptr(),
-            params: params.as_ptr(),
-            slots: slots.as_ptr(),
-            seed: noise.seed,
-            per_sample: noise.per_sample,
-            base,
+        let slots = slot_words(noise);
+        let chunk = len.div_ceil(threads.max(1)).max(MIN_CHUNK);
+        let chunks = len.div_ceil(chunk);
+        let launch = |k: usize| {
+            let start = k * chunk;
+            let n = len.min(start + chunk) - start;
+            // SAFETY: `start < len`, so each offset pointer stays inside its buffer, which the
+            // caller guarantees holds `len` elements.
+            let input_pointers: Vec<*const f32> = inputs.iter().map(|p| unsafe { p.add(start) }).collect();
+            // SAFETY: as above.
+            let output_pointers: Vec<*mut f32> = outputs.iter().map(|p| unsafe { p.add(start) }).collect();
+            let args = LaunchArgs {
+                inputs: input_pointers.as_ptr(),
+                outputs: output_pointers.as_ptr(),
+                params: params.as_ptr(),
+                slots: slots.as_ptr(),
+                seed: noise.seed,
+                per_sample: noise.per_sample,
+                base: start,
+            };
+            // SAFETY: the function reads `args` and, for every `i < n`, element `i` of each of
+            // the `self.inputs` input chunks and writes element `i` of each of the `self.outputs`
+            // output chunks; the chunks of different `k` are disjoint, and the caller guarantees
+            // the pointer counts and that every buffer holds `len >= start + n` elements. It reads
+            // `self.params` parameters and `self.noise_slots` (site, step) pairs, the lengths
+            // `check` verified. It divides by `per_sample` only when the kernel draws noise, which
+            // `check` verified nonzero. The shims it calls cannot panic.
+            unsafe { (self.function)(&args, 0, n) };
         };
-        // SAFETY: the function reads `args` and, for every `i < len`, element `i` of each of the
-        // `self.inputs` input buffers and writes element `i` of each of the `self.outputs` output
-        // buffers; the checks above guarantee that the pointer arrays have exactly those counts
-        // and that every buffer has at least `len` elements. It reads `self.params` parameters and
-        // `self.noise_slots` (site, step) pairs, the lengths checked above. The outputs are
-        // exclusive borrows, so no input aliases them, and they stay borrowed for the call.
-        // It divides by `per_sample` only when the kernel draws noise, and that is checked
-        // nonzero. The shims it calls cannot panic.
-        unsafe { (self.function)(&args, 0, len) };
-        Ok(())
+        if chunks == 1 {
+            launch(0);
+            return Ok(());
+        }
+        let launch = SendLaunch(&launch);
+        thread::scope(|scope| {
+            let mut workers = Vec::with_capacity(chunks - 1);
+            for k in 1..chunks {
+                let launch = launch;
+                let worker = thread::Builder::new().spawn_scoped(scope, move || launch.call(k)).map_err(JitError::Spawn)?;
+                workers.push(worker);
+            }
+            launch.call(0);
+            workers.into_iter().try_for_each(|worker| worker.join().map_err(|_| JitError::WorkerPanicked))
+        })
+    }
+}
+
+/// A chunk launcher shared with the worker threads of a parallel launch. The raw pointers it
+/// captures make it neither `Send` nor `Sync` by default.
+#[derive(Clone, Copy)]
+struct SendLaunch<'a, F: Fn(usize)>(&'a F);
+
+// SAFETY: the launcher only reads the pointer arrays it captures, and the chunks of elements
+// that different threads pass to it are disjoint, so calling it from several threads at once
+// touches no element twice (see `dispatch`'s safety contract).
+unsafe impl<F: Fn(usize)> Send for SendLaunch<'_, F> {}
+
+impl<F: Fn(usize)> SendLaunch<'_, F> {
+    fn call(self, chunk: usize) {
+        (self.0)(chunk);
     }
 }
 

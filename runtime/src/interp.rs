@@ -12,6 +12,7 @@ use sched_compiler::grid::Spacing;
 use sched_compiler::host;
 use sched_compiler::ir::*;
 use sched_kernels::cpu;
+use sched_kernels::jit::CompiledKernel;
 use sched_kernels::philox;
 use sched_kernels::spec::{self, Distribution, NoiseLaunch, NoiseSlot};
 
@@ -92,6 +93,8 @@ pub enum RunError {
     Grid(#[from] crate::grid::GridError),
     #[error("kernel: {0}")]
     Kernel(#[from] cpu::KernelError),
+    #[error("compiled kernel: {0}")]
+    CompiledKernel(#[from] sched_kernels::jit::JitError),
     #[error("integer division by zero")]
     DivisionByZero,
     #[error("tensors of shapes {0:?} and {1:?} cannot be combined")]
@@ -108,6 +111,10 @@ pub enum RunError {
     Cancelled,
     #[error("a comparison or logical operation was applied to a tensor")]
     TensorOperation,
+    #[error("{0}")]
+    Jit(String),
+    #[error("in the {verb} at line {line}: {error}")]
+    InVerb { verb: &'static str, line: u32, error: Box<RunError> },
 }
 
 #[derive(Clone, Debug)]
@@ -168,32 +175,11 @@ pub fn run(
     models: &[Arc<dyn Model>],
     options: &RunOptions<'_>,
 ) -> Result<Outputs, RunError> {
-    if models.len() < function.models.len() {
-        return Err(RunError::MissingModel(function.models[models.len()].name.clone()));
-    }
-    let state_shape = match models.first() {
-        Some(model) => std::iter::once(options.batch).chain(model.info().sample_shape.iter().copied()).collect(),
-        None => vec![options.batch],
-    };
-    let mut machine = Machine {
-        function,
-        params,
-        models,
-        options,
-        state_shape,
-        values: vec![None; function.value_types.len()],
-        vars: vec![None; function.vars.len()],
-        site_steps: HashMap::new(),
-        replay_next: 0,
-        outputs: vec![None; function.outputs.len()],
-        trace: Vec::new(),
-        model_calls: 0,
-        kernel_launches: 0,
-    };
+    let mut machine = Machine::new(function, params, models, options, None)?;
     let mut block = function.entry;
     loop {
-        for inst in &function.graph[block].insts {
-            machine.execute(inst)?;
+        for (index, inst) in function.graph[block].insts.iter().enumerate() {
+            machine.execute(inst).map_err(|error| located(function, block, index, error))?;
         }
         block = match function.graph[block].terminator {
             Terminator::Jump(next) => next,
@@ -207,21 +193,28 @@ pub fn run(
             Terminator::Return => break,
         };
     }
-    let values = function
-        .outputs
-        .iter()
-        .zip(machine.outputs)
-        .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
-        .collect();
-    Ok(Outputs {
-        values,
-        trace: machine.trace,
-        model_calls: machine.model_calls,
-        kernel_launches: machine.kernel_launches,
-    })
+    Ok(machine.finish())
 }
 
-struct Machine<'a> {
+/// An error of instruction `index` of `block`, with the verb of the source it belongs to (the
+/// verb whose end the block marks next) when there is one.
+pub(crate) fn located(function: &Function, block: BlockId, index: usize, error: RunError) -> RunError {
+    let verb = function.graph[block].insts[index..].iter().find_map(|inst| match inst.op {
+        Op::VerbDone { verb } => function.verbs.get(verb as usize),
+        _ => None,
+    });
+    match verb {
+        Some(verb) if !matches!(error, RunError::Cancelled) => {
+            RunError::InVerb { verb: verb.kind, line: verb.line, error: Box::new(error) }
+        }
+        _ => error,
+    }
+}
+
+/// The executor of instructions, shared by the interpreter (which also walks the control flow
+/// and computes host values with it) and the JIT (whose native code computes host values and
+/// hands every instruction on tensors, grids and models to it).
+pub(crate) struct Machine<'a> {
     function: &'a Function,
     params: &'a [Option<ParamValue>],
     models: &'a [Arc<dyn Model>],
@@ -236,9 +229,81 @@ struct Machine<'a> {
     trace: Vec<(u32, Tensor)>,
     model_calls: u64,
     kernel_launches: u64,
+    /// The JIT-compiled kernels of the function, by kernel id; the reference evaluator runs the
+    /// kernels when `None`.
+    compiled: Option<&'a [CompiledKernel]>,
+    /// The threads a compiled kernel may use.
+    threads: usize,
 }
 
-impl Machine<'_> {
+impl<'a> Machine<'a> {
+    pub(crate) fn new(
+        function: &'a Function,
+        params: &'a [Option<ParamValue>],
+        models: &'a [Arc<dyn Model>],
+        options: &'a RunOptions<'a>,
+        compiled: Option<&'a [CompiledKernel]>,
+    ) -> Result<Machine<'a>, RunError> {
+        if models.len() < function.models.len() {
+            return Err(RunError::MissingModel(function.models[models.len()].name.clone()));
+        }
+        let state_shape = match models.first() {
+            Some(model) => std::iter::once(options.batch).chain(model.info().sample_shape.iter().copied()).collect(),
+            None => vec![options.batch],
+        };
+        Ok(Machine {
+            function,
+            params,
+            models,
+            options,
+            state_shape,
+            values: vec![None; function.value_types.len()],
+            vars: vec![None; function.vars.len()],
+            site_steps: HashMap::new(),
+            replay_next: 0,
+            outputs: vec![None; function.outputs.len()],
+            trace: Vec::new(),
+            model_calls: 0,
+            kernel_launches: 0,
+            compiled,
+            threads: if compiled.is_some() { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 },
+        })
+    }
+
+    /// What the run produced.
+    pub(crate) fn finish(self) -> Outputs {
+        let values = self
+            .function
+            .outputs
+            .iter()
+            .zip(self.outputs)
+            .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
+            .collect();
+        Outputs { values, trace: self.trace, model_calls: self.model_calls, kernel_launches: self.kernel_launches }
+    }
+
+    /// Sets a host value from its 64 bits (an f64's bits, an i64, or 0/1 for a bool).
+    pub(crate) fn set_host_bits(&mut self, value: ValueId, bits: u64) {
+        let val = match self.function.ty(value) {
+            Ty::F64 => Val::F64(f64::from_bits(bits)),
+            Ty::I64 => Val::I64(bits as i64),
+            Ty::Bool => Val::Bool(bits & 1 == 1),
+            Ty::Tensor | Ty::Grid => return,
+        };
+        self.values[value.0 as usize] = Some(val);
+    }
+
+    /// The 64 bits of a host value, as the value's IR type reads them.
+    pub(crate) fn host_bits(&self, value: ValueId) -> u64 {
+        let val = self.get(value);
+        match self.function.ty(value) {
+            Ty::F64 => val.f64().to_bits(),
+            Ty::I64 => val.i64() as u64,
+            Ty::Bool => u64::from(val.bool()),
+            Ty::Tensor | Ty::Grid => 0,
+        }
+    }
+
     fn get(&self, value: ValueId) -> Val {
         // The verifier guarantees operands are defined before use in their block.
         self.values[value.0 as usize].clone().unwrap_or(Val::F64(f64::NAN))
@@ -295,7 +360,7 @@ impl Machine<'_> {
         Ok(Some(draw.clone()))
     }
 
-    fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
+    pub(crate) fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
         let value = match &inst.op {
             Op::Const(c) => Some(Val::from_constant(*c)),
             Op::Param(index) => {
@@ -487,9 +552,16 @@ impl Machine<'_> {
         } else if in_place.is_empty() {
             let data: Vec<&[f32]> = tensors.iter().map(|t| t.data.as_slice()).collect();
             let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots: &slots };
-            cpu::evaluate(kernel, len, &data, &param_values, &noise)?
+            match self.compiled {
+                Some(compiled) => compiled[id.0 as usize]
+                    .run_in_place(self.threads, len, &data, &mut [], &param_values, &noise)?
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+                None => cpu::evaluate(kernel, len, &data, &param_values, &noise)?,
+            }
         } else {
-            return self.kernel_in_place(inst, kernel, tensors, in_place, &param_values, &slots, per_sample);
+            return self.kernel_in_place(inst, id, tensors, in_place, &param_values, &slots, per_sample);
         };
         self.kernel_launches += 1;
         for (result, data) in inst.results.iter().zip(outputs) {
@@ -503,7 +575,7 @@ impl Machine<'_> {
     fn kernel_in_place(
         &mut self,
         inst: &Inst,
-        kernel: &sched_kernels::spec::ElementwiseKernel,
+        id: KernelId,
         mut tensors: Vec<Arc<Tensor>>,
         in_place: &[InPlace],
         params: &[f32],
@@ -527,7 +599,10 @@ impl Machine<'_> {
             .map(|(input, output, buffer)| cpu::InPlace { input: *input, output: *output, buffer })
             .collect();
         let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots };
-        let outputs = cpu::evaluate_in_place(kernel, len, &data, &mut entries, params, &noise)?;
+        let outputs = match self.compiled {
+            Some(compiled) => compiled[id.0 as usize].run_in_place(self.threads, len, &data, &mut entries, params, &noise)?,
+            None => cpu::evaluate_in_place(&self.function.kernels[id.0 as usize], len, &data, &mut entries, params, &noise)?,
+        };
         drop(entries);
         self.kernel_launches += 1;
         for (output, (result, data)) in inst.results.iter().zip(outputs).enumerate() {

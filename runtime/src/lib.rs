@@ -6,6 +6,7 @@ pub mod convert;
 pub mod grid;
 pub mod interp;
 pub mod interpolant;
+pub mod jit;
 pub mod load;
 pub mod model;
 pub mod tensor;

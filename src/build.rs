@@ -1,7 +1,9 @@
 //! `sched build`: compile a schedule and print one of its stages.
 
+use sched_compiler::clif;
 use sched_compiler::pipeline::{self, Stage};
 use sched_compiler::print::to_dot;
+use sched_kernels::jit::CompiledKernel;
 use sched_lang::Program;
 
 /// What `sched build --emit` prints.
@@ -13,8 +15,11 @@ pub enum Emit {
     Ir,
     /// The control-flow graph in Graphviz's dot language (`dot -Tsvg`).
     Dot,
-    /// The fused kernels.
+    /// The fused kernels: each one's expression and its CLIF.
     Kernels,
+    /// The host code: the schedule's control flow and host math as one CLIF function, with
+    /// the instruction each runtime hook call stands for.
+    Clif,
 }
 
 /// The stage `--emit ir` stops after.
@@ -60,8 +65,16 @@ pub fn render(
             let mut out = String::new();
             for (index, kernel) in function.kernels.iter().enumerate() {
                 out.push_str(&format!("k{index}: {kernel}\n"));
+                match CompiledKernel::compile(kernel) {
+                    Ok(compiled) => out.push_str(&format!("{}\n", compiled.clif())),
+                    Err(error) => out.push_str(&format!("; cannot compile k{index}: {error}\n\n")),
+                }
             }
             out
+        }
+        Emit::Clif => {
+            let function = pipeline::compile(program, id)?;
+            clif::generate(&function, clif::reference_target())?.render(&function)
         }
     })
 }

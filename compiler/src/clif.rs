@@ -25,12 +25,12 @@ use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    AbiParam, BlockArg, ExtFuncData, ExternalName, FuncRef, InstBuilder, Signature, StackSlot,
-    StackSlotData, StackSlotKind, Type, UserExternalName, UserFuncName, Value, types,
+    AbiParam, BlockArg, ExtFuncData, ExternalName, FuncRef, InstBuilder, Signature, StackSlot, StackSlotData,
+    StackSlotKind, Type, UserExternalName, UserFuncName, Value, types,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
-use target_lexicon::PointerWidth;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use target_lexicon::PointerWidth;
 
 use crate::diagnostics::{CompileError, codegen};
 use crate::ir::{BinaryOp, BlockId, Constant, Function, Op, Terminator, Ty, UnaryOp, ValueId};
@@ -246,6 +246,28 @@ pub struct HostCode {
     pub sites: Vec<Site>,
 }
 
+impl HostCode {
+    /// The CLIF text of the function followed by the instruction of each site, as
+    /// `sched build --emit clif` prints it.
+    pub fn render(&self, function: &Function) -> String {
+        let mut text = self.function.display().to_string();
+        text.push_str("\n; hooks:\n");
+        let mut used: Vec<u32> = self.function.params.user_named_funcs().values().map(|name| name.index).collect();
+        used.sort_unstable();
+        for index in used {
+            if let Some(hook) = Hook::ALL.get(index as usize) {
+                text.push_str(&format!(";   u0:{index} = {}\n", hook.symbol()));
+            }
+        }
+        text.push_str("; sites (the second argument of each runtime hook call):\n");
+        for (number, site) in self.sites.iter().enumerate() {
+            let instruction = crate::print::instruction(function, site.block, site.index as usize);
+            text.push_str(&format!(";   {number}: {instruction}\n"));
+        }
+        text
+    }
+}
+
 /// The status a hook returns when it succeeded.
 pub const STATUS_OK: i32 = 0;
 
@@ -338,7 +360,8 @@ impl Emitter<'_, '_> {
             .max()
             .unwrap_or(0)
             .max(1);
-        let operand_bytes = u32::try_from(8 * max_operands).map_err(|_| codegen("an instruction has too many operands"))?;
+        let operand_bytes =
+            u32::try_from(8 * max_operands).map_err(|_| codegen("an instruction has too many operands"))?;
         self.operands = Some(self.builder.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
             operand_bytes,

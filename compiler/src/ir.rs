@@ -216,12 +216,14 @@ pub enum Op {
         value: f32,
         like: Option<ValueId>,
     },
-    /// One model evaluation of the local field at `(x, t)`: the raw output.
+    /// One model evaluation of the local field at `(x, t)`: the raw output. `verb` is the verb
+    /// of the source that makes the call (for error locations).
     Field {
         model: ModelSlot,
         x: ValueId,
         t: ValueId,
         label: Option<ValueId>,
+        verb: Option<u32>,
     },
     /// One evaluation of a two-time model: `x` at `t` moved to `s`.
     Jump {
@@ -230,6 +232,7 @@ pub enum Op {
         t: ValueId,
         s: ValueId,
         label: Option<ValueId>,
+        verb: Option<u32>,
     },
     /// A reduction of a tensor to a host float (the host waits for the device).
     Reduce(ReduceOp, ValueId),

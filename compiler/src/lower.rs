@@ -54,6 +54,7 @@ pub fn lower(program: &Program, schedule: ScheduleId) -> Result<Function, Compil
         model_slots: HashMap::new(),
         model_vars: HashMap::new(),
         entry_inits: Vec::new(),
+        in_verb: false,
     };
     lowerer.params(info, ast)?;
     lowerer.block(&ast.body)?;
@@ -97,6 +98,8 @@ struct Lowerer<'p> {
     model_vars: HashMap<LocalId, ModelRef>,
     /// Writes that must run at the very start (carry flags).
     entry_inits: Vec<(VarId, Constant)>,
+    /// Whether a verb is being lowered; its model calls name it, for error locations.
+    in_verb: bool,
 }
 
 impl<'p> Lowerer<'p> {
@@ -420,13 +423,15 @@ impl<'p> Lowerer<'p> {
                 self.refine(stmt, target, from, to, step, using.as_ref())?
             }
             StmtKind::Jump { target, from, to, using } => {
+                self.in_verb = true;
                 let var = self.place(target)?;
                 let t = self.time(from)?;
                 let s = self.time(to)?;
                 let model = self.verb_model(stmt.span, using.as_ref())?;
                 let x = self.read(var);
                 let label = self.model_label(model);
-                let moved = self.value(Op::Jump { model: model.slot, x, t, s, label }, Ty::Tensor);
+                let verb = self.current_verb();
+                let moved = self.value(Op::Jump { model: model.slot, x, t, s, label, verb }, Ty::Tensor);
                 self.write(var, moved);
                 self.verb_done("jump", stmt.span, var);
             }
@@ -556,7 +561,13 @@ impl<'p> Lowerer<'p> {
         )
     }
 
+    /// The verb being lowered: the index it gets when it is done.
+    fn current_verb(&self) -> Option<u32> {
+        self.in_verb.then_some(self.func.verbs.len() as u32)
+    }
+
     fn verb_done(&mut self, kind: &'static str, span: Span, target: VarId) {
+        self.in_verb = false;
         let (line, _) = self.program.sources.line_col(span);
         self.func.verbs.push(VerbInfo { kind, line: line as u32, target });
         let verb = self.func.verbs.len() as u32 - 1;
@@ -601,6 +612,7 @@ impl<'p> Lowerer<'p> {
         step_ref: &ast::StepRef,
         using: Option<&Expr>,
     ) -> Result<(), CompileError> {
+        self.in_verb = true;
         let var = self.place(target)?;
         if self.func.vars[var.0 as usize].ty != Ty::Tensor {
             return Err(unsupported(target.span, "refining tokens", "sequences run in the sequences milestone"));
@@ -730,9 +742,10 @@ impl<'p> Lowerer<'p> {
     /// The raw field output at (x, t), with classifier-free guidance applied.
     fn field(&mut self, model: ModelRef, x: ValueId, t: ValueId) -> ValueId {
         let label = self.model_label(model);
-        let conditional = self.value(Op::Field { model: model.slot, x, t, label }, Ty::Tensor);
+        let verb = self.current_verb();
+        let conditional = self.value(Op::Field { model: model.slot, x, t, label, verb }, Ty::Tensor);
         let Some(scale_var) = model.guidance else { return conditional };
-        let unconditional = self.value(Op::Field { model: model.slot, x, t, label: None }, Ty::Tensor);
+        let unconditional = self.value(Op::Field { model: model.slot, x, t, label: None, verb }, Ty::Tensor);
         let scale = self.read(scale_var);
         let difference = self.value(Op::Binary(BinaryOp::Sub, conditional, unconditional), Ty::Tensor);
         let scaled = self.value(Op::Binary(BinaryOp::Mul, scale, difference), Ty::Tensor);
@@ -1008,7 +1021,8 @@ impl<'p> Lowerer<'p> {
                 let t = self.time_arg(call, args, 1)?;
                 let s = self.time_arg(call, args, 2)?;
                 let label = self.model_label(frame.model);
-                vec![self.value(Op::Jump { model: frame.model.slot, x, t, s, label }, Ty::Tensor)]
+                let verb = self.current_verb();
+                vec![self.value(Op::Jump { model: frame.model.slot, x, t, s, label, verb }, Ty::Tensor)]
             }
             "alpha" | "sigma" | "lambda" => {
                 let frame = self.step_frame(call.span)?;

@@ -58,6 +58,19 @@ impl fmt::Display for Function {
     }
 }
 
+/// Instruction `index` of `block` as the dump prints it, prefixed with its block's name.
+pub fn instruction(function: &Function, block: BlockId, index: usize) -> String {
+    let name = BlockNames::new(function).name(block);
+    let Some(inst) = function.graph.node_weight(block).and_then(|b| b.insts.get(index)) else {
+        return format!("{name}: no instruction {index}");
+    };
+    let results: Vec<String> = inst.results.iter().map(|r| format!("%{}: {}", r.0, function.ty(*r))).collect();
+    match results.is_empty() {
+        true => format!("{name}: {}", op_text(&inst.op)),
+        false => format!("{name}: {} = {}", results.join(", "), op_text(&inst.op)),
+    }
+}
+
 /// Blocks are printed `b0, b1, ...` in [`Function::block_order`], so dumps do not depend on
 /// petgraph's node indices.
 struct BlockNames {
@@ -102,13 +115,15 @@ fn op_text(op: &Op) -> String {
             format!("noise {} site {site} like {}", format!("{dist:?}").to_lowercase(), opt(like))
         }
         Op::Fill { value, like } => format!("fill {value:?} like {}", opt(like)),
-        Op::Field { model, x, t, label } => {
+        Op::Field { model, x, t, label, verb } => {
             let label = label.map_or(String::new(), |l| format!(" label {}", v(l)));
-            format!("field m{} {} at {}{label}", model.0, v(*x), v(*t))
+            let verb = verb.map_or(String::new(), |verb| format!(" in verb {verb}"));
+            format!("field m{} {} at {}{label}{verb}", model.0, v(*x), v(*t))
         }
-        Op::Jump { model, x, t, s, label } => {
+        Op::Jump { model, x, t, s, label, verb } => {
             let label = label.map_or(String::new(), |l| format!(" label {}", v(l)));
-            format!("jump m{} {} from {} to {}{label}", model.0, v(*x), v(*t), v(*s))
+            let verb = verb.map_or(String::new(), |verb| format!(" in verb {verb}"));
+            format!("jump m{} {} from {} to {}{label}{verb}", model.0, v(*x), v(*t), v(*s))
         }
         Op::Reduce(op, x) => format!("reduce {} {}", format!("{op:?}").to_lowercase(), v(*x)),
         Op::Grid { spacing, from, to, steps, args, model } => {

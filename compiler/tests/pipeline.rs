@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use cranelift_codegen::settings::Configurable;
+use sched_compiler::clif;
 use sched_compiler::ir::{Function, Op};
 use sched_compiler::pipeline::{self, Stage};
 use sched_compiler::verify::verify;
@@ -143,6 +145,79 @@ fn golden_ir_dumps() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The host code of the same schedules, as `sched build --emit clif` prints it. Generating it
+/// needs no JIT, so these goldens hold on any machine.
+#[test]
+fn golden_host_code() {
+    let cases = [
+        ("examples/ddim.sched", "ddim"),
+        ("examples/heun_karras.sched", "heun_karras"),
+        ("examples/few_step.sched", "few_step"),
+        ("examples/adaptive.sched", "adaptive"),
+    ];
+    let mut failures = Vec::new();
+    for (file, schedule) in cases {
+        let function = compile(file, schedule, Stage::Plan);
+        let host = clif::generate(&function, clif::reference_target()).expect("host code");
+        let mut verifier_flags = cranelift_codegen::settings::builder();
+        verifier_flags.enable("enable_verifier").expect("a known flag");
+        let flags = cranelift_codegen::settings::Flags::new(verifier_flags);
+        if let Err(errors) = cranelift_codegen::verify_function(&host.function, &flags) {
+            failures.push(format!("{schedule}: the CLIF does not verify: {errors}"));
+        }
+        let text = host.render(&function);
+        let path = root().join("compiler/tests/golden").join(format!("{schedule}.clif"));
+        if std::env::var_os("SCHED_BLESS").is_some() {
+            std::fs::write(&path, &text).expect("write golden");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        if expected != text {
+            failures.push(format!("{} differs (SCHED_BLESS=1 to accept)\n{text}", path.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every hook call of the host code names a site, every site an instruction that touches
+/// tensors, grids or models, and host arithmetic compiles inline: the DDIM loop's counter and
+/// grid arithmetic are Cranelift instructions, not calls.
+#[test]
+fn host_code_hands_only_tensor_work_to_the_runtime() {
+    use sched_compiler::ir::Ty;
+    let function = compile("examples/ddim.sched", "ddim", Stage::Plan);
+    let host = clif::generate(&function, clif::reference_target()).expect("host code");
+    for site in &host.sites {
+        let inst = &function.graph[site.block].insts[site.index as usize];
+        let touches_runtime =
+            inst.results.iter().chain(&inst.op.operands()).any(|v| matches!(function.ty(*v), Ty::Tensor | Ty::Grid))
+                || matches!(
+                    inst.op,
+                    Op::Param(_)
+                        | Op::ParamGiven(_)
+                        | Op::Interpolant { .. }
+                        | Op::Coefficient { .. }
+                        | Op::VerbDone { .. }
+                        | Op::Emit { .. }
+                );
+        assert!(touches_runtime, "site for a host-only instruction: {:?}", inst.op);
+    }
+    let host_arithmetic = function
+        .graph
+        .node_weights()
+        .flat_map(|b| &b.insts)
+        .filter(|inst| matches!(inst.op, Op::Binary(..) | Op::Unary(..)))
+        .count();
+    assert!(host_arithmetic > 5, "the DDIM schedule has host arithmetic to compile inline");
+    let layout = &host.function.layout;
+    let calls = layout
+        .blocks()
+        .flat_map(|block| layout.block_insts(block))
+        .filter(|&inst| host.function.dfg.insts[inst].opcode().is_call())
+        .count();
+    assert!(calls < host.sites.len() + host_arithmetic, "{calls} calls for {} sites", host.sites.len());
 }
 
 #[test]

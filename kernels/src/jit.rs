@@ -354,10 +354,8 @@ impl CompiledKernel {
             in_place_input[entry.input] = Some(entry_index);
             in_place_output[entry.output] = Some(entry_index);
         }
-        let input_lengths = inputs
-            .iter()
-            .zip(&in_place_input)
-            .map(|(x, entry)| entry.map_or(x.len(), |e| in_place[e].buffer.len()));
+        let input_lengths =
+            inputs.iter().zip(&in_place_input).map(|(x, entry)| entry.map_or(x.len(), |e| in_place[e].buffer.len()));
         self.check(len, input_lengths, params, noise)?;
         let mut fresh: Vec<Option<Vec<f32>>> = Vec::with_capacity(self.outputs);
         for entry in &in_place_output {
@@ -508,8 +506,8 @@ impl CompiledKernel {
         thread::scope(|scope| {
             let mut workers = Vec::with_capacity(chunks - 1);
             for k in 1..chunks {
-                let launch = launch;
-                let worker = thread::Builder::new().spawn_scoped(scope, move || launch.call(k)).map_err(JitError::Spawn)?;
+                let worker =
+                    thread::Builder::new().spawn_scoped(scope, move || launch.call(k)).map_err(JitError::Spawn)?;
                 workers.push(worker);
             }
             launch.call(0);

@@ -67,8 +67,7 @@ fn the_jit_writes_in_place_the_values_of_the_reference() {
         let expected = evaluate(&kernel, len, &[&x, &e], &params, &noise).expect("evaluates");
         let mut buffer = x.clone();
         let mut in_place = [InPlace { input: 0, output: 0, buffer: &mut buffer }];
-        let others =
-            compiled.run_in_place(threads, len, &[&[], &e], &mut in_place, &params, &noise).expect("runs");
+        let others = compiled.run_in_place(threads, len, &[&[], &e], &mut in_place, &params, &noise).expect("runs");
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&buffer), bits(&expected[0]), "len {len}, {threads} threads");
         assert!(others[0].is_none());

@@ -196,13 +196,17 @@ pub fn run(
     Ok(machine.finish())
 }
 
-/// An error of instruction `index` of `block`, with the verb of the source it belongs to (the
-/// verb whose end the block marks next) when there is one.
+/// An error of instruction `index` of `block`, with the verb of the source it belongs to when
+/// there is one: the verb a model call names, or else the verb whose end the block marks next.
 pub(crate) fn located(function: &Function, block: BlockId, index: usize, error: RunError) -> RunError {
-    let verb = function.graph[block].insts[index..].iter().find_map(|inst| match inst.op {
-        Op::VerbDone { verb } => function.verbs.get(verb as usize),
-        _ => None,
-    });
+    let insts = &function.graph[block].insts;
+    let verb = match insts.get(index).map(|inst| &inst.op) {
+        Some(Op::Field { verb, .. } | Op::Jump { verb, .. }) => verb.and_then(|v| function.verbs.get(v as usize)),
+        _ => insts.iter().skip(index).find_map(|inst| match inst.op {
+            Op::VerbDone { verb } => function.verbs.get(verb as usize),
+            _ => None,
+        }),
+    };
     match verb {
         Some(verb) if !matches!(error, RunError::Cancelled) => {
             RunError::InVerb { verb: verb.kind, line: verb.line, error: Box::new(error) }
@@ -423,7 +427,7 @@ impl<'a> Machine<'a> {
                 let len = shape.iter().product();
                 Some(Val::Tensor(Arc::new(Tensor::new(shape, vec![*value; len]))))
             }
-            Op::Field { model, x, t, label } => {
+            Op::Field { model, x, t, label, .. } => {
                 let x = self.tensor(*x);
                 let t = self.get(*t).f64();
                 let label = self.label(*label);
@@ -431,7 +435,7 @@ impl<'a> Machine<'a> {
                 self.model_calls += 1;
                 Some(Val::Tensor(Arc::new(output)))
             }
-            Op::Jump { model, x, t, s, label } => {
+            Op::Jump { model, x, t, s, label, .. } => {
                 let x = self.tensor(*x);
                 let (t, s) = (self.get(*t).f64(), self.get(*s).f64());
                 let label = self.label(*label);
@@ -600,8 +604,12 @@ impl<'a> Machine<'a> {
             .collect();
         let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots };
         let outputs = match self.compiled {
-            Some(compiled) => compiled[id.0 as usize].run_in_place(self.threads, len, &data, &mut entries, params, &noise)?,
-            None => cpu::evaluate_in_place(&self.function.kernels[id.0 as usize], len, &data, &mut entries, params, &noise)?,
+            Some(compiled) => {
+                compiled[id.0 as usize].run_in_place(self.threads, len, &data, &mut entries, params, &noise)?
+            }
+            None => {
+                cpu::evaluate_in_place(&self.function.kernels[id.0 as usize], len, &data, &mut entries, params, &noise)?
+            }
         };
         drop(entries);
         self.kernel_launches += 1;

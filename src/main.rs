@@ -94,14 +94,15 @@ enum Command {
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: render::ColorChoice,
     },
-    /// Compile a schedule and print a stage: the syntax tree, the IR, its control-flow graph, or
-    /// the fused kernels.
+    /// Compile a schedule and print a stage: the syntax tree, the IR, its control-flow graph, the
+    /// fused kernels with their CLIF, or the native host code's CLIF.
     ///
     /// Examples:
     ///   sched build examples/ddim.sched --emit ir
     ///   sched build examples/heun_karras.sched --emit ir --stage lower
     ///   sched build examples/ddim.sched --emit dot | dot -Tsvg > ddim.svg
     ///   sched build examples/dpmpp_2m.sched --emit kernels
+    ///   sched build examples/ddim.sched --emit clif
     #[command(verbatim_doc_comment)]
     Build {
         /// The file to compile.

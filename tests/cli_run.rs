@@ -129,6 +129,36 @@ fn build_prints_every_stage() {
     assert!(text(&dot.stdout).starts_with("digraph \"heun_karras\""));
     let kernels = sched(&["build", "examples/dpmpp_2m.sched", "--emit", "kernels"]);
     assert!(text(&kernels.stdout).contains("k0: kernel("));
+    assert!(text(&kernels.stdout).contains("function u0:0(i64, i64, i64) system_v"), "each kernel's CLIF follows it");
     let ast = sched(&["build", "examples/ddim.sched", "--emit", "ast"]);
     assert!(text(&ast.stdout).contains("Refine"));
+    let clif = sched(&["build", "examples/ddim.sched", "--emit", "clif"]);
+    let golden = std::fs::read_to_string("compiler/tests/golden/ddim.clif").expect("the golden host code");
+    assert_eq!(text(&clif.stdout), golden);
+}
+
+#[test]
+fn both_engines_write_the_same_bytes() {
+    let (jit, interp) = (temp("jit.safetensors"), temp("interp.safetensors"));
+    for (engine, path) in [("jit", &jit), ("interp", &interp)] {
+        let out = sched(&[
+            "run",
+            "examples/ddpm.sched",
+            "--batch",
+            "5",
+            "--seed",
+            "3",
+            "--engine",
+            engine,
+            "--out",
+            path.to_str().expect("a UTF-8 temp path"),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{engine}: {}", text(&out.stderr));
+    }
+    let (a, b) = (std::fs::read(&jit).expect("written"), std::fs::read(&interp).expect("written"));
+    assert!(a.len() > 5 * 2 * 4, "the file holds the samples");
+    assert_eq!(a, b);
+    let bad = sched(&["run", "examples/ddpm.sched", "--engine", "gpu"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("jit, interp"), "{}", text(&bad.stderr));
 }

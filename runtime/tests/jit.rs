@@ -116,7 +116,7 @@ fn one_compiled_program_serves_concurrent_runs() {
     let function = compile(
         "schedule s(net: model<eps>) {
             let x = gaussian()
-            for t, s in grid(1 -> 0, 12) { refine x from t to s by ddim(eta = 1) }
+            for t, s in grid(0.99 -> 0, 12) { refine x from t to s by ddim(eta = 1) }
             emit x
         }",
     );
@@ -128,6 +128,7 @@ fn one_compiled_program_serves_concurrent_runs() {
             tensor_bits(&interp::run(&function, &[], &models, &options).expect("runs"))
         })
         .collect();
+    assert!(serial.iter().flatten().all(|bits| f32::from_bits(*bits).is_finite()), "the samples are numbers");
     let finished = AtomicU32::new(0);
     std::thread::scope(|scope| {
         for (seed, expected) in serial.iter().enumerate() {
@@ -142,4 +143,31 @@ fn one_compiled_program_serves_concurrent_runs() {
         }
     });
     assert_eq!(finished.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn one_compiled_program_runs_with_different_parameters_and_batches() {
+    // Compiled without binding, so `steps` and `eta` stay run-time parameters of the native code.
+    let function = compile(
+        "schedule s(net: model<eps>, steps: int = 4, eta: float = 0.0) {
+            let x = gaussian()
+            for t, s in grid(0.99 -> 0, steps) { refine x from t to s by ddim(eta = eta) }
+            emit x
+        }",
+    );
+    let models = [gmm("eps")];
+    let native = JitProgram::compile(Arc::clone(&function)).expect("compiles");
+    let mut seen = Vec::new();
+    for (steps, eta, batch) in [(4, 0.0, 3), (9, 0.5, 3), (9, 0.5, 17), (2, 1.0, 1)] {
+        let params = [None, Some(ParamValue::Host(Constant::I64(steps))), Some(ParamValue::Host(Constant::F64(eta)))];
+        let options = RunOptions { batch, seed: 11, ..RunOptions::default() };
+        let jit = native.run(&params, &models, &options).expect("runs");
+        let reference = interp::run(&function, &params, &models, &options).expect("runs");
+        assert_eq!(jit.model_calls, steps as u64);
+        assert_eq!(tensor_bits(&jit), tensor_bits(&reference), "steps {steps}, eta {eta}, batch {batch}");
+        assert!(tensor_bits(&jit).iter().all(|bits| f32::from_bits(*bits).is_finite()), "the samples are numbers");
+        seen.push(tensor_bits(&jit));
+    }
+    assert_ne!(seen[0], seen[1][..seen[0].len()], "the parameters change the samples");
+    assert_eq!(seen[1], seen[2][..seen[1].len()], "a sample does not depend on its batch");
 }

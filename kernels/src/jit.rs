@@ -35,6 +35,7 @@ use std::thread;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::Ieee32;
 use cranelift_codegen::ir::{AbiParam, BlockArg, FuncRef, InstBuilder, MemFlagsData, Signature, Type, Value, types};
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -237,15 +238,13 @@ impl Drop for CompiledKernel {
 impl CompiledKernel {
     /// Validates `kernel` and compiles it to native code for this machine.
     pub fn compile(kernel: &ElementwiseKernel) -> Result<CompiledKernel, JitError> {
+        Self::compile_for(kernel, host_isa()?)
+    }
+
+    /// Like [`compile`](Self::compile), for a target made by [`host_isa`] (made once, it can
+    /// serve every kernel of a program).
+    pub fn compile_for(kernel: &ElementwiseKernel, isa: OwnedTargetIsa) -> Result<CompiledKernel, JitError> {
         kernel.validate()?;
-        let mut flags = settings::builder();
-        for (name, value) in [("opt_level", "speed"), ("is_pic", "false"), ("use_colocated_libcalls", "false")] {
-            flags.set(name, value).map_err(|e| JitError::Compile(e.to_string()))?;
-        }
-        let isa = cranelift_native::builder()
-            .map_err(|e| JitError::UnsupportedHost(e.to_string()))?
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| JitError::UnsupportedHost(e.to_string()))?;
         let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
         for (name, address) in shim_symbols() {
             jit_builder.symbol(name, address);
@@ -530,6 +529,19 @@ impl<F: Fn(usize)> SendLaunch<'_, F> {
     fn call(self, chunk: usize) {
         (self.0)(chunk);
     }
+}
+
+/// The native target with the settings sched compiles with: optimised for speed, absolute
+/// addresses (JIT code is not relocated), libcalls reached by absolute address.
+pub fn host_isa() -> Result<OwnedTargetIsa, JitError> {
+    let mut flags = settings::builder();
+    for (name, value) in [("opt_level", "speed"), ("is_pic", "false"), ("use_colocated_libcalls", "false")] {
+        flags.set(name, value).map_err(|e| JitError::Compile(e.to_string()))?;
+    }
+    cranelift_native::builder()
+        .map_err(|e| JitError::UnsupportedHost(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| JitError::UnsupportedHost(e.to_string()))
 }
 
 /// The (site, step) words of a launch's noise slots, in the layout of [`LaunchArgs::slots`].

@@ -16,13 +16,12 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use sched_compiler::clif::{self, Hook, STATUS_DIVISION_BY_ZERO, STATUS_OK, Site};
 use sched_compiler::diagnostics::CompileError;
-use sched_compiler::ir::{Function, Ty};
-use sched_kernels::jit::{CompiledKernel, JitError as KernelJitError};
+use sched_compiler::ir::{Function, Ty, ValueId};
+use sched_kernels::jit::{CompiledKernel, JitError as KernelJitError, host_isa};
 
 use crate::interp::{Machine, Outputs, ParamValue, RunError, RunOptions, located};
 use crate::model::Model;
@@ -56,6 +55,8 @@ pub struct JitProgram {
     /// The finalized host function, valid until `module` frees its memory.
     entry: HostFn,
     sites: Vec<Site>,
+    /// The host operands and result of each site, by site.
+    host_values: Vec<HostValues>,
     kernels: Vec<CompiledKernel>,
     clif: String,
 }
@@ -85,21 +86,15 @@ impl Drop for JitProgram {
 impl JitProgram {
     /// Compiles a function (the output of the whole pipeline) to native code for this machine.
     pub fn compile(function: Arc<Function>) -> Result<JitProgram, JitError> {
+        let isa = host_isa().map_err(|error| JitError::UnsupportedHost(error.to_string()))?;
         let kernels = function
             .kernels
             .iter()
             .enumerate()
-            .map(|(kernel, spec)| CompiledKernel::compile(spec).map_err(|error| JitError::Kernel { kernel, error }))
+            .map(|(kernel, spec)| {
+                CompiledKernel::compile_for(spec, isa.clone()).map_err(|error| JitError::Kernel { kernel, error })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-
-        let mut flags = settings::builder();
-        for (name, value) in [("opt_level", "speed"), ("is_pic", "false"), ("use_colocated_libcalls", "false")] {
-            flags.set(name, value).map_err(|e| JitError::Module(e.to_string()))?;
-        }
-        let isa = cranelift_native::builder()
-            .map_err(|e| JitError::UnsupportedHost(e.to_string()))?
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| JitError::UnsupportedHost(e.to_string()))?;
         let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
         for &hook in Hook::ALL {
             jit_builder.symbol(hook.symbol(), hook_address(hook));
@@ -133,7 +128,16 @@ impl JitProgram {
         // pointer-sized integer in and one i32 out in the target's default (C) calling
         // convention: the ABI of `HostFn`.
         let entry = unsafe { std::mem::transmute::<*const u8, HostFn>(address) };
-        Ok(JitProgram { function, module: Mutex::new(Some(module)), entry, sites: host.sites, kernels, clif })
+        let host_values = host.sites.iter().map(|site| HostValues::of(&function, *site)).collect();
+        Ok(JitProgram {
+            function,
+            module: Mutex::new(Some(module)),
+            entry,
+            sites: host.sites,
+            host_values,
+            kernels,
+            clif,
+        })
     }
 
     /// The compiled IR.
@@ -160,7 +164,13 @@ impl JitProgram {
         options: &RunOptions<'_>,
     ) -> Result<Outputs, RunError> {
         let machine = Machine::new(&self.function, params, models, options, Some(&self.kernels))?;
-        let mut context = HostContext { machine, function: &self.function, sites: &self.sites, error: None };
+        let mut context = HostContext {
+            machine,
+            function: &self.function,
+            sites: &self.sites,
+            host_values: &self.host_values,
+            error: None,
+        };
         let pointer = (&raw mut context).cast::<c_void>();
         // SAFETY: the host function was compiled for `HostFn`'s ABI and is alive while `self` is.
         // It passes `pointer` on to the hooks only, which cast it back to the `HostContext` it
@@ -180,7 +190,27 @@ struct HostContext<'a> {
     machine: Machine<'a>,
     function: &'a Function,
     sites: &'a [Site],
+    host_values: &'a [HostValues],
     error: Option<RunError>,
+}
+
+/// The host operands and the host result of a site's instruction, which cross the hook as words.
+struct HostValues {
+    operands: Vec<ValueId>,
+    result: Option<ValueId>,
+}
+
+impl HostValues {
+    fn of(function: &Function, site: Site) -> HostValues {
+        let is_host = |value: &ValueId| matches!(function.ty(*value), Ty::F64 | Ty::I64 | Ty::Bool);
+        match function.graph.node_weight(site.block).and_then(|b| b.insts.get(site.index as usize)) {
+            Some(inst) => HostValues {
+                operands: inst.op.operands().into_iter().filter(is_host).collect(),
+                result: inst.results.first().copied().filter(is_host),
+            },
+            None => HostValues { operands: Vec::new(), result: None },
+        }
+    }
 }
 
 impl HostContext<'_> {
@@ -198,19 +228,14 @@ impl HostContext<'_> {
         let Some(inst) = self.function.graph.node_weight(block).and_then(|b| b.insts.get(index as usize)) else {
             return Err(RunError::Jit(format!("site {site} names no instruction")));
         };
-        let mut next = 0;
-        for operand in inst.op.operands() {
-            if matches!(self.function.ty(operand), Ty::F64 | Ty::I64 | Ty::Bool) {
-                // SAFETY: the caller guarantees one word per host operand, in operand order.
-                let bits = unsafe { operands.add(next).read() };
-                next += 1;
-                self.machine.set_host_bits(operand, bits);
-            }
+        let host = &self.host_values[site as usize];
+        for (next, &operand) in host.operands.iter().enumerate() {
+            // SAFETY: the caller guarantees one word per host operand, in operand order.
+            let bits = unsafe { operands.add(next).read() };
+            self.machine.set_host_bits(operand, bits);
         }
         self.machine.execute(inst).map_err(|error| located(self.function, block, index as usize, error))?;
-        if let Some(&value) = inst.results.first()
-            && matches!(self.function.ty(value), Ty::F64 | Ty::I64 | Ty::Bool)
-        {
+        if let Some(value) = host.result {
             // SAFETY: the caller guarantees that `result` is writable.
             unsafe { result.write(self.machine.host_bits(value)) };
         }

@@ -325,7 +325,9 @@ impl CompiledKernel {
         // SAFETY: the checks above guarantee one buffer per input and per output, each with at
         // least `len` elements. The outputs are exclusive borrows, so no input aliases them, and
         // every buffer stays borrowed until this call returns.
-        unsafe { self.dispatch(threads, len, &input_pointers, &output_pointers, params, noise) }
+        unsafe {
+            self.dispatch(threads, len, input_pointers.as_ptr(), input_pointers.len(), &output_pointers, params, noise)
+        }
     }
 
     /// Evaluates the kernel like [`cpu::evaluate_in_place`](crate::cpu::evaluate_in_place):
@@ -342,23 +344,23 @@ impl CompiledKernel {
         params: &[f32],
         noise: &NoiseLaunch<'_>,
     ) -> Result<Vec<Option<Vec<f32>>>, JitError> {
-        let mut in_place_input: Vec<Option<usize>> = vec![None; inputs.len()];
-        let mut in_place_output: Vec<Option<usize>> = vec![None; self.outputs];
-        for (entry_index, entry) in in_place.iter().enumerate() {
-            let taken = in_place_input.get(entry.input).copied().flatten().is_some()
-                || in_place_output.get(entry.output).copied().flatten().is_some();
+        // The entry, if any, that updates input `k` or output `k` in place. Kernels have a few
+        // inputs and entries, so a scan costs less than building tables.
+        for (index, entry) in in_place.iter().enumerate() {
+            let taken = entry_of_input(in_place, entry.input) != Some(index)
+                || entry_of_output(in_place, entry.output) != Some(index);
             if entry.input >= inputs.len() || entry.output >= self.outputs || taken {
                 return Err(KernelError::InPlace { input: entry.input, output: entry.output }.into());
             }
-            in_place_input[entry.input] = Some(entry_index);
-            in_place_output[entry.output] = Some(entry_index);
         }
-        let input_lengths =
-            inputs.iter().zip(&in_place_input).map(|(x, entry)| entry.map_or(x.len(), |e| in_place[e].buffer.len()));
+        let input_lengths = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, x)| entry_of_input(in_place, k).map_or(x.len(), |e| in_place[e].buffer.len()));
         self.check(len, input_lengths, params, noise)?;
         let mut fresh: Vec<Option<Vec<f32>>> = Vec::with_capacity(self.outputs);
-        for entry in &in_place_output {
-            fresh.push(match entry {
+        for k in 0..self.outputs {
+            fresh.push(match entry_of_output(in_place, k) {
                 Some(_) => None,
                 None => {
                     let mut values = Vec::new();
@@ -368,28 +370,33 @@ impl CompiledKernel {
                 }
             });
         }
-        let buffers: Vec<*mut f32> = in_place.iter_mut().map(|entry| entry.buffer.as_mut_ptr()).collect();
-        let input_pointers: Vec<*const f32> = inputs
-            .iter()
-            .zip(&in_place_input)
-            .map(|(x, entry)| entry.map_or(x.as_ptr(), |e| buffers[e].cast_const()))
-            .collect();
-        let output_pointers: Vec<*mut f32> = fresh
-            .iter_mut()
-            .zip(&in_place_output)
-            .map(|(values, entry)| match (values, entry) {
+        // One array of pointers: the inputs', then the outputs'.
+        let mut pointers: Vec<*mut f32> = Vec::with_capacity(inputs.len() + self.outputs);
+        for (k, x) in inputs.iter().enumerate() {
+            pointers.push(match entry_of_input(in_place, k) {
+                Some(e) => in_place[e].buffer.as_mut_ptr(),
+                None => x.as_ptr().cast_mut(),
+            });
+        }
+        for (k, values) in fresh.iter_mut().enumerate() {
+            pointers.push(match (values, entry_of_output(in_place, k)) {
                 (Some(values), _) => values.as_mut_ptr(),
-                (None, Some(e)) => buffers[*e],
+                // The pointer its input got above: one pointer derived from the buffer serves both.
+                (None, Some(e)) => pointers[in_place[e].input],
                 // Every output has a fresh buffer or an in-place entry, by construction above.
                 (None, None) => std::ptr::null_mut(),
-            })
-            .collect();
-        // SAFETY: every input pointer is a borrowed slice or an in-place buffer with at least
-        // `len` elements (checked above), and every output pointer is a fresh vector of `len`
-        // elements or an in-place buffer; an in-place buffer is an exclusive borrow shared only
-        // by its one input and one output, and the compiled code reads element `i` of every input
-        // before it writes element `i` of any output, touching no other element for `i`.
-        unsafe { self.dispatch(threads, len, &input_pointers, &output_pointers, params, noise)? };
+            });
+        }
+        let (input_pointers, output_pointers) = pointers.split_at(inputs.len());
+        // SAFETY: input pointers are cast back to `*const` by `dispatch`'s contract and only
+        // read. Every input pointer is a borrowed slice or an in-place buffer with at least `len`
+        // elements (checked above), and every output pointer is a fresh vector of `len` elements
+        // or an in-place buffer; an in-place buffer is an exclusive borrow shared only by its one
+        // input and one output, and the compiled code reads element `i` of every input before it
+        // writes element `i` of any output, touching no other element for `i`.
+        unsafe {
+            self.dispatch(threads, len, input_pointers.as_ptr().cast(), inputs.len(), output_pointers, params, noise)?
+        };
         Ok(fresh)
     }
 
@@ -446,22 +453,26 @@ impl CompiledKernel {
     ///
     /// # Safety
     ///
-    /// The launch must have passed [`check`](Self::check); there must be exactly one pointer per
-    /// kernel input and output, each valid for `len` elements for the whole call; an output may
+    /// The launch must have passed [`check`](Self::check); `input_array` must hold
+    /// `input_count` pointers; there must be exactly one pointer per kernel input and output, each valid for `len` elements for the whole call; an output may
     /// share its buffer only with one input (an in-place update), and otherwise no buffer written
     /// may be read or written through any other pointer or reference during the call.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one launch")]
     unsafe fn dispatch(
         &self,
         threads: usize,
         len: usize,
-        inputs: &[*const f32],
+        input_array: *const *const f32,
+        input_count: usize,
         outputs: &[*mut f32],
         params: &[f32],
         noise: &NoiseLaunch<'_>,
     ) -> Result<(), JitError> {
-        if inputs.len() != self.inputs as usize {
-            return Err(KernelError::InputCount { expected: self.inputs, got: inputs.len() }.into());
+        if input_count != self.inputs as usize {
+            return Err(KernelError::InputCount { expected: self.inputs, got: input_count }.into());
         }
+        // SAFETY: the caller passes an array of `input_count` pointers, alive for the call.
+        let inputs = unsafe { std::slice::from_raw_parts(input_array, input_count) };
         if outputs.len() != self.outputs {
             return Err(JitError::OutputCount { expected: self.outputs, got: outputs.len() });
         }
@@ -498,7 +509,18 @@ impl CompiledKernel {
             unsafe { (self.function)(&args, 0, n) };
         };
         if chunks == 1 {
-            launch(0);
+            // One chunk starts at element 0: the pointer arrays are the launch's own.
+            let args = LaunchArgs {
+                inputs: inputs.as_ptr(),
+                outputs: outputs.as_ptr(),
+                params: params.as_ptr(),
+                slots: slots.as_ptr(),
+                seed: noise.seed,
+                per_sample: noise.per_sample,
+                base: 0,
+            };
+            // SAFETY: as for `launch` above, with the one chunk `0..len`.
+            unsafe { (self.function)(&args, 0, len) };
             return Ok(());
         }
         let launch = SendLaunch(&launch);
@@ -513,6 +535,16 @@ impl CompiledKernel {
             workers.into_iter().try_for_each(|worker| worker.join().map_err(|_| JitError::WorkerPanicked))
         })
     }
+}
+
+/// The in-place entry that reads input `k`, if any.
+fn entry_of_input(in_place: &[InPlace<'_>], k: usize) -> Option<usize> {
+    in_place.iter().position(|entry| entry.input == k)
+}
+
+/// The in-place entry that writes output `k`, if any.
+fn entry_of_output(in_place: &[InPlace<'_>], k: usize) -> Option<usize> {
+    in_place.iter().position(|entry| entry.output == k)
 }
 
 /// A chunk launcher shared with the worker threads of a parallel launch. The raw pointers it

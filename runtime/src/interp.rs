@@ -4,7 +4,6 @@
 //! operations with the same f32 semantics, so a function gives the same bits before and after
 //! fusion. It is the oracle the JIT is tested against.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +15,7 @@ use sched_kernels::jit::CompiledKernel;
 use sched_kernels::philox;
 use sched_kernels::spec::{self, Distribution, NoiseLaunch, NoiseSlot};
 
-use crate::convert::{field_coefficients, field_kind_of};
+use crate::convert::{FieldCoefficients, field_coefficients, field_kind_of};
 use crate::grid::{Grid, materialize};
 use crate::model::{Model, ModelError};
 use crate::tensor::Tensor;
@@ -227,7 +226,7 @@ pub(crate) struct Machine<'a> {
     values: Vec<Option<Val>>,
     vars: Vec<Option<Val>>,
     /// How many times each noise site has drawn.
-    site_steps: HashMap<u32, u32>,
+    site_steps: Vec<u32>,
     replay_next: usize,
     outputs: Vec<Option<OutputValue>>,
     trace: Vec<(u32, Tensor)>,
@@ -263,7 +262,7 @@ impl<'a> Machine<'a> {
             state_shape,
             values: vec![None; function.value_types.len()],
             vars: vec![None; function.vars.len()],
-            site_steps: HashMap::new(),
+            site_steps: vec![0; function.noise_sites as usize],
             replay_next: 0,
             outputs: vec![None; function.outputs.len()],
             trace: Vec::new(),
@@ -308,6 +307,18 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The bound model in a slot.
+    pub(crate) fn model(&self, slot: ModelSlot) -> &Arc<dyn Model> {
+        &self.models[slot.0 as usize]
+    }
+
+    /// Point `index` (or the end of pair `index`) of the grid `grid`.
+    pub(crate) fn grid_value(&self, grid: ValueId, index: i64, pair_end: bool) -> Result<f64, RunError> {
+        let Val::Grid(grid) = self.get(grid) else { return Err(RunError::GridIndex(index)) };
+        let list = if pair_end { &grid.pair_ends } else { &grid.points };
+        usize::try_from(index).ok().and_then(|i| list.get(i)).copied().ok_or(RunError::GridIndex(index))
+    }
+
     fn get(&self, value: ValueId) -> Val {
         // The verifier guarantees operands are defined before use in their block.
         self.values[value.0 as usize].clone().unwrap_or(Val::F64(f64::NAN))
@@ -329,10 +340,6 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn model(&self, slot: ModelSlot) -> &Arc<dyn Model> {
-        &self.models[slot.0 as usize]
-    }
-
     fn label(&self, label: Option<ValueId>) -> Option<i64> {
         label.map(|l| self.get(l).i64())
     }
@@ -346,9 +353,12 @@ impl<'a> Machine<'a> {
 
     /// The step of a noise site's next draw (and counts the draw).
     fn next_step(&mut self, site: u32) -> u32 {
-        let step = self.site_steps.entry(site).or_insert(0);
-        let current = *step;
-        *step += 1;
+        let index = site as usize;
+        if index >= self.site_steps.len() {
+            self.site_steps.resize(index + 1, 0);
+        }
+        let current = self.site_steps[index];
+        self.site_steps[index] += 1;
         current
     }
 
@@ -386,32 +396,11 @@ impl<'a> Machine<'a> {
             Op::Unary(op, a) => Some(self.unary(*op, self.get(*a))),
             Op::Binary(op, a, b) => Some(self.binary(*op, self.get(*a), self.get(*b))?),
             Op::Interpolant { func, model, t } => {
-                let interpolant = &self.model(*model).info().interpolant;
-                let t = self.get(*t).f64();
-                Some(Val::F64(match func {
-                    InterpolantFn::Alpha => interpolant.alpha(t),
-                    InterpolantFn::Sigma => interpolant.sigma(t),
-                    InterpolantFn::Lambda => interpolant.lambda(t),
-                    InterpolantFn::DAlpha => interpolant.d_alpha(t),
-                    InterpolantFn::DSigma => interpolant.d_sigma(t),
-                }))
+                Some(Val::F64(interpolant_value(&**self.model(*model), *func, self.get(*t).f64())))
             }
             Op::Coefficient { which, model, t } => {
-                let model = self.model(*model);
-                let info = model.info();
-                let Some(kind) = field_kind_of(info.kind) else {
-                    return Err(RunError::ModelKind(
-                        info.kind.name().to_string(),
-                        "they have no continuous field".into(),
-                    ));
-                };
-                let c = field_coefficients(kind, &info.interpolant, self.get(*t).f64());
-                Some(Val::F64(match which {
-                    Coefficient::X0FromX => c.x0.0,
-                    Coefficient::X0FromOutput => c.x0.1,
-                    Coefficient::EpsFromX => c.eps.0,
-                    Coefficient::EpsFromOutput => c.eps.1,
-                }))
+                let c = coefficients(&**self.model(*model), self.get(*t).f64())?;
+                Some(Val::F64(coefficient_value(&c, *which)))
             }
             Op::Noise { dist, site, like } => {
                 let shape = self.shape_like(*like);
@@ -464,11 +453,8 @@ impl<'a> Machine<'a> {
                 _ => 0,
             })),
             Op::GridPoint(g, i) | Op::GridPairEnd(g, i) => {
-                let index = self.get(*i).i64();
-                let Val::Grid(grid) = self.get(*g) else { return Err(RunError::GridIndex(index)) };
-                let list = if matches!(inst.op, Op::GridPoint(..)) { &grid.points } else { &grid.pair_ends };
-                let value = usize::try_from(index).ok().and_then(|i| list.get(i)).ok_or(RunError::GridIndex(index))?;
-                Some(Val::F64(*value))
+                let pair_end = matches!(inst.op, Op::GridPairEnd(..));
+                Some(Val::F64(self.grid_value(*g, self.get(*i).i64(), pair_end)?))
             }
             Op::Emit { index, value } => {
                 let output = match self.get(*value) {
@@ -712,6 +698,37 @@ impl<'a> Machine<'a> {
             other => (None, other.f64() as f32),
         };
         move |i| data.as_ref().map_or(scalar, |t| t.data[i])
+    }
+}
+
+/// A function of a model's interpolant at `t`.
+pub(crate) fn interpolant_value(model: &dyn Model, func: InterpolantFn, t: f64) -> f64 {
+    let interpolant = &model.info().interpolant;
+    match func {
+        InterpolantFn::Alpha => interpolant.alpha(t),
+        InterpolantFn::Sigma => interpolant.sigma(t),
+        InterpolantFn::Lambda => interpolant.lambda(t),
+        InterpolantFn::DAlpha => interpolant.d_alpha(t),
+        InterpolantFn::DSigma => interpolant.d_sigma(t),
+    }
+}
+
+/// The coefficients that convert a model's field output at `t` to x̂₀ and ε̂.
+pub(crate) fn coefficients(model: &dyn Model, t: f64) -> Result<FieldCoefficients, RunError> {
+    let info = model.info();
+    let Some(kind) = field_kind_of(info.kind) else {
+        return Err(RunError::ModelKind(info.kind.name().to_string(), "they have no continuous field".into()));
+    };
+    Ok(field_coefficients(kind, &info.interpolant, t))
+}
+
+/// One of the four conversion coefficients.
+pub(crate) fn coefficient_value(c: &FieldCoefficients, which: Coefficient) -> f64 {
+    match which {
+        Coefficient::X0FromX => c.x0.0,
+        Coefficient::X0FromOutput => c.x0.1,
+        Coefficient::EpsFromX => c.eps.0,
+        Coefficient::EpsFromOutput => c.eps.1,
     }
 }
 

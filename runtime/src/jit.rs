@@ -20,10 +20,13 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use sched_compiler::clif::{self, Hook, STATUS_DIVISION_BY_ZERO, STATUS_OK, Site};
 use sched_compiler::diagnostics::CompileError;
-use sched_compiler::ir::{Function, Ty, ValueId};
+use sched_compiler::ir::{Function, Op, Ty, ValueId};
 use sched_kernels::jit::{CompiledKernel, JitError as KernelJitError, host_isa};
 
-use crate::interp::{Machine, Outputs, ParamValue, RunError, RunOptions, located};
+use crate::convert::FieldCoefficients;
+use crate::interp::{
+    Machine, Outputs, ParamValue, RunError, RunOptions, coefficient_value, coefficients, interpolant_value, located,
+};
 use crate::model::Model;
 
 /// Why a schedule cannot be compiled to native code.
@@ -169,6 +172,7 @@ impl JitProgram {
             function: &self.function,
             sites: &self.sites,
             host_values: &self.host_values,
+            coefficients: None,
             error: None,
         };
         let pointer = (&raw mut context).cast::<c_void>();
@@ -191,6 +195,9 @@ struct HostContext<'a> {
     function: &'a Function,
     sites: &'a [Site],
     host_values: &'a [HostValues],
+    /// The conversion coefficients last computed: (model slot, bits of t, coefficients). A
+    /// step asks for all four at the same time one after another.
+    coefficients: Option<(u32, u64, FieldCoefficients)>,
     error: Option<RunError>,
 }
 
@@ -229,6 +236,40 @@ impl HostContext<'_> {
             return Err(RunError::Jit(format!("site {site} names no instruction")));
         };
         let host = &self.host_values[site as usize];
+        // The instructions that only compute a host number from host operands and the bound
+        // models are answered here, from the functions the executor uses, without going through
+        // its value table: they are most of the hook calls of a solver step.
+        // SAFETY: each of these instructions has one host operand, so the caller guarantees a
+        // readable first word.
+        let first = || unsafe { operands.read() };
+        let fast = match &inst.op {
+            Op::Interpolant { func, model, .. } => {
+                Some(Ok(interpolant_value(&**self.machine.model(*model), *func, f64::from_bits(first()))))
+            }
+            Op::Coefficient { which, model, .. } => {
+                let t = first();
+                let cached = self.coefficients.filter(|(slot, bits, _)| *slot == model.0 && *bits == t);
+                let computed = match cached {
+                    Some((_, _, c)) => Ok(c),
+                    None => coefficients(&**self.machine.model(*model), f64::from_bits(t)),
+                };
+                Some(computed.map(|c| {
+                    self.coefficients = Some((model.0, t, c));
+                    coefficient_value(&c, *which)
+                }))
+            }
+            Op::GridPoint(grid, _) | Op::GridPairEnd(grid, _) => {
+                let pair_end = matches!(inst.op, Op::GridPairEnd(..));
+                Some(self.machine.grid_value(*grid, first() as i64, pair_end))
+            }
+            _ => None,
+        };
+        if let Some(value) = fast {
+            let value = value.map_err(|error| located(self.function, block, index as usize, error))?;
+            // SAFETY: the caller guarantees that `result` is writable.
+            unsafe { result.write(value.to_bits()) };
+            return Ok(());
+        }
         for (next, &operand) in host.operands.iter().enumerate() {
             // SAFETY: the caller guarantees one word per host operand, in operand order.
             let bits = unsafe { operands.add(next).read() };

@@ -1,5 +1,10 @@
 //! Dead-code elimination: pure instructions whose results nobody uses are removed (a model call
 //! whose result is unused costs nothing), and so are writes to variables that are never read.
+//!
+//! Noise draws and kernels whose results nobody uses are removed too. Their one effect is to
+//! advance the draw counter of their noise sites, and a site belongs to exactly one instruction,
+//! so the draws a removal skips are all draws of that same, dead, instruction: no live value
+//! changes.
 
 use std::collections::HashSet;
 
@@ -25,6 +30,7 @@ pub fn run(function: &mut Function) {
             let before = block.insts.len();
             block.insts.retain(|inst| match inst.op {
                 Op::Write(var, _) => read_vars.contains(&var),
+                Op::Noise { .. } | Op::Kernel { .. } => inst.results.iter().any(|r| used.contains(r)),
                 _ if inst.op.is_pure() => inst.results.iter().any(|r| used.contains(r)),
                 _ => true,
             });

@@ -123,14 +123,19 @@ fn fuse_block(function: &mut Function, insts: Vec<Inst>) -> Vec<Inst> {
             .filter(|(i, _)| levels[*i] == level && elementwise[*i])
             .map(|(_, inst)| inst)
             .collect();
-        if !group.is_empty() {
-            out.push(build_kernel(function, &group, &consumers_outside));
+        if !group.is_empty()
+            && let Some(kernel) = build_kernel(function, &group, &consumers_outside)
+        {
+            out.push(kernel);
         }
     }
     out
 }
 
-fn build_kernel(function: &mut Function, group: &[&Inst], consumers_outside: &HashSet<ValueId>) -> Inst {
+/// The kernel that computes a group of elementwise instructions, or `None` when nothing outside
+/// the group uses its results (dead-code elimination runs first, so only noise whose draws nobody
+/// reads could be left; dropping it changes no live value).
+fn build_kernel(function: &mut Function, group: &[&Inst], consumers_outside: &HashSet<ValueId>) -> Option<Inst> {
     let mut builder = KernelBuilder::new();
     let mut nodes: HashMap<ValueId, NodeId> = HashMap::new();
     let mut inputs: Vec<ValueId> = Vec::new();
@@ -183,10 +188,13 @@ fn build_kernel(function: &mut Function, group: &[&Inst], consumers_outside: &Ha
             }
         }
     }
+    if results.is_empty() {
+        return None;
+    }
     let kernel: spec::ElementwiseKernel = builder.finish();
     function.kernels.push(kernel);
     let id = KernelId(function.kernels.len() as u32 - 1);
-    Inst { op: Op::Kernel { kernel: id, inputs, params, sites, in_place: Vec::new() }, results }
+    Some(Inst { op: Op::Kernel { kernel: id, inputs, params, sites, in_place: Vec::new() }, results })
 }
 
 /// The node for an operand of a grouped instruction: its node if the group computes it, else a

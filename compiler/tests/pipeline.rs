@@ -254,3 +254,31 @@ fn buffer_planning_updates_the_state_in_place() {
     assert_eq!(updates[0].len(), 1);
     assert_eq!(updates[0][0].var.map(|v| v.0), Some(state_var), "{function}");
 }
+
+/// A noise draw nobody reads is removed before fusion, so no kernel is built without outputs
+/// (neither the reference evaluator nor the JIT can run such a kernel).
+#[test]
+fn dead_noise_draws_leave_no_kernel() {
+    let source = "schedule s(net: model<eps>) {
+        let x = gaussian()
+        let y = gaussian()
+        repeat 2 { let unused = uniform_noise() }
+        emit x
+    }";
+    let analysis = sched_lang::analyze("dead.sched", source.as_bytes());
+    let program = analysis.program.expect("checks");
+    let (id, _) = program.schedule_by_name("s").expect("the schedule");
+    let function = pipeline::compile(&program, id).expect("compiles");
+    assert!(function.kernels.iter().all(|kernel| !kernel.outputs.is_empty()), "{function}");
+    let noise_sites: usize = function
+        .graph
+        .node_weights()
+        .flat_map(|b| &b.insts)
+        .map(|inst| match &inst.op {
+            Op::Kernel { sites, .. } => sites.len(),
+            Op::Noise { .. } => 1,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(noise_sites, 1, "only x's draw is left: {function}");
+}

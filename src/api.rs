@@ -131,7 +131,8 @@ impl Schedule<'_> {
     /// Binds parameters by name (the others keep their defaults) and compiles the schedule with
     /// the host parameters folded into the code.
     pub fn bind(&self, values: &[(&str, Value)]) -> Result<Executable, ApiError> {
-        let unbound = pipeline::compile(&self.program.program, self.id)?;
+        // Lowering alone tells the parameters; the bound compilation below runs every pass.
+        let unbound = pipeline::compile_until(&self.program.program, self.id, Stage::Lower)?;
         let mut params: Vec<Option<ParamValue>> = vec![None; unbound.params.len()];
         for (name, value) in values {
             let index = unbound

@@ -74,7 +74,8 @@ pub fn run(
     path: &Path,
     request: &RunRequest,
 ) -> Result<RunReport, CompileOrRun> {
-    let unbound = pipeline::compile(program, schedule).map_err(CompileOrRun::Compile)?;
+    // Lowering alone tells the parameters; the bound compilation below runs every pass.
+    let unbound = pipeline::compile_until(program, schedule, Stage::Lower).map_err(CompileOrRun::Compile)?;
     let params = bind_params(&unbound, request).map_err(CompileOrRun::Run)?;
     // Every host parameter is known now (given, or its default), so all of them fold.
     let constants: Vec<Option<Constant>> = params

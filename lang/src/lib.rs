@@ -44,6 +44,23 @@ impl Analysis {
     }
 }
 
+/// The prelude's files parsed once per process, with the ids they get in every analysis: the
+/// main file is file 0 and the prelude's files follow it in order.
+fn prelude_parse() -> &'static [(FileId, Result<ast::SourceFile, Vec<Diagnostic>>)] {
+    static PARSED: std::sync::OnceLock<Vec<(FileId, Result<ast::SourceFile, Vec<Diagnostic>>)>> =
+        std::sync::OnceLock::new();
+    PARSED.get_or_init(|| {
+        prelude::FILES
+            .iter()
+            .enumerate()
+            .map(|(index, (_, text))| {
+                let id = FileId(index as u32 + 1);
+                (id, parse::parse(id, text))
+            })
+            .collect()
+    })
+}
+
 /// Parses and checks one `.sched` file given as raw bytes (which need not be valid UTF-8).
 pub fn analyze(name: &str, bytes: &[u8]) -> Analysis {
     let mut sources = SourceMap::new();
@@ -70,9 +87,14 @@ pub fn analyze(name: &str, bytes: &[u8]) -> Analysis {
             return Analysis { sources, diagnostics: errors, program: None };
         }
     }
-    for (prelude_name, prelude_text) in prelude::FILES {
+    let parsed_prelude = prelude_parse();
+    for (index, (prelude_name, prelude_text)) in prelude::FILES.iter().enumerate() {
         let id = sources.add(*prelude_name, *prelude_text, true);
-        match parse::parse(id, prelude_text) {
+        let parsed = match parsed_prelude.get(index) {
+            Some((cached_id, parsed)) if *cached_id == id => parsed.clone(),
+            _ => parse::parse(id, prelude_text),
+        };
+        match parsed {
             Ok(file) => files.push(file),
             Err(errors) => diagnostics.extend(errors),
         }

@@ -16,6 +16,7 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use sched_compiler::clif::{self, Hook, STATUS_DIVISION_BY_ZERO, STATUS_OK, Site};
@@ -90,14 +91,44 @@ impl JitProgram {
     /// Compiles a function (the output of the whole pipeline) to native code for this machine.
     pub fn compile(function: Arc<Function>) -> Result<JitProgram, JitError> {
         let isa = host_isa().map_err(|error| JitError::UnsupportedHost(error.to_string()))?;
-        let kernels = function
-            .kernels
-            .iter()
-            .enumerate()
-            .map(|(kernel, spec)| {
-                CompiledKernel::compile_for(spec, isa.clone()).map_err(|error| JitError::Kernel { kernel, error })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Kernels are independent: compile them on worker threads while this thread compiles the
+        // host code.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(function.kernels.len());
+        let compile_kernels = |worker: usize| {
+            let isa = isa.clone();
+            let function = &function;
+            move || -> Result<Vec<(usize, CompiledKernel)>, JitError> {
+                (worker..function.kernels.len())
+                    .step_by(threads.max(1))
+                    .map(|kernel| {
+                        CompiledKernel::compile_for(&function.kernels[kernel], isa.clone())
+                            .map(|compiled| (kernel, compiled))
+                            .map_err(|error| JitError::Kernel { kernel, error })
+                    })
+                    .collect()
+            }
+        };
+        let (kernels, host) = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads).map(|worker| scope.spawn(compile_kernels(worker))).collect();
+            let host = Self::link_host(&function, isa.clone());
+            let mut kernels: Vec<(usize, CompiledKernel)> = Vec::with_capacity(function.kernels.len());
+            for worker in workers {
+                match worker.join() {
+                    Ok(compiled) => kernels.extend(compiled?),
+                    Err(_) => return Err(JitError::Module("a kernel compilation thread panicked".into())),
+                }
+            }
+            kernels.sort_by_key(|(kernel, _)| *kernel);
+            Ok((kernels.into_iter().map(|(_, compiled)| compiled).collect::<Vec<_>>(), host?))
+        })?;
+        let (module, entry, sites, clif) = host;
+        let host_values = sites.iter().map(|site| HostValues::of(&function, *site)).collect();
+        Ok(JitProgram { function, module: Mutex::new(Some(module)), entry, sites, host_values, kernels, clif })
+    }
+
+    /// Generates the host code, links it with the hooks and finalizes it: the module that owns
+    /// it, its entry, its sites and its CLIF text.
+    fn link_host(function: &Function, isa: OwnedTargetIsa) -> Result<(JITModule, HostFn, Vec<Site>, String), JitError> {
         let mut jit_builder = JITBuilder::with_isa(isa, default_libcall_names());
         for &hook in Hook::ALL {
             jit_builder.symbol(hook.symbol(), hook_address(hook));
@@ -116,7 +147,7 @@ impl JitProgram {
                 return Err(JitError::Module(format!("hook {} was declared as function {}", hook.symbol(), id)));
             }
         }
-        let host = clif::generate(&function, target)?;
+        let host = clif::generate(function, target)?;
         let clif = host.function.display().to_string();
         let mut context = module.make_context();
         context.func = host.function;
@@ -131,16 +162,7 @@ impl JitProgram {
         // pointer-sized integer in and one i32 out in the target's default (C) calling
         // convention: the ABI of `HostFn`.
         let entry = unsafe { std::mem::transmute::<*const u8, HostFn>(address) };
-        let host_values = host.sites.iter().map(|site| HostValues::of(&function, *site)).collect();
-        Ok(JitProgram {
-            function,
-            module: Mutex::new(Some(module)),
-            entry,
-            sites: host.sites,
-            host_values,
-            kernels,
-            clif,
-        })
+        Ok((module, entry, host.sites, clif))
     }
 
     /// The compiled IR.

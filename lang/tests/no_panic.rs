@@ -220,6 +220,7 @@ fn pathological_inputs_are_diagnosed_quickly() {
     for input in [deep_else_if, long_chain, many_prefixes, power_tower, huge_loop, huge_grid] {
         let started = std::time::Instant::now();
         exercise(input.as_bytes());
-        assert!(started.elapsed().as_secs() < 20, "took {:?}", started.elapsed());
+        // A hang guard, not a speed test: generous enough for a loaded 2-core machine.
+        assert!(started.elapsed().as_secs() < 60, "took {:?}", started.elapsed());
     }
 }

@@ -3,6 +3,11 @@
 //! It executes fused kernels with the kernel crate's reference evaluator and unfused elementwise
 //! operations with the same f32 semantics, so a function gives the same bits before and after
 //! fusion. It is the oracle the JIT is tested against.
+//!
+//! Its instruction executor, `Machine`, is also the JIT's runtime: the JIT's native host code
+//! hands it every instruction on tensors, grids and models, and it then launches the
+//! Cranelift-compiled kernels instead of the reference evaluator (except when noise is replayed,
+//! which only the reference evaluator supports).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

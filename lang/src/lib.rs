@@ -44,11 +44,13 @@ impl Analysis {
     }
 }
 
+/// One prelude file parsed, with the id it was parsed under.
+type ParsedPrelude = (FileId, Result<ast::SourceFile, Vec<Diagnostic>>);
+
 /// The prelude's files parsed once per process, with the ids they get in every analysis: the
 /// main file is file 0 and the prelude's files follow it in order.
-fn prelude_parse() -> &'static [(FileId, Result<ast::SourceFile, Vec<Diagnostic>>)] {
-    static PARSED: std::sync::OnceLock<Vec<(FileId, Result<ast::SourceFile, Vec<Diagnostic>>)>> =
-        std::sync::OnceLock::new();
+fn prelude_parse() -> &'static [ParsedPrelude] {
+    static PARSED: std::sync::OnceLock<Vec<ParsedPrelude>> = std::sync::OnceLock::new();
     PARSED.get_or_init(|| {
         prelude::FILES
             .iter()

@@ -2,7 +2,8 @@
 //! constants are computed (with the interpreter's own semantics, `host.rs`), branches on
 //! constants become jumps, and blocks no longer reachable are removed. With parameters bound,
 //! loop bounds and grid arguments are constants, and a step's `if s == 0` on a literal grid end
-//! disappears where it can.
+//! disappears where it can. Variables that hold one constant for the whole run (written once,
+//! in the entry block) are read as that constant.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,6 +34,7 @@ pub fn bind_params(function: &mut Function, values: &[Option<Constant>]) {
 }
 
 pub fn run(function: &mut Function) {
+    propagate_constant_variables(function);
     let blocks: Vec<BlockId> = function.graph.node_indices().collect();
     for block_id in blocks {
         let block = &mut function.graph[block_id];
@@ -59,6 +61,48 @@ pub fn run(function: &mut Function) {
         }
     }
     remove_unreachable(function);
+}
+
+/// Replaces the reads of variables that hold one constant for the whole run: variables written
+/// exactly once, in the entry block, with a constant (a bound parameter, a literal `let`). The
+/// entry block runs first and only once, so every read in another block sees that value; this is
+/// what lets a step's `if eta > 0` fold when `eta` is bound.
+fn propagate_constant_variables(function: &mut Function) {
+    let entry = function.entry;
+    if function.graph.node_indices().any(|b| function.successors(b).contains(&entry)) {
+        return;
+    }
+    let mut writes: HashMap<VarId, usize> = HashMap::new();
+    for inst in function.graph.node_weights().flat_map(|b| &b.insts) {
+        if let Op::Write(var, _) = inst.op {
+            *writes.entry(var).or_insert(0) += 1;
+        }
+    }
+    let mut constants_in_entry: HashMap<ValueId, Constant> = HashMap::new();
+    let mut constant_vars: HashMap<VarId, Constant> = HashMap::new();
+    for inst in &function.graph[entry].insts {
+        match (&inst.op, inst.results.as_slice()) {
+            (Op::Const(c), [result]) => {
+                constants_in_entry.insert(*result, *c);
+            }
+            (Op::Write(var, value), _) if writes.get(var) == Some(&1) => {
+                if let Some(c) = constants_in_entry.get(value) {
+                    constant_vars.insert(*var, *c);
+                }
+            }
+            _ => {}
+        }
+    }
+    let blocks: Vec<BlockId> = function.graph.node_indices().filter(|b| *b != entry).collect();
+    for block in blocks {
+        for inst in &mut function.graph[block].insts {
+            if let Op::Read(var) = inst.op
+                && let Some(c) = constant_vars.get(&var)
+            {
+                inst.op = Op::Const(*c);
+            }
+        }
+    }
 }
 
 fn remove_unreachable(function: &mut Function) {

@@ -404,10 +404,14 @@ impl<'p> Interp<'p> {
                     let before_calls = self.calls;
                     let before_frames = self.frames.clone();
                     let before_carries = self.carries.clone();
+                    // A model call on one side is not made on the other: each side starts from
+                    // the calls made before the branch.
+                    let before_cse = self.cse.clone();
                     let then_flow = self.block(file, block)?;
                     let then_calls = self.calls - before_calls;
                     let then_frames = std::mem::replace(&mut self.frames, before_frames);
                     let then_carries = std::mem::replace(&mut self.carries, before_carries);
+                    self.cse.clone_from(&before_cse);
                     self.calls = before_calls;
                     let else_flow = self.if_stmt(file, &branches[index + 1..], else_block)?;
                     let else_calls = self.calls - before_calls;
@@ -420,6 +424,7 @@ impl<'p> Interp<'p> {
                     }
                     self.merge_frames(then_frames);
                     self.merge_carries(then_carries);
+                    self.cse = before_cse;
                     return Ok(Flow::Normal);
                 }
             }

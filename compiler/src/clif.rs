@@ -38,8 +38,8 @@ use crate::ir::{BinaryOp, BlockId, Constant, Function, Op, Terminator, Ty, Unary
 /// A function the host code calls: a runtime hook, or a shim of a host math function.
 ///
 /// The generated code imports each hook as the user external name `(0, hook as u32)`, so a
-/// module that declares the functions of [`Hook::ALL`] first, in that order, gives them exactly
-/// those ids.
+/// module that declares the functions of [`Hook::ALL`] (every hook, in declaration order) first,
+/// in that order, gives them exactly those ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {
     /// A schedule parameter's value.
@@ -385,6 +385,8 @@ impl Emitter<'_, '_> {
         let first = blocks[&self.function.entry];
         self.builder.ins().jump(first, &[]);
 
+        // `block_order` lists every block of the graph, so every block and every successor has
+        // a Cranelift block in `blocks`.
         for &id in &order {
             self.builder.switch_to_block(blocks[&id]);
             self.values.clear();
@@ -551,7 +553,7 @@ impl Emitter<'_, '_> {
         let mut signature = hook.signature(self.pointer);
         signature.call_conv = self.call_conv;
         let signature = self.builder.import_signature(signature);
-        let index = Hook::ALL.iter().position(|h| *h == hook).unwrap_or(0) as u32;
+        let index = hook as u32;
         let name = self.builder.func.declare_imported_user_function(UserExternalName { namespace: 0, index });
         let callee = self.builder.import_function(ExtFuncData {
             name: ExternalName::user(name),

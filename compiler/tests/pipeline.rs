@@ -186,6 +186,19 @@ fn golden_host_code() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The host code names hook `h` as function `h as u32`, and the JIT declares `Hook::ALL` in
+/// order: the list must hold every hook, in declaration order, with distinct symbols.
+#[test]
+fn the_hook_table_is_in_declaration_order() {
+    for (index, hook) in clif::Hook::ALL.iter().enumerate() {
+        assert_eq!(*hook as usize, index, "{hook:?}");
+    }
+    let last = clif::Hook::Fmax as usize;
+    assert_eq!(clif::Hook::ALL.len(), last + 1, "Hook::ALL ends with the last hook");
+    let symbols: std::collections::HashSet<&str> = clif::Hook::ALL.iter().map(|h| h.symbol()).collect();
+    assert_eq!(symbols.len(), clif::Hook::ALL.len());
+}
+
 /// Every hook call of the host code names a site, every site an instruction that touches
 /// tensors, grids or models, and host arithmetic compiles inline: the DDIM loop's counter and
 /// grid arithmetic are Cranelift instructions, not calls.

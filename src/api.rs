@@ -79,13 +79,14 @@ pub enum ApiError {
     Run(#[from] RunError),
 }
 
-/// What executes a compiled schedule.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What executes a compiled schedule (`sched run --engine jit|interp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// Native host code and kernels compiled with Cranelift (the default).
+    /// Native code compiled with Cranelift: host control code and fused kernels (the default).
     #[default]
     Jit,
     /// The reference interpreter, which walks the IR.
+    #[value(name = "interp")]
     Interpreter,
 }
 

@@ -89,7 +89,7 @@ enum Command {
         /// What executes the schedule: native code from Cranelift, or the reference interpreter
         /// (both give the same bits).
         #[arg(long, default_value = "jit", value_name = "ENGINE")]
-        engine: sched::run::Engine,
+        engine: sched::api::Engine,
         /// Colour the diagnostics: auto (only on a terminal), always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: render::ColorChoice,

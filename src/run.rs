@@ -12,6 +12,8 @@ use sched_runtime::jit::JitProgram;
 use sched_runtime::model::Model;
 use sched_runtime::tensor::Tensor;
 
+use crate::api::Engine;
+
 /// Everything `sched run` was asked to do.
 pub struct RunRequest {
     pub schedule: Option<String>,
@@ -28,16 +30,6 @@ pub struct RunRequest {
     pub json: bool,
     pub progress: bool,
     pub engine: Engine,
-}
-
-/// What executes the schedule.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// Native code compiled with Cranelift (host control code and fused kernels).
-    #[default]
-    Jit,
-    /// The reference interpreter, which walks the IR.
-    Interp,
 }
 
 /// A failure of `sched run` before or while running, with the exit status it deserves.
@@ -131,7 +123,7 @@ fn run_function(
                 .map_err(|e| failure(format!("cannot compile to native code: {e}")))?;
             native.run(params, &models, &options)
         }
-        Engine::Interp => interp::run(function, params, &models, &options),
+        Engine::Interpreter => interp::run(function, params, &models, &options),
     }
     .map_err(|e| failure(format!("the run failed: {e}")))?;
     if let Some(bar) = bar {

@@ -31,7 +31,7 @@ use candle_nn::{Linear, Module};
 use sched::api::{Engine, Executable, Value, compile};
 use sched::kernels::spec::Distribution;
 use sched::lang::types::ModelKind;
-use sched::runtime::checkpoint::{Manifest, TimeInput, write_safetensors};
+use sched::runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors_of_width, write_safetensors};
 use sched::runtime::interp::{OutputValue, RunOptions, noise_tensor};
 use sched::runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
 use sched::runtime::model::{FieldKind, Label, Model, ModelError, ModelInfo};
@@ -278,31 +278,6 @@ fn e2e_manifest() -> Manifest {
     }
 }
 
-/// Random MLP weights of hidden width [`WIDTH`], uniform in ±1/√fan_in (PyTorch's default
-/// initialization), from a SplitMix64 stream: the same bytes on every machine.
-fn mlp_tensors(manifest: &Manifest, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut state = seed;
-    let mut uniform = move |bound: f64| {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
-        ((2.0 * unit - 1.0) * bound) as f32
-    };
-    let input = manifest.sample_len() + manifest.time_len();
-    let output = manifest.sample_len();
-    let mut tensors = Vec::new();
-    for (name, fan_in, fan_out) in [("l1", input, WIDTH), ("l2", WIDTH, WIDTH), ("l3", WIDTH, output)] {
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let weight = (0..fan_out * fan_in).map(|_| uniform(bound)).collect();
-        tensors.push((format!("{name}.weight"), vec![fan_out, fan_in], weight));
-        tensors.push((format!("{name}.bias"), vec![fan_out], (0..fan_out).map(|_| uniform(bound)).collect()));
-    }
-    tensors
-}
-
 /// The sinusoidal time features of the checkpoint format (runtime/src/checkpoint.rs): sin then
 /// cos of 2^k π τ, in f64 rounded to f32.
 fn time_embedding(tau: f64, features: usize) -> Vec<f32> {
@@ -389,7 +364,7 @@ fn e2e(options: &Options, results: &mut Results) -> Result<()> {
     std::fs::create_dir_all(&options.dir).map_err(|e| format!("{}: {e}", options.dir.display()))?;
     let manifest = e2e_manifest();
     let checkpoint = options.dir.join("mlp.safetensors");
-    write_safetensors(&checkpoint, &mlp_tensors(&manifest, 20261130), None)?;
+    write_safetensors(&checkpoint, &random_mlp_tensors_of_width(&manifest, WIDTH, 20261130), None)?;
     std::fs::write(checkpoint.with_extension("toml"), manifest.to_table().to_string())?;
     let net = sched::runtime::load::load_model(&checkpoint.display().to_string(), None)?;
     let x_init = noise_tensor(Distribution::Gaussian, 2026, 0, 0, vec![batch, SAMPLE]);

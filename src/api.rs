@@ -24,7 +24,8 @@
 
 use std::sync::Arc;
 
-use sched_compiler::ir::{Constant, Function, ParamTy, Ty};
+use sched_compiler::diagnostics::CompileError;
+use sched_compiler::ir::{Constant, Function, ParamInfo, ParamTy, Ty};
 use sched_compiler::pipeline::{self, Stage};
 use sched_lang::check::ScheduleId;
 use sched_lang::{Diagnostic, SourceMap};
@@ -156,18 +157,29 @@ impl Schedule<'_> {
                 (ParamTy::Other, _) => return Err(mismatch("not settable")),
             });
         }
-        let constants: Vec<Option<Constant>> = params
-            .iter()
-            .zip(&unbound.params)
-            .map(|(value, param)| match value {
-                Some(ParamValue::Host(c)) => Some(*c),
-                _ => param.default,
-            })
-            .collect();
-        let function = Arc::new(pipeline::compile_bound(&self.program.program, self.id, &constants, Stage::Plan)?);
+        let function = Arc::new(compile_folded(&self.program.program, self.id, &unbound.params, &params)?);
         let native = Arc::new(JitProgram::compile(Arc::clone(&function))?);
         Ok(Executable { program: Arc::clone(&self.program.program), function, native, params })
     }
+}
+
+/// Compiles a schedule through the whole pipeline with every host parameter folded into the code:
+/// the value given in `params` (by position in `declared`), else the parameter's default.
+pub(crate) fn compile_folded(
+    program: &sched_lang::Program,
+    schedule: ScheduleId,
+    declared: &[ParamInfo],
+    params: &[Option<ParamValue>],
+) -> Result<Function, CompileError> {
+    let constants: Vec<Option<Constant>> = params
+        .iter()
+        .zip(declared)
+        .map(|(value, param)| match value {
+            Some(ParamValue::Host(c)) => Some(*c),
+            _ => param.default,
+        })
+        .collect();
+    pipeline::compile_bound(program, schedule, &constants, Stage::Plan)
 }
 
 /// A compiled schedule with its parameters bound, and its native code: run it as often as

@@ -12,7 +12,7 @@ use sched_runtime::jit::JitProgram;
 use sched_runtime::model::Model;
 use sched_runtime::tensor::Tensor;
 
-use crate::api::Engine;
+use crate::api::{Engine, compile_folded};
 
 /// Everything `sched run` was asked to do.
 pub struct RunRequest {
@@ -70,16 +70,7 @@ pub fn run(
     let unbound = pipeline::compile_until(program, schedule, Stage::Lower).map_err(CompileOrRun::Compile)?;
     let params = bind_params(&unbound, request).map_err(CompileOrRun::Run)?;
     // Every host parameter is known now (given, or its default), so all of them fold.
-    let constants: Vec<Option<Constant>> = params
-        .iter()
-        .zip(&unbound.params)
-        .map(|(value, param)| match value {
-            Some(ParamValue::Host(c)) => Some(*c),
-            _ => param.default,
-        })
-        .collect();
-    let function =
-        pipeline::compile_bound(program, schedule, &constants, Stage::Plan).map_err(CompileOrRun::Compile)?;
+    let function = compile_folded(program, schedule, &unbound.params, &params).map_err(CompileOrRun::Compile)?;
     let function = Arc::new(function);
     run_function(program, &function, &params, path, request).map_err(CompileOrRun::Run)
 }

@@ -127,6 +127,20 @@ fn multistep_and_second_order_steps_fuse_per_model_call() {
     }
 }
 
+/// Compares `text` with the golden file `name` in `compiler/tests/golden/` (or writes it there
+/// with `SCHED_BLESS=1`), recording a difference in `failures`.
+fn check_golden(name: &str, text: &str, failures: &mut Vec<String>) {
+    let path = root().join("compiler/tests/golden").join(name);
+    if std::env::var_os("SCHED_BLESS").is_some() {
+        std::fs::write(&path, text).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != text {
+        failures.push(format!("{} differs (SCHED_BLESS=1 to accept)\n{text}", path.display()));
+    }
+}
+
 #[test]
 fn golden_ir_dumps() {
     let cases = [
@@ -138,15 +152,7 @@ fn golden_ir_dumps() {
     for (file, schedule) in cases {
         for &stage in Stage::ALL {
             let text = compile(file, schedule, stage).to_string();
-            let path = root().join("compiler/tests/golden").join(format!("{schedule}.{}.ir", stage.name()));
-            if std::env::var_os("SCHED_BLESS").is_some() {
-                std::fs::write(&path, &text).expect("write golden");
-                continue;
-            }
-            let expected = std::fs::read_to_string(&path).unwrap_or_default();
-            if expected != text {
-                failures.push(format!("{} differs (SCHED_BLESS=1 to accept)\n{text}", path.display()));
-            }
+            check_golden(&format!("{schedule}.{}.ir", stage.name()), &text, &mut failures);
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -172,16 +178,7 @@ fn golden_host_code() {
         if let Err(errors) = cranelift_codegen::verify_function(&host.function, &flags) {
             failures.push(format!("{schedule}: the CLIF does not verify: {errors}"));
         }
-        let text = host.render(&function);
-        let path = root().join("compiler/tests/golden").join(format!("{schedule}.clif"));
-        if std::env::var_os("SCHED_BLESS").is_some() {
-            std::fs::write(&path, &text).expect("write golden");
-            continue;
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_default();
-        if expected != text {
-            failures.push(format!("{} differs (SCHED_BLESS=1 to accept)\n{text}", path.display()));
-        }
+        check_golden(&format!("{schedule}.clif"), &host.render(&function), &mut failures);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

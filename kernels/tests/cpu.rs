@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ramp, random_kernel};
+use common::{NO_NOISE, ddim_kernel, ramp, random_kernel};
 use proptest::prelude::*;
 use sched_kernels::philox::{gaussian, uniform};
 use sched_kernels::{
@@ -20,23 +20,6 @@ fn assert_same(got: &[f32], expected: &[f32]) {
     for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
         assert!(same(g, e), "element {i}: got {g:?} ({:#010x}), expected {e:?} ({:#010x})", g.to_bits(), e.to_bits());
     }
-}
-
-const NO_NOISE: NoiseLaunch<'static> = NoiseLaunch { seed: 0, per_sample: 1, slots: &[] };
-
-/// `out = p0 * in0 + p1 * in1 + p2 * gaussian`, the shape of a DDIM step.
-fn ddim_kernel() -> ElementwiseKernel {
-    let mut b = KernelBuilder::new();
-    let (x, eps) = (b.input(0), b.input(1));
-    let (c0, c1, c2) = (b.param(0), b.param(1), b.param(2));
-    let a = b.binary(BinaryOp::Mul, c0, x);
-    let e = b.binary(BinaryOp::Mul, c1, eps);
-    let sum = b.binary(BinaryOp::Add, a, e);
-    let z = b.noise(Distribution::Gaussian);
-    let noise = b.binary(BinaryOp::Mul, c2, z);
-    let out = b.binary(BinaryOp::Add, sum, noise);
-    b.output(out);
-    b.finish()
 }
 
 #[test]

@@ -763,11 +763,21 @@ impl Model for MlpModel {
     }
 }
 
-/// The tensors of a random MLP for `manifest`: hidden sizes 32 and 32, a class embedding of size
-/// 8 when the manifest has classes, weights and biases uniform in ±1/√fan_in (PyTorch's default
-/// initialization) from a SplitMix64 stream seeded by `seed`. Each entry is (name, shape, values).
+/// The tensors of a random MLP for `manifest`: hidden sizes 32 and 32 (see
+/// [`random_mlp_tensors_of_width`]). Each entry is (name, shape, values).
 pub fn random_mlp_tensors(manifest: &Manifest, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    const HIDDEN: usize = 32;
+    random_mlp_tensors_of_width(manifest, 32, seed)
+}
+
+/// The tensors of a random MLP for `manifest` with two hidden layers of `hidden` units, a class
+/// embedding of size 8 when the manifest has classes, weights and biases uniform in ±1/√fan_in
+/// (PyTorch's default initialization) from a SplitMix64 stream seeded by `seed`: the same bytes
+/// on every machine. Each entry is (name, shape, values).
+pub fn random_mlp_tensors_of_width(
+    manifest: &Manifest,
+    hidden: usize,
+    seed: u64,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     const CLASS_DIM: usize = 8;
     let mut state = seed;
     let mut uniform = move |bound: f64| {
@@ -791,7 +801,7 @@ pub fn random_mlp_tensors(manifest: &Manifest, seed: u64) -> Vec<(String, Vec<us
             (0..(manifest.classes + 1) * CLASS_DIM).map(|_| uniform(1.0)).collect(),
         ));
     }
-    for (name, fan_in, fan_out) in [("l1", input, HIDDEN), ("l2", HIDDEN, HIDDEN), ("l3", HIDDEN, out)] {
+    for (name, fan_in, fan_out) in [("l1", input, hidden), ("l2", hidden, hidden), ("l3", hidden, out)] {
         let bound = 1.0 / (fan_in as f64).sqrt();
         tensors.push((
             format!("{name}.weight"),

@@ -244,13 +244,20 @@ pub(crate) struct Machine<'a> {
     threads: usize,
 }
 
+/// Compiled kernels for the executor to launch, and the threads a launch may use.
+#[derive(Clone, Copy)]
+pub(crate) struct NativeKernels<'a> {
+    pub kernels: &'a [CompiledKernel],
+    pub threads: usize,
+}
+
 impl<'a> Machine<'a> {
     pub(crate) fn new(
         function: &'a Function,
         params: &'a [Option<ParamValue>],
         models: &'a [Arc<dyn Model>],
         options: &'a RunOptions<'a>,
-        compiled: Option<&'a [CompiledKernel]>,
+        native: Option<NativeKernels<'a>>,
     ) -> Result<Machine<'a>, RunError> {
         if models.len() < function.models.len() {
             return Err(RunError::MissingModel(function.models[models.len()].name.clone()));
@@ -273,8 +280,8 @@ impl<'a> Machine<'a> {
             trace: Vec::new(),
             model_calls: 0,
             kernel_launches: 0,
-            compiled,
-            threads: if compiled.is_some() { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 },
+            compiled: native.map(|n| n.kernels),
+            threads: native.map_or(1, |n| n.threads),
         })
     }
 

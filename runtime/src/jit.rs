@@ -26,7 +26,8 @@ use sched_kernels::jit::{CompiledKernel, JitError as KernelJitError, host_isa};
 
 use crate::convert::FieldCoefficients;
 use crate::interp::{
-    Machine, Outputs, ParamValue, RunError, RunOptions, coefficient_value, coefficients, interpolant_value, located,
+    Machine, NativeKernels, Outputs, ParamValue, RunError, RunOptions, coefficient_value, coefficients,
+    interpolant_value, located,
 };
 use crate::model::Model;
 
@@ -62,6 +63,8 @@ pub struct JitProgram {
     /// The host operands and result of each site, by site.
     host_values: Vec<HostValues>,
     kernels: Vec<CompiledKernel>,
+    /// The threads a kernel launch may use: the machine's, found once when compiling.
+    launch_threads: usize,
     clif: String,
 }
 
@@ -91,9 +94,10 @@ impl JitProgram {
     /// Compiles a function (the output of the whole pipeline) to native code for this machine.
     pub fn compile(function: Arc<Function>) -> Result<JitProgram, JitError> {
         let isa = host_isa().map_err(|error| JitError::UnsupportedHost(error.to_string()))?;
+        let launch_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         // Kernels are independent: compile them on worker threads while this thread compiles the
         // host code.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(function.kernels.len());
+        let threads = launch_threads.min(function.kernels.len());
         let compile_kernels = |worker: usize| {
             let isa = isa.clone();
             let function = &function;
@@ -123,7 +127,16 @@ impl JitProgram {
         })?;
         let (module, entry, sites, clif) = host;
         let host_values = sites.iter().map(|site| HostValues::of(&function, *site)).collect();
-        Ok(JitProgram { function, module: Mutex::new(Some(module)), entry, sites, host_values, kernels, clif })
+        Ok(JitProgram {
+            function,
+            module: Mutex::new(Some(module)),
+            entry,
+            sites,
+            host_values,
+            kernels,
+            launch_threads,
+            clif,
+        })
     }
 
     /// Generates the host code, links it with the hooks and finalizes it: the module that owns
@@ -188,7 +201,8 @@ impl JitProgram {
         models: &[Arc<dyn Model>],
         options: &RunOptions<'_>,
     ) -> Result<Outputs, RunError> {
-        let machine = Machine::new(&self.function, params, models, options, Some(&self.kernels))?;
+        let native = NativeKernels { kernels: &self.kernels, threads: self.launch_threads };
+        let machine = Machine::new(&self.function, params, models, options, Some(native))?;
         let mut context = HostContext {
             machine,
             function: &self.function,

@@ -1,9 +1,28 @@
 //! Test helpers shared by the evaluator's and the JIT's tests: data ramps, the operation tables,
-//! and random kernels built from raw proptest material.
+//! a DDIM-shaped kernel, and random kernels built from raw proptest material.
 
 #![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
-use sched_kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, UnaryOp};
+use sched_kernels::builder::KernelBuilder;
+use sched_kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, UnaryOp};
+
+/// A launch of a kernel that draws no noise.
+pub const NO_NOISE: NoiseLaunch<'static> = NoiseLaunch { seed: 0, per_sample: 1, slots: &[] };
+
+/// `out = p0 * in0 + p1 * in1 + p2 * gaussian`, the shape of a DDIM step.
+pub fn ddim_kernel() -> ElementwiseKernel {
+    let mut b = KernelBuilder::new();
+    let (x, eps) = (b.input(0), b.input(1));
+    let (c0, c1, c2) = (b.param(0), b.param(1), b.param(2));
+    let a = b.binary(BinaryOp::Mul, c0, x);
+    let e = b.binary(BinaryOp::Mul, c1, eps);
+    let sum = b.binary(BinaryOp::Add, a, e);
+    let z = b.noise(Distribution::Gaussian);
+    let noise = b.binary(BinaryOp::Mul, c2, z);
+    let out = b.binary(BinaryOp::Add, sum, noise);
+    b.output(out);
+    b.finish()
+}
 
 /// Varied values that cross sign and magnitude, shifted by `offset`.
 pub fn ramp(len: usize, offset: f32) -> Vec<f32> {

@@ -29,6 +29,9 @@ use sched_compiler::ir::{Constant, Function, ParamInfo, ParamTy, Ty};
 use sched_compiler::pipeline::{self, Stage};
 use sched_lang::check::ScheduleId;
 use sched_lang::{Diagnostic, SourceMap};
+use sched_runtime::device::cuda::CudaDevice;
+use sched_runtime::device::emulated::EmulatedDevice;
+use sched_runtime::device::{Device, DeviceError};
 use sched_runtime::interp::{self, Outputs, ParamValue, RunError, RunOptions};
 use sched_runtime::jit::{JitError, JitProgram};
 use sched_runtime::model::Model;
@@ -89,6 +92,31 @@ pub enum Engine {
     /// The reference interpreter, which walks the IR.
     #[value(name = "interp")]
     Interpreter,
+}
+
+/// Where a schedule's fused kernels run and its tensors live (`sched run --device cpu|cuda`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceKind {
+    /// The host: Cranelift-compiled kernels (or the interpreter's evaluator) on host tensors.
+    #[default]
+    Cpu,
+    /// The first NVIDIA GPU: NVRTC-compiled kernels on device buffers (needs the NVIDIA driver
+    /// and libnvrtc; see docs/gpu.md).
+    Cuda,
+    /// The device path of the runtime with host buffers and the reference evaluator, for tests.
+    #[value(hide = true)]
+    Emulated,
+}
+
+impl DeviceKind {
+    /// Opens the device (`None` for the CPU), or says why it cannot be used here.
+    pub fn open(self) -> Result<Option<Arc<dyn Device>>, DeviceError> {
+        Ok(match self {
+            DeviceKind::Cpu => None,
+            DeviceKind::Cuda => Some(Arc::new(CudaDevice::new(0)?)),
+            DeviceKind::Emulated => Some(Arc::new(EmulatedDevice::new())),
+        })
+    }
 }
 
 /// A value for a schedule parameter.

@@ -1,9 +1,12 @@
 //! `sched build`: compile a schedule and print one of its stages.
 
 use sched_compiler::clif;
+use sched_compiler::ir::{Function, Op};
 use sched_compiler::pipeline::{self, Stage};
 use sched_compiler::print::to_dot;
+use sched_kernels::cuda;
 use sched_kernels::jit::CompiledKernel;
+use sched_kernels::spec::ReductionKernel;
 use sched_lang::Program;
 
 /// What `sched build --emit` prints.
@@ -20,6 +23,9 @@ pub enum Emit {
     /// The host code: the schedule's control flow and host math as one CLIF function, with
     /// the instruction each runtime hook call stands for.
     Clif,
+    /// The fused kernels as the CUDA C that NVRTC compiles for `--device cuda`, plus the
+    /// reduction kernels the schedule reads back into host control flow.
+    Cuda,
 }
 
 /// The stage `--emit ir` stops after.
@@ -72,9 +78,47 @@ pub fn render(
             }
             out
         }
+        Emit::Cuda => {
+            let function = pipeline::compile(program, id)?;
+            cuda_sources(&function)
+        }
         Emit::Clif => {
             let function = pipeline::compile(program, id)?;
             clif::generate(&function, clif::reference_target())?.render(&function)
         }
     })
+}
+
+/// The CUDA C of every fused kernel of a function, then of each reduction it reads back (each a
+/// host synchronisation on a GPU), with the line of the source it belongs to.
+fn cuda_sources(function: &Function) -> String {
+    let mut out = String::new();
+    for (index, kernel) in function.kernels.iter().enumerate() {
+        out.push_str(&format!("// k{index}: {kernel}\n"));
+        match cuda::elementwise_source(kernel) {
+            Ok(source) => out.push_str(&source),
+            Err(error) => out.push_str(&format!("// cannot emit k{index}: {error}\n")),
+        }
+        out.push('\n');
+    }
+    let mut reductions: Vec<_> = function
+        .graph
+        .node_weights()
+        .flat_map(|block| &block.insts)
+        .filter_map(|inst| match inst.op {
+            Op::Reduce(op, _) => Some(op),
+            _ => None,
+        })
+        .collect();
+    reductions.sort_by_key(|op| format!("{op:?}"));
+    reductions.dedup();
+    for op in reductions {
+        out.push_str(&format!("// reduction {op:?}: read back into host control flow (a synchronisation)\n"));
+        match cuda::reduction_source(&ReductionKernel::of_input(op)) {
+            Ok(source) => out.push_str(&source),
+            Err(error) => out.push_str(&format!("// cannot emit the reduction: {error}\n")),
+        }
+        out.push('\n');
+    }
+    out
 }

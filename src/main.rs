@@ -90,6 +90,11 @@ enum Command {
         /// (both give the same bits).
         #[arg(long, default_value = "jit", value_name = "ENGINE")]
         engine: sched::api::Engine,
+        /// Where the fused kernels run: the CPU, or the first NVIDIA GPU (`cuda`; it needs the
+        /// NVIDIA driver and libnvrtc 13, see docs/gpu.md). Models without a GPU implementation
+        /// run on the host, and `--json` counts the copies they cost.
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: sched::api::DeviceKind,
         /// Colour the diagnostics: auto (only on a terminal), always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: render::ColorChoice,
@@ -130,7 +135,21 @@ fn main() -> ExitCode {
             let style = render::Style::new(color, std::io::stderr().is_terminal());
             check(&files, &style)
         }
-        Command::Run { file, schedule, models, params, inputs, batch, seed, out, plot, json, engine, color } => {
+        Command::Run {
+            file,
+            schedule,
+            models,
+            params,
+            inputs,
+            batch,
+            seed,
+            out,
+            plot,
+            json,
+            engine,
+            device,
+            color,
+        } => {
             let style = render::Style::new(color, std::io::stderr().is_terminal());
             let request = sched::run::RunRequest {
                 schedule,
@@ -144,6 +163,7 @@ fn main() -> ExitCode {
                 json,
                 progress: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
                 engine,
+                device,
             };
             run(&file, &request, &style)
         }

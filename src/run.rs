@@ -7,12 +7,13 @@ use std::time::Instant;
 use sched_compiler::ir::{Constant, Function, ParamTy, Ty};
 use sched_compiler::pipeline::{self, Stage};
 use sched_lang::check::ScheduleId;
+use sched_runtime::device::Transfers;
 use sched_runtime::interp::{self, NoiseSource, OutputValue, ParamValue, RunOptions};
 use sched_runtime::jit::JitProgram;
 use sched_runtime::model::Model;
 use sched_runtime::tensor::Tensor;
 
-use crate::api::{Engine, compile_folded};
+use crate::api::{DeviceKind, Engine, compile_folded};
 
 /// Everything `sched run` was asked to do.
 pub struct RunRequest {
@@ -30,6 +31,7 @@ pub struct RunRequest {
     pub json: bool,
     pub progress: bool,
     pub engine: Engine,
+    pub device: DeviceKind,
 }
 
 /// A failure of `sched run` before or while running, with the exit status it deserves.
@@ -54,6 +56,11 @@ pub struct RunReport {
     pub outputs: Vec<(String, OutputValue)>,
     pub model_calls: u64,
     pub kernel_launches: u64,
+    /// Verbs completed (the steps of the schedule).
+    pub verbs: u64,
+    /// Where the kernels ran, and what moved between the host and the device.
+    pub device: String,
+    pub transfers: Transfers,
     pub seconds: f64,
     pub models: Vec<(String, String)>,
 }
@@ -100,6 +107,10 @@ fn run_function(
             bar.set_position(done);
         }
     };
+    let device = request.device.open().map_err(|e| {
+        failure(format!("cannot open the device: {e}\nhelp: run on the CPU (the default, `--device cpu`); docs/gpu.md says what CUDA needs"))
+    })?;
+    let device_name = device.as_ref().map_or_else(|| "cpu".to_string(), |d| d.name());
     let options = RunOptions {
         seed: request.seed,
         batch: request.batch,
@@ -107,6 +118,7 @@ fn run_function(
         trace: false,
         on_verb: Some(&tick),
         cancel: None,
+        device,
     };
     let outputs = match request.engine {
         Engine::Jit => {
@@ -132,6 +144,9 @@ fn run_function(
         outputs: outputs.values,
         model_calls: outputs.model_calls,
         kernel_launches: outputs.kernel_launches,
+        verbs: verbs_done.load(std::sync::atomic::Ordering::Relaxed),
+        device: device_name,
+        transfers: outputs.transfers,
         seconds,
         models: function
             .models
@@ -389,12 +404,25 @@ pub fn json(report: &RunReport) -> String {
             OutputValue::Bool(v) => serde_json::json!({"name": name, "value": v}),
         })
         .collect();
+    let t = &report.transfers;
     let models: Vec<serde_json::Value> =
         report.models.iter().map(|(name, source)| serde_json::json!({"name": name, "source": source})).collect();
     serde_json::json!({
         "schedule": report.schedule,
         "nfe": report.model_calls,
         "kernel_launches": report.kernel_launches,
+        "steps": report.verbs,
+        "launches_per_step": report.kernel_launches as f64 / report.verbs.max(1) as f64,
+        "device": report.device,
+        "transfers": {
+            "uploads": t.uploads,
+            "upload_bytes": t.upload_bytes,
+            "downloads": t.downloads,
+            "download_bytes": t.download_bytes,
+            "reductions_read_back": t.reductions,
+            "host_syncs": t.syncs(),
+            "host_model_calls": t.host_model_calls,
+        },
         "wall_seconds": report.seconds,
         "models": models,
         "outputs": outputs,

@@ -162,3 +162,43 @@ fn both_engines_write_the_same_bytes() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("jit, interp"), "{}", text(&bad.stderr));
 }
+
+/// The device path writes the CPU's bytes (the emulated device runs the reference evaluator on
+/// device-style buffers) and `--json` reports what moved between the host and the device.
+#[test]
+fn the_device_path_writes_the_cpu_bytes_and_reports_its_transfers() {
+    let (cpu, device) = (temp("cpu.safetensors"), temp("device.safetensors"));
+    for (name, path) in [("cpu", &cpu), ("emulated", &device)] {
+        let path = path.to_str().expect("a UTF-8 temp path");
+        let out = sched(&["run", "examples/ddim.sched", "--batch", "3", "--device", name, "--out", path, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+        let transfers = &report["transfers"];
+        if name == "cpu" {
+            assert_eq!(report["device"], "cpu");
+            assert_eq!(transfers["uploads"], 0);
+            assert_eq!(transfers["host_syncs"], 0);
+        } else {
+            assert_eq!(report["device"], "emulated");
+            // DDIM-50 on a host model: each step copies the model's input down and its output up.
+            assert_eq!(transfers["host_model_calls"], 50, "{report}");
+            assert!(transfers["downloads"].as_u64().is_some_and(|d| d >= 50), "{report}");
+            assert_eq!(report["launches_per_step"], 1.02, "{report}");
+        }
+    }
+    assert_eq!(std::fs::read(&cpu).expect("written"), std::fs::read(&device).expect("written"));
+}
+
+/// `--device cuda` where CUDA cannot be used is a clear error, not a panic.
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error() {
+    if sched::runtime::device::cuda::CudaDevice::new(0).is_ok() {
+        eprintln!("skipping cuda_without_a_gpu_is_a_clear_error: this machine has a usable GPU");
+        return;
+    }
+    let out = sched(&["run", "examples/ddim.sched", "--device", "cuda"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("CUDA is unavailable") && stderr.contains("help:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -4,6 +4,9 @@
 //!
 //! - the JIT on the fully compiled IR (`Engine::Jit`),
 //! - the reference interpreter on the same IR (`Engine::Interpreter`),
+//! - the JIT's host code driving the emulated device (`sched::runtime::device::emulated`): the
+//!   device path of the runtime, where tensors live in device buffers and move to the host only
+//!   where the schedule needs them there; every buffer must be freed when the run ends,
 //! - the interpreter on the IR after value numbering, folding and dead-code elimination but
 //!   before fusion and buffer planning (`Stage::Dce`),
 //! - the interpreter on the IR straight out of lowering, with nothing optimized (`Stage::Lower`).
@@ -35,6 +38,8 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use sched::api::{Engine, Executable, compile};
 use sched::compiler::ir::Function;
 use sched::compiler::pipeline::{self, Stage};
+use sched::runtime::device::Device;
+use sched::runtime::device::emulated::EmulatedDevice;
 use sched::runtime::interp::{self, OutputValue, Outputs, RunOptions};
 use sched::runtime::load::load_model;
 use sched::runtime::model::Model;
@@ -185,10 +190,18 @@ impl Compiled {
             self.models.iter().map(|(name, model)| (name.as_str(), Arc::clone(model))).collect();
         let run = |engine| self.executable.run_on(engine, &by_name, &options).map_err(|e| e.to_string());
         let jit = Other { name: "the JIT", result: run(Engine::Jit), calls: Calls::Equal, nans: Nans::AnyNan };
+        let device = Arc::new(EmulatedDevice::new());
+        let on_device = RunOptions { seed, batch, device: Some(device.clone()), ..RunOptions::default() };
+        let mut emulated = self.executable.run_on(Engine::Jit, &by_name, &on_device).map_err(|e| e.to_string());
+        if device.live_buffers() != 0 {
+            emulated = Err(format!("{} device buffers outlived the run", device.live_buffers()));
+        }
+        let emulated =
+            Other { name: "the emulated device", result: emulated, calls: Calls::Equal, nans: Nans::SameBits };
         let unfused =
             Other { name: "the unfused IR (after dce)", result: unfused, calls: Calls::AtLeast, nans: Nans::SameBits };
         let (reference_name, reference) = ("the interpreter", run(Engine::Interpreter));
-        let others = [jit, unfused, lowered];
+        let others = [jit, emulated, unfused, lowered];
         for other in &others {
             if let Some(difference) = difference(&reference, &other.result, other.calls, other.nans) {
                 return Err(format!(
@@ -347,6 +360,7 @@ fn the_comparison_detects_one_ulp() {
             trace: Vec::new(),
             model_calls: calls,
             kernel_launches: 0,
+            transfers: Default::default(),
         })
     };
     let differ = |a: Leg, b: Leg, calls, nans| difference(&a, &b, calls, nans).is_some();

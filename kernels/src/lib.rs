@@ -2,8 +2,11 @@
 
 pub mod builder;
 pub mod cpu;
+pub mod cuda;
 mod display;
 pub mod jit;
+pub mod layers;
+pub mod nvrtc;
 pub mod philox;
 pub mod spec;
 

@@ -125,6 +125,20 @@ pub struct ReductionKernel {
     pub op: ReduceOp,
 }
 
+impl ReductionKernel {
+    /// The reduction of the elements of one input tensor (a body that returns input 0).
+    pub fn of_input(op: ReduceOp) -> ReductionKernel {
+        let body = ElementwiseKernel {
+            inputs: 1,
+            params: 0,
+            noise_slots: 0,
+            nodes: vec![Node::Input(0)],
+            outputs: vec![NodeId(0)],
+        };
+        ReductionKernel { body, op }
+    }
+}
+
 /// The random stream state of one launch.
 ///
 /// A noise value is a pure function of `(seed, site, step, sample, index)`: `site` identifies the

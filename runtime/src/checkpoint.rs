@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor as CTensor};
 use candle_nn::{Linear, Module};
@@ -28,7 +29,7 @@ use sched_lang::types::ModelKind;
 use crate::analytic::spec::{INTERPOLANTS, InterpolantParams, did_you_mean, interpolant_from_params, parse_kind};
 use crate::interpolant::{BetaSchedule, Interpolant};
 use crate::load::LoadError;
-use crate::model::{FieldKind, Label, Model, ModelError, ModelInfo};
+use crate::model::{DeviceModel, FieldKind, Label, Model, ModelError, ModelInfo};
 use crate::tensor::Tensor;
 
 /// The manifest fields, for "did you mean" on unknown ones.
@@ -445,6 +446,17 @@ fn time_embedding(tau: f64, features: usize, out: &mut Vec<f32>) {
     out.extend((0..features).map(|k| angle(k).cos() as f32));
 }
 
+/// A device the model ran on, and its weights there.
+type OnDevice = (Arc<dyn crate::device::Device>, Arc<crate::device::mlp::DeviceWeights>);
+
+/// One linear layer's weights on the host, row-major.
+pub(crate) struct LayerWeights {
+    /// `[outputs, inputs]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub inputs: usize,
+}
+
 /// The built-in MLP, loaded from a checkpoint.
 pub struct MlpModel {
     info: ModelInfo,
@@ -453,6 +465,8 @@ pub struct MlpModel {
     l2: Linear,
     l3: Linear,
     class_embed: Option<CTensor>,
+    /// The weights uploaded to each device the model ran on.
+    on_devices: std::sync::Mutex<Vec<OnDevice>>,
 }
 
 /// The tensors of one safetensors file, checked one by one against what the manifest needs.
@@ -594,6 +608,7 @@ impl MlpModel {
             l2: Linear::new(w2, Some(b2)),
             l3: Linear::new(w3, Some(b3)),
             class_embed,
+            on_devices: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -605,21 +620,16 @@ impl MlpModel {
         ModelError::Backend { model: self.info.source.clone(), message: message.to_string() }
     }
 
-    fn check(&self, x: &Tensor, t: f64, label: Label) -> Result<Option<usize>, ModelError> {
+    /// Checks a call's time, input shape and label; returns the class-embedding row (the null
+    /// row for an unlabelled call of a class-conditional model).
+    pub(crate) fn check(&self, shape: &[usize], t: f64, label: Label) -> Result<Option<usize>, ModelError> {
         if !(0.0..=1.0).contains(&t) {
             return Err(ModelError::Time { model: self.info.source.clone(), t });
         }
-        if x.shape.len() != self.info.sample_shape.len() + 1 || x.shape[1..] != self.info.sample_shape[..] {
-            let mut expected = vec![x.batch()];
+        if shape.len() != self.info.sample_shape.len() + 1 || shape[1..] != self.info.sample_shape[..] {
+            let mut expected = vec![shape.first().copied().unwrap_or(1)];
             expected.extend(&self.info.sample_shape);
-            return Err(ModelError::Shape { model: self.info.source.clone(), expected, found: x.shape.clone() });
-        }
-        if x.data.len() != x.shape.iter().product::<usize>() {
-            return Err(self.error(format!(
-                "the input has {} values but its shape {:?} needs more or fewer",
-                x.data.len(),
-                x.shape
-            )));
+            return Err(ModelError::Shape { model: self.info.source.clone(), expected, found: shape.to_vec() });
         }
         match (label, self.manifest.classes) {
             (None, 0) => Ok(None),
@@ -636,11 +646,15 @@ impl MlpModel {
         }
     }
 
-    /// The network's output for `x` at time `t` with the second time value `second` (two-time
-    /// kinds) and the class-embedding row `class`.
-    fn forward(&self, x: &Tensor, t: f64, second: Option<f64>, class: Option<usize>) -> Result<Tensor, ModelError> {
-        let batch = x.batch();
-        let flat = self.manifest.sample_len();
+    /// What the network takes beside the flattened sample, the same for every sample of a call:
+    /// the time embedding of `t` (and of the second time of two-time kinds), then the class
+    /// embedding's row `class`.
+    pub(crate) fn conditioning(
+        &self,
+        t: f64,
+        second: Option<f64>,
+        class: Option<usize>,
+    ) -> Result<Vec<f32>, ModelError> {
         let interpolant = &self.manifest.interpolant;
         let time_input = self.manifest.time_input;
         let fed = time_input.time(t, interpolant);
@@ -652,20 +666,26 @@ impl MlpModel {
             });
         }
         let span = time_input.span(interpolant);
-        let mut times = Vec::with_capacity(self.manifest.time_len());
-        time_embedding(fed / span, self.manifest.time_features, &mut times);
+        let mut features = Vec::with_capacity(self.manifest.time_len());
+        time_embedding(fed / span, self.manifest.time_features, &mut features);
         if let Some(second) = second {
-            time_embedding(second / span, self.manifest.time_features, &mut times);
+            time_embedding(second / span, self.manifest.time_features, &mut features);
         }
+        if let (Some(table), Some(class)) = (&self.class_embed, class) {
+            let row = table.get(class).and_then(|r| r.to_vec1::<f32>()).map_err(|e| self.error(e))?;
+            features.extend(row);
+        }
+        Ok(features)
+    }
+
+    /// The network's output for `x` with the conditioning features `features`, on the host.
+    fn forward(&self, x: &Tensor, features: &[f32]) -> Result<Tensor, ModelError> {
+        let batch = x.batch();
+        let flat = self.manifest.sample_len();
         let run = || -> candle_core::Result<Vec<f32>> {
             let xs = CTensor::from_slice(&x.data, (batch, flat), &Device::Cpu)?;
-            let temb = CTensor::from_slice(&times, (1, times.len()), &Device::Cpu)?.repeat((batch, 1))?;
-            let mut parts = vec![xs, temb];
-            if let (Some(table), Some(class)) = (&self.class_embed, class) {
-                let ids = CTensor::from_vec(vec![class as u32; batch], batch, &Device::Cpu)?;
-                parts.push(table.index_select(&ids, 0)?);
-            }
-            let input = CTensor::cat(&parts, 1)?;
+            let rest = CTensor::from_slice(features, (1, features.len()), &Device::Cpu)?.repeat((batch, 1))?;
+            let input = CTensor::cat(&[xs, rest], 1)?;
             let h = self.l1.forward(&input)?.silu()?;
             let h = self.l2.forward(&h)?.silu()?;
             let out = self.l3.forward(&h)?;
@@ -688,35 +708,35 @@ impl MlpModel {
     /// preconditioning `c_skip x + c_out F(c_in x, time input)`. Where `c_out = 0` (κ = 0 for
     /// EDM, κ ≤ κ_min for a consistency model) the output is `c_skip x` without the network, whose
     /// `edm_log_sigma` time input would be −∞ at κ = 0.
-    fn one_time(&self, x: &Tensor, t: f64, class: Option<usize>) -> Result<Tensor, ModelError> {
+    fn one_time<B: MlpBackend>(
+        &self,
+        backend: &B,
+        x: &B::Tensor,
+        t: f64,
+        class: Option<usize>,
+    ) -> Result<B::Tensor, ModelError> {
         let Some(preconditioning) = self.manifest.preconditioning else {
-            return self.forward(x, t, None, class);
+            return backend.network(self, x, &self.conditioning(t, None, class)?);
         };
         let Scalings { c_in, c_skip, c_out } =
             preconditioning.scalings(self.info.kind, self.manifest.interpolant.kappa(t));
         if c_out == 0.0 {
-            let data = x.data.iter().map(|&v| (c_skip * f64::from(v)) as f32).collect();
-            return Ok(Tensor::new(x.shape.clone(), data));
+            return backend.scale(x, c_skip);
         }
-        let scaled = Tensor::new(x.shape.clone(), x.data.iter().map(|&v| (c_in * f64::from(v)) as f32).collect());
-        let network = self.forward(&scaled, t, None, class)?;
-        let data = x
-            .data
-            .iter()
-            .zip(&network.data)
-            .map(|(&xv, &fv)| (c_skip * f64::from(xv) + c_out * f64::from(fv)) as f32)
-            .collect();
-        Ok(Tensor::new(x.shape.clone(), data))
-    }
-}
-
-impl Model for MlpModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
+        let scaled = backend.scale(x, c_in)?;
+        let network = backend.network(self, &scaled, &self.conditioning(t, None, class)?)?;
+        backend.combine(x, c_skip, &network, c_out)
     }
 
-    fn field(&self, x: &Tensor, t: f64, label: Label) -> Result<(Tensor, FieldKind), ModelError> {
-        let class = self.check(x, t, label)?;
+    /// [`Model::field`] on any backend.
+    pub(crate) fn field_with<B: MlpBackend>(
+        &self,
+        backend: &B,
+        x: &B::Tensor,
+        t: f64,
+        label: Label,
+    ) -> Result<(B::Tensor, FieldKind), ModelError> {
+        let class = self.check(B::shape(x), t, label)?;
         let kind = self.info.kind;
         let Some(field_kind) = crate::convert::field_kind_of(kind) else {
             return Err(ModelError::Unsupported {
@@ -726,14 +746,23 @@ impl Model for MlpModel {
             });
         };
         if !kind.is_two_time() {
-            return Ok((self.one_time(x, t, class)?, field_kind));
+            return Ok((self.one_time(backend, x, t, class)?, field_kind));
         }
         // The instantaneous velocity of a two-time model is its average velocity at s = t.
-        Ok((self.forward(x, t, Some(self.second_time(t, t)), class)?, field_kind))
+        let features = self.conditioning(t, Some(self.second_time(t, t)), class)?;
+        Ok((backend.network(self, x, &features)?, field_kind))
     }
 
-    fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError> {
-        let class = self.check(x, t, label)?;
+    /// [`Model::jump`] on any backend.
+    pub(crate) fn jump_with<B: MlpBackend>(
+        &self,
+        backend: &B,
+        x: &B::Tensor,
+        t: f64,
+        s: f64,
+        label: Label,
+    ) -> Result<B::Tensor, ModelError> {
+        let class = self.check(B::shape(x), t, label)?;
         if !(0.0..=1.0).contains(&s) {
             return Err(ModelError::Time { model: self.info.source.clone(), t: s });
         }
@@ -746,7 +775,7 @@ impl Model for MlpModel {
                     what: format!("jump to s = {s} (a consistency model only jumps to data, s = 0)"),
                 });
             }
-            return self.one_time(x, t, class);
+            return self.one_time(backend, x, t, class);
         }
         if !kind.is_two_time() {
             return Err(ModelError::Unsupported {
@@ -756,10 +785,116 @@ impl Model for MlpModel {
             });
         }
         // x_s = x_t + (s − t) u(x_t, t, s), with u the network's average velocity.
-        let u = self.forward(x, t, Some(self.second_time(t, s)), class)?;
-        let step = (s - t) as f32;
-        let data = x.data.iter().zip(&u.data).map(|(xv, uv)| xv + step * uv).collect();
-        Ok(Tensor::new(x.shape.clone(), data))
+        let features = self.conditioning(t, Some(self.second_time(t, s)), class)?;
+        let u = backend.network(self, x, &features)?;
+        backend.advance(x, &u, (s - t) as f32)
+    }
+
+    /// The network's weights, row-major: each layer's `[outputs, inputs]` weight and its bias.
+    pub(crate) fn layers(&self) -> Result<[LayerWeights; 3], ModelError> {
+        let layer = |linear: &Linear| -> candle_core::Result<LayerWeights> {
+            let weight = linear.weight();
+            let inputs = weight.dims()[1];
+            let bias = match linear.bias() {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; weight.dims()[0]],
+            };
+            Ok(LayerWeights { weight: weight.flatten_all()?.to_vec1::<f32>()?, bias, inputs })
+        };
+        let all = || Ok::<_, candle_core::Error>([layer(&self.l1)?, layer(&self.l2)?, layer(&self.l3)?]);
+        all().map_err(|e| self.error(e))
+    }
+
+    /// The weights of the network uploaded to `device`, uploaded on the first call.
+    pub(crate) fn weights_on(
+        &self,
+        device: &Arc<dyn crate::device::Device>,
+    ) -> Result<Arc<crate::device::mlp::DeviceWeights>, ModelError> {
+        let mut cached = self.on_devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A cached entry holds its device alive, so no other device can have its address.
+        if let Some((_, weights)) = cached.iter().find(|(d, _)| std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(device)))
+        {
+            return Ok(Arc::clone(weights));
+        }
+        let weights = Arc::new(crate::device::mlp::DeviceWeights::upload(self, device)?);
+        cached.push((Arc::clone(device), Arc::clone(&weights)));
+        Ok(weights)
+    }
+}
+
+/// The tensor operations of the MLP's evaluation around its network, on the host or on a device.
+pub(crate) trait MlpBackend {
+    type Tensor;
+    fn shape(x: &Self::Tensor) -> &[usize];
+    /// `a x`, in f64 per element and rounded to f32 (on a device: in f32).
+    fn scale(&self, x: &Self::Tensor, a: f64) -> Result<Self::Tensor, ModelError>;
+    /// `a x + b y`, in f64 per element and rounded to f32 (on a device: in f32).
+    fn combine(&self, x: &Self::Tensor, a: f64, y: &Self::Tensor, b: f64) -> Result<Self::Tensor, ModelError>;
+    /// `x + h u` in f32.
+    fn advance(&self, x: &Self::Tensor, u: &Self::Tensor, h: f32) -> Result<Self::Tensor, ModelError>;
+    /// The network on `x` with the conditioning features of the call.
+    fn network(&self, model: &MlpModel, x: &Self::Tensor, features: &[f32]) -> Result<Self::Tensor, ModelError>;
+}
+
+/// The host: candle on the CPU.
+struct Host;
+
+impl MlpBackend for Host {
+    type Tensor = Tensor;
+
+    fn shape(x: &Tensor) -> &[usize] {
+        &x.shape
+    }
+
+    fn scale(&self, x: &Tensor, a: f64) -> Result<Tensor, ModelError> {
+        Ok(Tensor::new(x.shape.clone(), x.data.iter().map(|&v| (a * f64::from(v)) as f32).collect()))
+    }
+
+    fn combine(&self, x: &Tensor, a: f64, y: &Tensor, b: f64) -> Result<Tensor, ModelError> {
+        let data = x.data.iter().zip(&y.data).map(|(&xv, &yv)| (a * f64::from(xv) + b * f64::from(yv)) as f32);
+        Ok(Tensor::new(x.shape.clone(), data.collect()))
+    }
+
+    fn advance(&self, x: &Tensor, u: &Tensor, h: f32) -> Result<Tensor, ModelError> {
+        Ok(Tensor::new(x.shape.clone(), x.data.iter().zip(&u.data).map(|(xv, uv)| xv + h * uv).collect()))
+    }
+
+    fn network(&self, model: &MlpModel, x: &Tensor, features: &[f32]) -> Result<Tensor, ModelError> {
+        model.forward(x, features)
+    }
+}
+
+impl Model for MlpModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn field(&self, x: &Tensor, t: f64, label: Label) -> Result<(Tensor, FieldKind), ModelError> {
+        self.check_data(x)?;
+        self.field_with(&Host, x, t, label)
+    }
+
+    fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError> {
+        self.check_data(x)?;
+        self.jump_with(&Host, x, t, s, label)
+    }
+
+    fn on_device(&self) -> Option<&dyn DeviceModel> {
+        Some(self)
+    }
+}
+
+impl MlpModel {
+    /// Checks that a host tensor holds as many values as its shape says.
+    fn check_data(&self, x: &Tensor) -> Result<(), ModelError> {
+        if x.data.len() != x.shape.iter().product::<usize>() {
+            return Err(self.error(format!(
+                "the input has {} values but its shape {:?} needs more or fewer",
+                x.data.len(),
+                x.shape
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ use sched_kernels::philox;
 use sched_kernels::spec::{self, Distribution, NoiseLaunch, NoiseSlot};
 
 use crate::convert::{FieldCoefficients, field_coefficients, field_kind_of};
+use crate::device::{Device, DeviceTensor, Launch, Transfers};
 use crate::grid::{Grid, materialize};
 use crate::model::{Model, ModelError};
 use crate::tensor::Tensor;
@@ -54,11 +55,22 @@ pub struct RunOptions<'a> {
     pub on_verb: Option<&'a (dyn Fn(u32) + Sync)>,
     /// Checked after every verb; when set, the run stops with [`RunError::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
+    /// The accelerator that runs the fused kernels and holds the tensors they produce; the CPU
+    /// when `None`.
+    pub device: Option<Arc<dyn Device>>,
 }
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        RunOptions { seed: 0, batch: 1, noise: NoiseSource::Philox, trace: false, on_verb: None, cancel: None }
+        RunOptions {
+            seed: 0,
+            batch: 1,
+            noise: NoiseSource::Philox,
+            trace: false,
+            on_verb: None,
+            cancel: None,
+            device: None,
+        }
     }
 }
 
@@ -82,6 +94,8 @@ pub struct Outputs {
     pub model_calls: u64,
     /// Fused kernels launched.
     pub kernel_launches: u64,
+    /// What moved between the host and the device (all zero on the CPU).
+    pub transfers: Transfers,
 }
 
 /// A failure while running.
@@ -117,6 +131,8 @@ pub enum RunError {
     TensorOperation,
     #[error("{0}")]
     Jit(String),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     #[error("in the {verb} at line {line}: {error}")]
     InVerb { verb: &'static str, line: u32, error: Box<RunError> },
 }
@@ -127,6 +143,8 @@ enum Val {
     I64(i64),
     Bool(bool),
     Tensor(Arc<Tensor>),
+    /// A tensor in a buffer of the run's device.
+    Device(Arc<DeviceTensor>),
     Grid(Arc<Grid>),
 }
 
@@ -145,7 +163,7 @@ impl Val {
             Val::F64(v) => Some(Constant::F64(*v)),
             Val::I64(v) => Some(Constant::I64(*v)),
             Val::Bool(v) => Some(Constant::Bool(*v)),
-            Val::Tensor(_) | Val::Grid(_) => None,
+            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) => None,
         }
     }
 
@@ -154,7 +172,7 @@ impl Val {
             Val::F64(v) => *v,
             Val::I64(v) => *v as f64,
             Val::Bool(b) => f64::from(u8::from(*b)),
-            Val::Tensor(_) | Val::Grid(_) => f64::NAN,
+            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) => f64::NAN,
         }
     }
 
@@ -163,7 +181,7 @@ impl Val {
             Val::I64(v) => *v,
             Val::F64(v) => *v as i64,
             Val::Bool(b) => i64::from(*b),
-            Val::Tensor(_) | Val::Grid(_) => 0,
+            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) => 0,
         }
     }
 
@@ -242,6 +260,9 @@ pub(crate) struct Machine<'a> {
     compiled: Option<&'a [CompiledKernel]>,
     /// The threads a compiled kernel may use.
     threads: usize,
+    /// The accelerator of the run, if any.
+    device: Option<Arc<dyn Device>>,
+    transfers: Transfers,
 }
 
 /// Compiled kernels for the executor to launch, and the threads a launch may use.
@@ -282,6 +303,8 @@ impl<'a> Machine<'a> {
             kernel_launches: 0,
             compiled: native.map(|n| n.kernels),
             threads: native.map_or(1, |n| n.threads),
+            device: options.device.clone(),
+            transfers: Transfers::default(),
         })
     }
 
@@ -294,7 +317,13 @@ impl<'a> Machine<'a> {
             .zip(self.outputs)
             .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
             .collect();
-        Outputs { values, trace: self.trace, model_calls: self.model_calls, kernel_launches: self.kernel_launches }
+        Outputs {
+            values,
+            trace: self.trace,
+            model_calls: self.model_calls,
+            kernel_launches: self.kernel_launches,
+            transfers: self.transfers,
+        }
     }
 
     /// Sets a host value from its 64 bits (an f64's bits, an i64, or 0/1 for a bool).
@@ -336,14 +365,58 @@ impl<'a> Machine<'a> {
         self.values[value.0 as usize].clone().unwrap_or(Val::F64(f64::NAN))
     }
 
-    fn tensor(&self, value: ValueId) -> Arc<Tensor> {
-        match self.get(value) {
+    /// A value as a host tensor: a device tensor is copied down, and a host number fills the
+    /// state's shape.
+    fn tensor(&mut self, value: ValueId) -> Result<Arc<Tensor>, RunError> {
+        Ok(match self.get(value) {
+            Val::Tensor(t) => t,
+            Val::Device(t) => Arc::new(self.download(&t)?),
+            other => Arc::new(Tensor::new(
+                self.state_shape.clone(),
+                vec![other.f64() as f32; self.state_shape.iter().product()],
+            )),
+        })
+    }
+
+    /// A value with any device tensor copied down to the host.
+    fn host(&mut self, value: ValueId) -> Result<Val, RunError> {
+        Ok(match self.get(value) {
+            Val::Device(t) => Val::Tensor(Arc::new(self.download(&t)?)),
+            other => other,
+        })
+    }
+
+    fn download(&mut self, tensor: &DeviceTensor) -> Result<Tensor, RunError> {
+        let Some(device) = &self.device else {
+            return Err(RunError::Jit("a device tensor exists in a run without a device".into()));
+        };
+        let data = device.download(tensor.buffer())?;
+        self.transfers.downloads += 1;
+        self.transfers.download_bytes += 4 * data.len() as u64;
+        Ok(Tensor::new(tensor.shape.clone(), data))
+    }
+
+    /// A value as a tensor on `device`: a host tensor or number is copied up, and the copy
+    /// replaces the host value, so later kernels reuse it.
+    fn device_tensor(&mut self, device: &Arc<dyn Device>, value: ValueId) -> Result<Arc<DeviceTensor>, RunError> {
+        let host = match self.get(value) {
+            Val::Device(t) => return Ok(t),
             Val::Tensor(t) => t,
             other => Arc::new(Tensor::new(
                 self.state_shape.clone(),
                 vec![other.f64() as f32; self.state_shape.iter().product()],
             )),
-        }
+        };
+        let uploaded = Arc::new(self.upload(device, &host)?);
+        self.values[value.0 as usize] = Some(Val::Device(Arc::clone(&uploaded)));
+        Ok(uploaded)
+    }
+
+    fn upload(&mut self, device: &Arc<dyn Device>, tensor: &Tensor) -> Result<DeviceTensor, RunError> {
+        let buffer = device.upload(&tensor.data)?;
+        self.transfers.uploads += 1;
+        self.transfers.upload_bytes += 4 * tensor.data.len() as u64;
+        Ok(DeviceTensor::new(tensor.shape.clone(), buffer, Arc::clone(device)))
     }
 
     fn set(&mut self, inst: &Inst, value: Val) {
@@ -359,6 +432,7 @@ impl<'a> Machine<'a> {
     fn shape_like(&self, like: Option<ValueId>) -> Vec<usize> {
         match like.map(|l| self.get(l)) {
             Some(Val::Tensor(t)) => t.shape.clone(),
+            Some(Val::Device(t)) => t.shape.clone(),
             _ => self.state_shape.clone(),
         }
     }
@@ -387,6 +461,11 @@ impl<'a> Machine<'a> {
     }
 
     pub(crate) fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
+        if let Some(output) = self.evaluate_on_device(&inst.op)? {
+            self.model_calls += 1;
+            self.set(inst, Val::Device(Arc::new(output)));
+            return Ok(());
+        }
         let value = match &inst.op {
             Op::Const(c) => Some(Val::from_constant(*c)),
             Op::Param(index) => {
@@ -405,8 +484,14 @@ impl<'a> Machine<'a> {
                 self.vars[var.0 as usize] = Some(self.get(*value));
                 None
             }
-            Op::Unary(op, a) => Some(self.unary(*op, self.get(*a))),
-            Op::Binary(op, a, b) => Some(self.binary(*op, self.get(*a), self.get(*b))?),
+            Op::Unary(op, a) => {
+                let a = self.host(*a)?;
+                Some(self.unary(*op, a))
+            }
+            Op::Binary(op, a, b) => {
+                let (a, b) = (self.host(*a)?, self.host(*b)?);
+                Some(self.binary(*op, a, b)?)
+            }
             Op::Interpolant { func, model, t } => {
                 Some(Val::F64(interpolant_value(&**self.model(*model), *func, self.get(*t).f64())))
             }
@@ -429,7 +514,8 @@ impl<'a> Machine<'a> {
                 Some(Val::Tensor(Arc::new(Tensor::new(shape, vec![*value; len]))))
             }
             Op::Field { model, x, t, label, .. } => {
-                let x = self.tensor(*x);
+                let x = self.tensor(*x)?;
+                self.count_host_model_call();
                 let t = self.get(*t).f64();
                 let label = self.label(*label);
                 let (output, _kind) = self.model(*model).field(&x, t, label)?;
@@ -437,7 +523,8 @@ impl<'a> Machine<'a> {
                 Some(Val::Tensor(Arc::new(output)))
             }
             Op::Jump { model, x, t, s, label, .. } => {
-                let x = self.tensor(*x);
+                let x = self.tensor(*x)?;
+                self.count_host_model_call();
                 let (t, s) = (self.get(*t).f64(), self.get(*s).f64());
                 let label = self.label(*label);
                 let output = self.model(*model).jump(&x, t, s, label)?;
@@ -445,17 +532,19 @@ impl<'a> Machine<'a> {
                 Some(Val::Tensor(Arc::new(output)))
             }
             Op::Reduce(op, x) => {
-                let x = self.tensor(*x);
-                let body = spec::ElementwiseKernel {
-                    inputs: 1,
-                    params: 0,
-                    noise_slots: 0,
-                    nodes: vec![spec::Node::Input(0)],
-                    outputs: vec![spec::NodeId(0)],
-                };
-                let kernel = spec::ReductionKernel { body, op: *op };
-                let noise = NoiseLaunch { seed: self.options.seed, per_sample: x.per_sample().max(1), slots: &[] };
-                Some(Val::F64(cpu::reduce(&kernel, x.len(), &[&x.data], &[], &noise)?))
+                let kernel = spec::ReductionKernel::of_input(*op);
+                let seed = self.options.seed;
+                if let (Val::Device(x), Some(device)) = (self.get(*x), &self.device) {
+                    let noise = NoiseLaunch { seed, per_sample: x.len().max(1), slots: &[] };
+                    let launch = Launch { len: x.len(), inputs: &[x.buffer()], outputs: &[], params: &[], noise };
+                    let value = device.reduce(&kernel, &launch)?;
+                    self.transfers.reductions += 1;
+                    Some(Val::F64(value))
+                } else {
+                    let x = self.tensor(*x)?;
+                    let noise = NoiseLaunch { seed, per_sample: x.per_sample().max(1), slots: &[] };
+                    Some(Val::F64(cpu::reduce(&kernel, x.len(), &[&x.data], &[], &noise)?))
+                }
             }
             Op::Grid { spacing, from, to, steps, args, model } => {
                 Some(Val::Grid(Arc::new(self.grid(*spacing, *from, *to, *steps, args, *model)?)))
@@ -469,12 +558,12 @@ impl<'a> Machine<'a> {
                 Some(Val::F64(self.grid_value(*g, self.get(*i).i64(), pair_end)?))
             }
             Op::Emit { index, value } => {
-                let output = match self.get(*value) {
+                let output = match self.host(*value)? {
                     Val::Tensor(t) => OutputValue::Tensor((*t).clone()),
                     Val::F64(v) => OutputValue::F64(v),
                     Val::I64(v) => OutputValue::I64(v),
                     Val::Bool(v) => OutputValue::Bool(v),
-                    Val::Grid(_) => return Ok(()),
+                    Val::Device(_) | Val::Grid(_) => return Ok(()),
                 };
                 self.outputs[*index as usize] = Some(output);
                 None
@@ -486,8 +575,13 @@ impl<'a> Machine<'a> {
             Op::VerbDone { verb } => {
                 if self.options.trace {
                     let target = self.function.verbs[*verb as usize].target;
-                    if let Some(Val::Tensor(t)) = &self.vars[target.0 as usize] {
-                        self.trace.push((*verb, (**t).clone()));
+                    match self.vars[target.0 as usize].clone() {
+                        Some(Val::Tensor(t)) => self.trace.push((*verb, (*t).clone())),
+                        Some(Val::Device(t)) => {
+                            let t = self.download(&t)?;
+                            self.trace.push((*verb, t));
+                        }
+                        _ => {}
                     }
                 }
                 if let Some(on_verb) = self.options.on_verb {
@@ -514,6 +608,9 @@ impl<'a> Machine<'a> {
         sites: &[u32],
         in_place: &[InPlace],
     ) -> Result<(), RunError> {
+        if let Some(device) = self.device.clone() {
+            return self.kernel_on_device(&device, inst, id, inputs, params, sites, in_place);
+        }
         let kernel = &self.function.kernels[id.0 as usize];
         // Buffer planning: release the variables whose old values die here, so that the inputs
         // written in place have no other owner.
@@ -522,7 +619,7 @@ impl<'a> Machine<'a> {
                 self.vars[var.0 as usize] = None;
             }
         }
-        let tensors: Vec<Arc<Tensor>> = inputs.iter().map(|v| self.tensor(*v)).collect();
+        let tensors: Vec<Arc<Tensor>> = inputs.iter().map(|v| self.tensor(*v)).collect::<Result<_, _>>()?;
         for update in in_place {
             self.values[inputs[update.input as usize].0 as usize] = None;
         }
@@ -620,6 +717,131 @@ impl<'a> Machine<'a> {
                 },
             };
             self.values[result.0 as usize] = Some(Val::Tensor(Arc::new(Tensor::new(shape.clone(), data))));
+        }
+        Ok(())
+    }
+
+    /// Evaluates a model call on the run's device, when there is one and the model evaluates
+    /// there; `None` for every other instruction.
+    fn evaluate_on_device(&mut self, op: &Op) -> Result<Option<DeviceTensor>, RunError> {
+        let (Op::Field { model, .. } | Op::Jump { model, .. }) = op else { return Ok(None) };
+        let Some(device) = self.device.clone().filter(|d| d.has_linear()) else { return Ok(None) };
+        let net = Arc::clone(self.model(*model));
+        let Some(on_device) = net.on_device() else { return Ok(None) };
+        Ok(Some(match *op {
+            Op::Field { x, t, label, .. } => {
+                let x = self.device_tensor(&device, x)?;
+                on_device.field_on(&device, &x, self.get(t).f64(), self.label(label))?
+            }
+            Op::Jump { x, t, s, label, .. } => {
+                let x = self.device_tensor(&device, x)?;
+                on_device.jump_on(&device, &x, self.get(t).f64(), self.get(s).f64(), self.label(label))?
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Counts a model evaluation on the host during a run on a device (its input came down and
+    /// its output goes up).
+    fn count_host_model_call(&mut self) {
+        if self.device.is_some() {
+            self.transfers.host_model_calls += 1;
+        }
+    }
+
+    /// Launches a kernel on the run's device. Its inputs move to the device if they are not
+    /// there yet; an output planned to overwrite a dead input reuses that input's buffer when
+    /// nothing else holds it, and gets a new buffer otherwise.
+    #[allow(clippy::too_many_arguments, reason = "the parts of one launch")]
+    fn kernel_on_device(
+        &mut self,
+        device: &Arc<dyn Device>,
+        inst: &Inst,
+        id: KernelId,
+        inputs: &[ValueId],
+        params: &[ValueId],
+        sites: &[u32],
+        in_place: &[InPlace],
+    ) -> Result<(), RunError> {
+        for update in in_place {
+            if let Some(var) = update.var {
+                self.vars[var.0 as usize] = None;
+            }
+        }
+        let mut tensors: Vec<Arc<DeviceTensor>> =
+            inputs.iter().map(|v| self.device_tensor(device, *v)).collect::<Result<_, _>>()?;
+        for update in in_place {
+            self.values[inputs[update.input as usize].0 as usize] = None;
+        }
+        let shape = tensors.first().map_or_else(|| self.state_shape.clone(), |t| t.shape.clone());
+        if let Some(t) = tensors.iter().find(|t| t.shape != shape) {
+            return Err(RunError::Shape(shape, t.shape.clone()));
+        }
+        let param_values: Vec<f32> = params.iter().map(|p| self.get(*p).f64() as f32).collect();
+        let slots: Vec<NoiseSlot> =
+            sites.iter().map(|site| NoiseSlot { site: *site, step: self.next_step(*site) }).collect();
+        let len: usize = shape.iter().product();
+        let per_sample = shape.iter().skip(1).product::<usize>().max(1);
+        let mut kernel = std::borrow::Cow::Borrowed(&self.function.kernels[id.0 as usize]);
+        let mut launch_slots = slots.as_slice();
+        if matches!(self.options.noise, NoiseSource::Replay(_)) && !slots.is_empty() {
+            // Replayed noise enters as extra inputs: rewrite the noise nodes to read them.
+            for _ in &slots {
+                let Some(t) = self.replayed(&shape)? else { return Err(RunError::ReplayExhausted { available: 0 }) };
+                tensors.push(Arc::new(self.upload(device, &t)?));
+            }
+            kernel = std::borrow::Cow::Owned(replace_noise_with_inputs(&kernel));
+            launch_slots = &[];
+        }
+        let input_buffers: Vec<_> = tensors.iter().map(|t| t.buffer()).collect();
+        // Inputs written in place that this launch holds alone: their outputs reuse the buffer.
+        let mut held: Vec<Held> = tensors.into_iter().map(Held::Shared).collect();
+        for update in in_place {
+            let slot = &mut held[update.input as usize];
+            if let Held::Shared(tensor) = std::mem::replace(slot, Held::Taken) {
+                *slot = match Arc::try_unwrap(tensor) {
+                    Ok(alone) => Held::Owned(alone),
+                    Err(shared) => Held::Shared(shared),
+                };
+            }
+        }
+        let reused_input = |output: usize, held: &[Held]| {
+            in_place
+                .iter()
+                .find(|u| u.output as usize == output && matches!(held[u.input as usize], Held::Owned(_)))
+                .map(|u| u.input as usize)
+        };
+        let mut fresh: Vec<Option<DeviceTensor>> = Vec::new();
+        let mut output_buffers = Vec::new();
+        for output in 0..kernel.outputs.len() {
+            match reused_input(output, &held) {
+                Some(input) => {
+                    output_buffers.push(input_buffers[input]);
+                    fresh.push(None);
+                }
+                None => {
+                    let t = DeviceTensor::new(shape.clone(), device.alloc(len)?, Arc::clone(device));
+                    output_buffers.push(t.buffer());
+                    fresh.push(Some(t));
+                }
+            }
+        }
+        let noise = NoiseLaunch { seed: self.options.seed, per_sample, slots: launch_slots };
+        let launch = Launch { len, inputs: &input_buffers, outputs: &output_buffers, params: &param_values, noise };
+        device.elementwise(&kernel, &launch)?;
+        self.kernel_launches += 1;
+        for (output, (result, fresh)) in inst.results.iter().zip(fresh).enumerate() {
+            let tensor = match (fresh, reused_input(output, &held)) {
+                (Some(t), _) => t,
+                (None, Some(input)) => match std::mem::replace(&mut held[input], Held::Taken) {
+                    Held::Owned(t) => DeviceTensor::new(shape.clone(), t.into_buffer(), Arc::clone(device)),
+                    // `reused_input` only names inputs that are `Owned`.
+                    Held::Shared(_) | Held::Taken => continue,
+                },
+                // Every output without a fresh buffer has an owned input.
+                (None, None) => continue,
+            };
+            self.values[result.0 as usize] = Some(Val::Device(Arc::new(tensor)));
         }
         Ok(())
     }
@@ -754,6 +976,16 @@ pub fn noise_tensor(dist: Distribution, seed: u64, site: u32, step: u32, shape: 
     };
     let data = (0..len).map(|i| draw(seed, site, step, (i / per_sample) as u32, (i % per_sample) as u32)).collect();
     Tensor::new(shape, data)
+}
+
+/// An input of a device launch, as the launch holds it.
+enum Held {
+    /// Others may hold it too.
+    Shared(Arc<DeviceTensor>),
+    /// Only this launch holds it: an in-place output may take its buffer.
+    Owned(DeviceTensor),
+    /// Its buffer went to an output.
+    Taken,
 }
 
 /// A copy of `kernel` whose noise slots read extra inputs (after the kernel's own) instead.

@@ -3,6 +3,7 @@
 pub mod analytic;
 pub mod checkpoint;
 pub mod convert;
+pub mod device;
 pub mod grid;
 pub mod interp;
 pub mod interpolant;

@@ -6,8 +6,11 @@
 //! that was trained with another convention (1000 t, a discrete index, log sigma, ...) converts
 //! inside its own implementation: nothing outside a `Model` sees its native time.
 
+use std::sync::Arc;
+
 use sched_lang::types::ModelKind;
 
+use crate::device::{Device, DeviceTensor};
 use crate::interpolant::Interpolant;
 use crate::tensor::Tensor;
 
@@ -54,6 +57,35 @@ pub trait Model: Send + Sync {
     /// Where `x` at time `t` lands at time `s`, in one evaluation. Two-time models only;
     /// consistency models only for `s = 0`.
     fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError>;
+
+    /// The model's evaluation on device tensors, when it has one (the built-in MLP does). A run
+    /// on a device evaluates other models on the host, copying their input down and their output
+    /// up.
+    fn on_device(&self) -> Option<&dyn DeviceModel> {
+        None
+    }
+}
+
+/// A model that evaluates on a device's tensors, without copying them to the host.
+pub trait DeviceModel: Send + Sync {
+    /// [`Model::field`] on the device; the output has the same kind as the host's.
+    fn field_on(
+        &self,
+        device: &Arc<dyn Device>,
+        x: &DeviceTensor,
+        t: f64,
+        label: Label,
+    ) -> Result<DeviceTensor, ModelError>;
+
+    /// [`Model::jump`] on the device.
+    fn jump_on(
+        &self,
+        device: &Arc<dyn Device>,
+        x: &DeviceTensor,
+        t: f64,
+        s: f64,
+        label: Label,
+    ) -> Result<DeviceTensor, ModelError>;
 }
 
 /// A failure while evaluating a model.

@@ -1,0 +1,507 @@
+//! The CUDA device: fused kernels emitted as CUDA C, compiled by NVRTC for the device's
+//! architecture, and launched through cudarc on one stream.
+//!
+//! Nothing CUDA is needed to build: cudarc opens libcuda and libnvrtc when first used. Because
+//! cudarc panics when a library is missing, [`CudaDevice::new`] probes both first and returns
+//! [`DeviceError::Unavailable`] instead.
+//!
+//! Kernels are compiled on their first launch and cached: PTX by the hash of its source (in
+//! memory and on disk, see [`PtxCache`]), loaded modules by source for the device's lifetime.
+//! Launches follow the ABI written in [`sched_kernels::cuda`]. All work goes to one stream, so
+//! launches, copies and frees are ordered without events; a download or a reduction waits for
+//! the stream.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use sched_kernels::cuda as emit;
+use sched_kernels::layers::{self, Activation};
+use sched_kernels::nvrtc::{self, PtxCache};
+use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
+
+use super::{BufferId, Device, DeviceError, Launch, LinearShape, check_counts};
+
+/// A buffer and the number of elements the runtime asked for (CUDA cannot allocate zero bytes,
+/// so an empty buffer holds one unused element).
+struct Buffer {
+    slice: CudaSlice<f32>,
+    len: usize,
+}
+
+/// What a module holds, which says its entry points.
+#[derive(Clone, Copy)]
+enum ModuleKind {
+    Elementwise,
+    Reduction,
+    BiasActivation,
+}
+
+/// The loaded functions of one kernel's module.
+#[derive(Clone)]
+enum Loaded {
+    /// The entry point of an elementwise or a layer module.
+    Single(CudaFunction),
+    Reduction {
+        partials: CudaFunction,
+        finish: CudaFunction,
+    },
+}
+
+/// The scratch buffers of reductions: the first pass's partials and the final value.
+struct ReductionScratch {
+    partials: CudaSlice<f64>,
+    result: CudaSlice<f64>,
+}
+
+/// One CUDA GPU.
+pub struct CudaDevice {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// The NVRTC target, `sm_XY` for compute capability X.Y.
+    arch: String,
+    multiprocessors: u32,
+    name: String,
+    buffers: Mutex<HashMap<u64, Buffer>>,
+    next_id: AtomicU64,
+    /// Loaded modules by CUDA source.
+    modules: Mutex<HashMap<String, Loaded>>,
+    ptx: PtxCache,
+    /// cuBLAS on the device's stream, when libcublas is present (the built-in networks' matrix
+    /// products need it).
+    blas: Option<CudaBlas>,
+    scratch: Mutex<Option<ReductionScratch>>,
+}
+
+impl fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CudaDevice").field("name", &self.name).field("arch", &self.arch).finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex whose data stays consistent across a panic (every update is one insert,
+/// remove or replacement).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn driver(action: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> DeviceError {
+    move |error| DeviceError::Driver { action, message: error.to_string() }
+}
+
+fn unknown(buffer: BufferId) -> DeviceError {
+    DeviceError::Buffer { buffer: buffer.0, problem: "does not exist on the device".into() }
+}
+
+/// Whether the NVIDIA driver library can be loaded (without touching it further).
+pub fn driver_available() -> bool {
+    // SAFETY: the probe only tries to dlopen libcuda under its known names and returns whether
+    // that worked; it calls no CUDA function.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal`, or says why CUDA cannot be used on this machine.
+    pub fn new(ordinal: usize) -> Result<CudaDevice, DeviceError> {
+        if !driver_available() {
+            return Err(DeviceError::Unavailable {
+                reason: "the NVIDIA driver library (libcuda.so) was not found; this machine has no NVIDIA \
+                         driver, or its folder is missing from LD_LIBRARY_PATH"
+                    .into(),
+            });
+        }
+        if !nvrtc::available() {
+            return Err(DeviceError::Unavailable {
+                reason: "the NVRTC library (libnvrtc.so.13) was not found; install the CUDA toolkit or the \
+                         `nvidia-cuda-nvrtc` wheel (13.0.x) and add its nvidia/cu13/lib folder to LD_LIBRARY_PATH"
+                    .into(),
+            });
+        }
+        let count = CudaContext::device_count().map_err(driver("counting the GPUs"))?;
+        if usize::try_from(count).map_or(true, |count| ordinal >= count) {
+            return Err(DeviceError::Unavailable { reason: format!("GPU {ordinal} does not exist ({count} found)") });
+        }
+        let context = CudaContext::new(ordinal).map_err(driver("opening the GPU"))?;
+        // SAFETY: every buffer and launch of this device uses the single stream created next, so
+        // work is ordered by the stream and the per-buffer events cudarc would record are not
+        // needed.
+        unsafe { context.disable_event_tracking() };
+        let stream = context.new_stream().map_err(driver("creating a stream"))?;
+        let (major, minor) = context.compute_capability().map_err(driver("reading the compute capability"))?;
+        let multiprocessors = context
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("reading the multiprocessor count"))?;
+        let name = context.name().map_err(driver("reading the GPU's name"))?;
+        let ptx = PtxCache::default_directory().map_or_else(PtxCache::in_memory, PtxCache::with_directory);
+        // SAFETY: the probe only tries to dlopen libcublas and returns whether that worked.
+        let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            Some(
+                CudaBlas::new(Arc::clone(&stream))
+                    .map_err(|e| DeviceError::Driver { action: "starting cuBLAS", message: e.to_string() })?,
+            )
+        } else {
+            None
+        };
+        Ok(CudaDevice {
+            context,
+            stream,
+            arch: format!("sm_{major}{minor}"),
+            multiprocessors: u32::try_from(multiprocessors).unwrap_or(1).max(1),
+            name,
+            buffers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            modules: Mutex::new(HashMap::new()),
+            ptx,
+            blas,
+            scratch: Mutex::new(None),
+        })
+    }
+
+    /// The NVRTC architecture kernels are compiled for (`sm_90` on an H100 or H200).
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// The CUDA stream every launch of this device goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits until every launch and copy so far finished.
+    pub fn synchronize(&self) -> Result<(), DeviceError> {
+        self.stream.synchronize().map_err(driver("waiting for the stream"))
+    }
+
+    /// How many times NVRTC compiled a kernel for this device (cache misses).
+    pub fn compilations(&self) -> u64 {
+        self.ptx.compilations()
+    }
+
+    /// Copies buffer `from` into buffer `to` on the GPU (the bandwidth ceiling of the benchmarks).
+    pub fn copy(&self, from: BufferId, to: BufferId) -> Result<(), DeviceError> {
+        let mut held = lock(&self.buffers);
+        let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
+            return Err(unknown(if from == to { to } else { from }));
+        };
+        if target.len < source.len {
+            return Err(DeviceError::Buffer {
+                buffer: to.0,
+                problem: format!("has {} elements, fewer than the {} copied into it", target.len, source.len),
+            });
+        }
+        self.stream.memcpy_dtod(&source.slice, &mut target.slice).map_err(driver("copying on the GPU"))
+    }
+
+    /// Milliseconds of GPU time between the work `work` enqueues on the stream (timed by CUDA
+    /// events, so launch overhead on the host is excluded where the GPU stays busy).
+    pub fn time(&self, work: impl FnOnce() -> Result<(), DeviceError>) -> Result<f64, DeviceError> {
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.context.new_event(timing).map_err(driver("creating an event"))?;
+        let end = self.context.new_event(timing).map_err(driver("creating an event"))?;
+        start.record(&self.stream).map_err(driver("recording an event"))?;
+        work()?;
+        end.record(&self.stream).map_err(driver("recording an event"))?;
+        end.synchronize().map_err(driver("waiting for an event"))?;
+        let elapsed = start.elapsed_ms(&end).map_err(driver("reading an event"))?;
+        Ok(f64::from(elapsed))
+    }
+
+    fn insert(&self, slice: CudaSlice<f32>, len: usize) -> BufferId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.buffers).insert(id, Buffer { slice, len });
+        BufferId(id)
+    }
+
+    /// The module of a source, compiled and loaded on first use.
+    fn load(&self, source: String, kind: ModuleKind) -> Result<Loaded, DeviceError> {
+        if let Some(loaded) = lock(&self.modules).get(&source) {
+            return Ok(loaded.clone());
+        }
+        let ptx = self.ptx.get_or_compile(&source, &self.arch)?;
+        let module = self.context.load_module(Ptx::from_src(ptx.to_string())).map_err(driver("loading a kernel"))?;
+        let function = |entry: &str| module.load_function(entry).map_err(driver("finding a kernel's entry point"));
+        let loaded = match kind {
+            ModuleKind::Reduction => Loaded::Reduction {
+                partials: function(emit::REDUCE_PARTIALS_ENTRY)?,
+                finish: function(emit::REDUCE_FINISH_ENTRY)?,
+            },
+            ModuleKind::Elementwise => Loaded::Single(function(emit::ELEMENTWISE_ENTRY)?),
+            ModuleKind::BiasActivation => Loaded::Single(function(layers::BIAS_ACTIVATION_ENTRY)?),
+        };
+        lock(&self.modules).insert(source, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The device addresses of `buffers`, each checked to hold at least `len` elements.
+    fn addresses(&self, buffers: &[BufferId], len: usize) -> Result<Vec<u64>, DeviceError> {
+        let held = lock(&self.buffers);
+        buffers
+            .iter()
+            .map(|id| {
+                let buffer = held.get(&id.0).ok_or_else(|| unknown(*id))?;
+                if buffer.len < len {
+                    return Err(DeviceError::Buffer {
+                        buffer: id.0,
+                        problem: format!("has {} elements, fewer than the launch's {len}", buffer.len),
+                    });
+                }
+                // With event tracking off, the guard records nothing; the address stays valid
+                // while the buffer is held, and buffers are freed on this same stream.
+                let (address, _guard) = buffer.slice.device_ptr(&self.stream);
+                Ok(address)
+            })
+            .collect()
+    }
+}
+
+/// The scalar arguments that follow the buffers of every launch: parameters, the seed's halves,
+/// a (site, step) pair per noise slot, elements per sample, and the length.
+struct Scalars {
+    params: Vec<f32>,
+    words: Vec<u32>,
+    len: u64,
+}
+
+impl Scalars {
+    fn new(launch: &Launch<'_>) -> Scalars {
+        let NoiseLaunch { seed, per_sample, slots } = launch.noise;
+        let mut words = vec![seed as u32, (seed >> 32) as u32];
+        for slot in slots {
+            words.extend([slot.site, slot.step]);
+        }
+        // `check_counts` ensured the per-sample count fits 32 bits when the kernel draws noise;
+        // a kernel without noise ignores it.
+        words.push(u32::try_from(per_sample.max(1)).unwrap_or(u32::MAX));
+        Scalars { params: launch.params.to_vec(), words, len: launch.len as u64 }
+    }
+}
+
+impl Device for CudaDevice {
+    fn name(&self) -> String {
+        format!("cuda:{} {} ({})", self.context.ordinal(), self.name, self.arch)
+    }
+
+    fn alloc(&self, len: usize) -> Result<BufferId, DeviceError> {
+        // SAFETY: the contents are unspecified by `Device::alloc`'s contract; the executor only
+        // allocates buffers a kernel writes before anything reads them.
+        let slice = unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(driver("allocating a buffer"))?;
+        Ok(self.insert(slice, len))
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError> {
+        let slice = if data.is_empty() { self.stream.alloc_zeros::<f32>(1) } else { self.stream.clone_htod(data) }
+            .map_err(driver("copying to the GPU"))?;
+        Ok(self.insert(slice, data.len()))
+    }
+
+    fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
+        let mut data = {
+            let held = lock(&self.buffers);
+            let held = held.get(&buffer.0).ok_or_else(|| unknown(buffer))?;
+            self.stream.clone_dtoh(&held.slice).map_err(driver("copying from the GPU"))?
+        };
+        self.synchronize()?;
+        let len = lock(&self.buffers).get(&buffer.0).map_or(0, |b| b.len);
+        data.truncate(len);
+        Ok(data)
+    }
+
+    fn free(&self, buffer: BufferId) {
+        // Dropping the slice frees it on the stream, after the launches that use it.
+        lock(&self.buffers).remove(&buffer.0);
+    }
+
+    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
+        check_counts(kernel, launch, kernel.outputs.len())?;
+        if launch.len == 0 {
+            return Ok(());
+        }
+        let Loaded::Single(function) = self.load(emit::elementwise_source(kernel)?, ModuleKind::Elementwise)? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let inputs = self.addresses(launch.inputs, launch.len)?;
+        let outputs = self.addresses(launch.outputs, launch.len)?;
+        let scalars = Scalars::new(launch);
+        let mut builder = self.stream.launch_builder(&function);
+        for address in inputs.iter().chain(&outputs) {
+            builder.arg(address);
+        }
+        for param in &scalars.params {
+            builder.arg(param);
+        }
+        for word in &scalars.words {
+            builder.arg(word);
+        }
+        builder.arg(&scalars.len);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(scalars.len, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow the ABI of `sched_kernels::cuda` for this kernel: its
+        // input and output addresses (each buffer checked above to hold `len` elements), its
+        // parameters, the noise words and the length, in that order. Outputs that alias inputs
+        // are allowed by that ABI.
+        unsafe { builder.launch(config) }.map_err(driver("launching a kernel"))?;
+        Ok(())
+    }
+
+    fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
+        check_counts(&kernel.body, launch, 0)?;
+        let Loaded::Reduction { partials, finish } =
+            self.load(emit::reduction_source(kernel)?, ModuleKind::Reduction)?
+        else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let inputs = self.addresses(launch.inputs, launch.len)?;
+        let scalars = Scalars::new(launch);
+        let mut scratch = lock(&self.scratch);
+        if scratch.is_none() {
+            let partials = self
+                .stream
+                .alloc_zeros::<f64>(emit::REDUCE_MAX_BLOCKS as usize)
+                .map_err(driver("allocating reduction scratch"))?;
+            let result = self.stream.alloc_zeros::<f64>(1).map_err(driver("allocating reduction scratch"))?;
+            *scratch = Some(ReductionScratch { partials, result });
+        }
+        let Some(ReductionScratch { partials: partial_values, result }) = scratch.as_mut() else {
+            return Err(DeviceError::Driver { action: "allocating reduction scratch", message: "missing".into() });
+        };
+        let blocks = emit::reduction_blocks(scalars.len);
+        let mut first = self.stream.launch_builder(&partials);
+        for address in &inputs {
+            first.arg(address);
+        }
+        for param in &scalars.params {
+            first.arg(param);
+        }
+        for word in &scalars.words {
+            first.arg(word);
+        }
+        first.arg(&scalars.len);
+        first.arg(&mut *partial_values);
+        let config = |blocks: u32| LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow the ABI of the first reduction pass: input addresses
+        // (checked to hold `len` elements), parameters, noise words, the length and the partials
+        // buffer, which holds REDUCE_MAX_BLOCKS >= `blocks` values.
+        unsafe { first.launch(config(blocks)) }.map_err(driver("launching a reduction"))?;
+        let mut second = self.stream.launch_builder(&finish);
+        second.arg(&*partial_values);
+        second.arg(&blocks);
+        second.arg(&scalars.len);
+        second.arg(&mut *result);
+        // SAFETY: the arguments follow the ABI of the second pass: the partials (the first pass
+        // wrote `blocks` of them), their count, the length and a one-element result buffer.
+        unsafe { second.launch(config(1)) }.map_err(driver("launching a reduction"))?;
+        let value = self.stream.clone_dtoh(&*result).map_err(driver("copying a reduction from the GPU"))?;
+        self.synchronize()?;
+        value.first().copied().ok_or_else(|| DeviceError::Driver {
+            action: "copying a reduction from the GPU",
+            message: "no value came back".into(),
+        })
+    }
+
+    fn has_linear(&self) -> bool {
+        self.blas.is_some()
+    }
+
+    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
+        let Some(blas) = &self.blas else {
+            return Err(DeviceError::Unavailable { reason: "libcublas.so.13 was not found".into() });
+        };
+        let LinearShape { rows, inputs, outputs } = shape;
+        if x == out || weight == out {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both an input and the output of a matrix product".into(),
+            });
+        }
+        let int = |n: usize| {
+            i32::try_from(n).map_err(|_| DeviceError::Buffer {
+                buffer: out.0,
+                problem: format!("dimension {n} exceeds cuBLAS's 32-bit sizes"),
+            })
+        };
+        let (m, n, k) = (int(outputs)?, int(rows)?, int(inputs)?);
+        let mut held = lock(&self.buffers);
+        let needs = [(weight, outputs * inputs), (x, rows * inputs), (out, rows * outputs)];
+        for (id, len) in needs {
+            let buffer = held.get(&id.0).ok_or_else(|| unknown(id))?;
+            if buffer.len < len {
+                return Err(DeviceError::Buffer {
+                    buffer: id.0,
+                    problem: format!("has {} elements, fewer than the {len} of the product", buffer.len),
+                });
+            }
+        }
+        let [Some(w), Some(xs), Some(result)] = held.get_disjoint_mut([&weight.0, &x.0, &out.0]) else {
+            return Err(unknown(if weight == x { x } else { out }));
+        };
+        // Row-major `out = x wᵀ` is column-major `outᵀ = w xᵀ`: `w` read transposed (its
+        // column-major view is [inputs, outputs]), `x` as is (column-major [inputs, rows]).
+        let config = GemmConfig {
+            transa: cublasOperation_t::CUBLAS_OP_T,
+            transb: cublasOperation_t::CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            alpha: 1.0f32,
+            lda: k,
+            ldb: k,
+            beta: 0.0f32,
+            ldc: m,
+        };
+        // SAFETY: the three buffers hold at least the elements the configuration addresses
+        // (checked above), `out` is neither input, and all three live on the handle's stream.
+        unsafe { blas.gemm(config, &w.slice, &xs.slice, &mut result.slice) }
+            .map_err(|e| DeviceError::Driver { action: "multiplying matrices", message: e.to_string() })
+    }
+
+    fn bias_activation(
+        &self,
+        data: BufferId,
+        bias: BufferId,
+        len: usize,
+        activation: Activation,
+    ) -> Result<(), DeviceError> {
+        let source = layers::bias_activation_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::BiasActivation)? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let cols = lock(&self.buffers).get(&bias.0).map(|b| b.len).ok_or_else(|| unknown(bias))?;
+        if cols == 0 || len == 0 {
+            return Ok(());
+        }
+        let [data_address] = self.addresses(&[data], len)?[..] else { return Err(unknown(data)) };
+        let [bias_address] = self.addresses(&[bias], cols)?[..] else { return Err(unknown(bias)) };
+        let cols = u32::try_from(cols)
+            .map_err(|_| DeviceError::Buffer { buffer: bias.0, problem: "has more than 2^32 elements".into() })?;
+        let (len, silu) = (len as u64, i32::from(activation == Activation::Silu));
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&data_address).arg(&bias_address).arg(&cols).arg(&len).arg(&silu);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_bias_activation`'s signature: `data` holds `len`
+        // elements and `bias` `cols >= 1` (both checked above); the grid-stride loop stays in
+        // bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
+        Ok(())
+    }
+
+    fn live_buffers(&self) -> usize {
+        lock(&self.buffers).len()
+    }
+}

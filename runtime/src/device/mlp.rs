@@ -1,0 +1,247 @@
+//! The built-in MLP (`crate::checkpoint::MlpModel`) on a device: its matrix products through
+//! [`Device::linear`] (cuBLAS on a GPU), its biases and SiLUs through
+//! [`Device::bias_activation`], and the arithmetic around the network (preconditioning, a
+//! two-time model's step) as elementwise kernels.
+//!
+//! The first layer's input is `[x flattened, conditioning]`, where the conditioning (time and
+//! class embeddings) is the same for every sample of a call. So the layer is split: the columns of
+//! its weight that multiply `x` are a matrix product on the device, and the columns that multiply
+//! the conditioning are folded into the layer's bias on the host, once per call (a vector of the
+//! hidden width).
+
+use std::sync::Arc;
+
+use sched_kernels::builder::KernelBuilder;
+use sched_kernels::layers::Activation;
+use sched_kernels::spec::{BinaryOp, ElementwiseKernel, NoiseLaunch};
+
+use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape};
+use crate::checkpoint::{MlpBackend, MlpModel};
+use crate::model::{DeviceModel, Label, Model, ModelError};
+
+/// A linear layer's weight on the device and its bias.
+struct Layer {
+    weight: DeviceTensor,
+    bias: DeviceTensor,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// The MLP's weights on one device.
+pub struct DeviceWeights {
+    /// The first layer's columns that multiply the flattened sample: `[hidden, sample_len]`.
+    first_sample: DeviceTensor,
+    /// The first layer's other columns, on the host: `[hidden, conditioning]`, row-major.
+    first_conditioning: Vec<f32>,
+    first_bias: Vec<f32>,
+    sample_len: usize,
+    hidden: usize,
+    second: Layer,
+    third: Layer,
+}
+
+impl std::fmt::Debug for DeviceWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceWeights").field("hidden", &self.hidden).finish_non_exhaustive()
+    }
+}
+
+fn upload(device: &Arc<dyn Device>, data: &[f32], shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
+    Ok(DeviceTensor::new(shape, device.upload(data)?, Arc::clone(device)))
+}
+
+impl DeviceWeights {
+    /// Uploads `model`'s weights to `device`.
+    pub(crate) fn upload(model: &MlpModel, device: &Arc<dyn Device>) -> Result<DeviceWeights, ModelError> {
+        let backend_error = |e: DeviceError| model_error(model, e);
+        let [first, second, third] = model.layers()?;
+        let (w1, b1, inputs1) = (first.weight, first.bias, first.inputs);
+        let sample_len = model.manifest().sample_len();
+        let hidden = b1.len();
+        let conditioning = inputs1.saturating_sub(sample_len);
+        let mut first_sample = Vec::with_capacity(hidden * sample_len);
+        let mut first_conditioning = Vec::with_capacity(hidden * conditioning);
+        for row in w1.chunks(inputs1) {
+            first_sample.extend_from_slice(&row[..sample_len]);
+            first_conditioning.extend_from_slice(&row[sample_len..]);
+        }
+        let layer = |weight: &[f32], bias: &[f32], inputs: usize| -> Result<Layer, DeviceError> {
+            let outputs = bias.len();
+            Ok(Layer {
+                weight: upload(device, weight, vec![outputs, inputs])?,
+                bias: upload(device, bias, vec![outputs])?,
+                inputs,
+                outputs,
+            })
+        };
+        Ok(DeviceWeights {
+            first_sample: upload(device, &first_sample, vec![hidden, sample_len]).map_err(backend_error)?,
+            first_conditioning,
+            first_bias: b1,
+            sample_len,
+            hidden,
+            second: layer(&second.weight, &second.bias, second.inputs).map_err(backend_error)?,
+            third: layer(&third.weight, &third.bias, third.inputs).map_err(backend_error)?,
+        })
+    }
+}
+
+fn model_error(model: &MlpModel, error: DeviceError) -> ModelError {
+    ModelError::Backend { model: model.info().source.clone(), message: error.to_string() }
+}
+
+/// The MLP's operations on a device.
+struct OnDevice<'a> {
+    model: &'a MlpModel,
+    device: &'a Arc<dyn Device>,
+    weights: Arc<DeviceWeights>,
+}
+
+impl OnDevice<'_> {
+    fn error(&self, error: DeviceError) -> ModelError {
+        model_error(self.model, error)
+    }
+
+    /// A new buffer of `shape` on the device.
+    fn alloc(&self, shape: Vec<usize>) -> Result<DeviceTensor, ModelError> {
+        let len = shape.iter().product();
+        let buffer = self.device.alloc(len).map_err(|e| self.error(e))?;
+        Ok(DeviceTensor::new(shape, buffer, Arc::clone(self.device)))
+    }
+
+    /// Runs a one-output elementwise kernel over tensors of `like`'s shape.
+    fn elementwise(
+        &self,
+        kernel: &ElementwiseKernel,
+        like: &DeviceTensor,
+        inputs: &[&DeviceTensor],
+        params: &[f32],
+    ) -> Result<DeviceTensor, ModelError> {
+        let out = self.alloc(like.shape.clone())?;
+        let inputs: Vec<_> = inputs.iter().map(|t| t.buffer()).collect();
+        let launch = Launch {
+            len: like.len(),
+            inputs: &inputs,
+            outputs: &[out.buffer()],
+            params,
+            noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
+        };
+        self.device.elementwise(kernel, &launch).map_err(|e| self.error(e))?;
+        Ok(out)
+    }
+
+    /// `rows` rows through a layer: the matrix product, then bias and activation in place.
+    fn layer(
+        &self,
+        x: &DeviceTensor,
+        weight: &DeviceTensor,
+        bias: &DeviceTensor,
+        shape: LinearShape,
+        activation: Activation,
+    ) -> Result<DeviceTensor, ModelError> {
+        let out = self.alloc(vec![shape.rows, shape.outputs])?;
+        self.device.linear(x.buffer(), weight.buffer(), out.buffer(), shape).map_err(|e| self.error(e))?;
+        self.device
+            .bias_activation(out.buffer(), bias.buffer(), shape.rows * shape.outputs, activation)
+            .map_err(|e| self.error(e))?;
+        Ok(out)
+    }
+}
+
+/// `p0 x`.
+fn scale_kernel() -> ElementwiseKernel {
+    let mut b = KernelBuilder::new();
+    let (x, a) = (b.input(0), b.param(0));
+    let out = b.binary(BinaryOp::Mul, a, x);
+    b.output(out);
+    b.finish()
+}
+
+/// `p0 x + p1 y`.
+fn combine_kernel() -> ElementwiseKernel {
+    let mut b = KernelBuilder::new();
+    let (x, y, a, c) = (b.input(0), b.input(1), b.param(0), b.param(1));
+    let ax = b.binary(BinaryOp::Mul, a, x);
+    let cy = b.binary(BinaryOp::Mul, c, y);
+    let out = b.binary(BinaryOp::Add, ax, cy);
+    b.output(out);
+    b.finish()
+}
+
+/// `x + p0 u`.
+fn advance_kernel() -> ElementwiseKernel {
+    let mut b = KernelBuilder::new();
+    let (x, u, h) = (b.input(0), b.input(1), b.param(0));
+    let hu = b.binary(BinaryOp::Mul, h, u);
+    let out = b.binary(BinaryOp::Add, x, hu);
+    b.output(out);
+    b.finish()
+}
+
+impl MlpBackend for OnDevice<'_> {
+    type Tensor = DeviceTensor;
+
+    fn shape(x: &DeviceTensor) -> &[usize] {
+        &x.shape
+    }
+
+    fn scale(&self, x: &DeviceTensor, a: f64) -> Result<DeviceTensor, ModelError> {
+        self.elementwise(&scale_kernel(), x, &[x], &[a as f32])
+    }
+
+    fn combine(&self, x: &DeviceTensor, a: f64, y: &DeviceTensor, b: f64) -> Result<DeviceTensor, ModelError> {
+        self.elementwise(&combine_kernel(), x, &[x, y], &[a as f32, b as f32])
+    }
+
+    fn advance(&self, x: &DeviceTensor, u: &DeviceTensor, h: f32) -> Result<DeviceTensor, ModelError> {
+        self.elementwise(&advance_kernel(), x, &[x, u], &[h])
+    }
+
+    fn network(&self, _model: &MlpModel, x: &DeviceTensor, features: &[f32]) -> Result<DeviceTensor, ModelError> {
+        let w = &self.weights;
+        let rows = x.shape.first().copied().unwrap_or(1);
+        // The conditioning's share of the first layer, the same for every row: its bias.
+        let bias: Vec<f32> = w
+            .first_conditioning
+            .chunks(features.len().max(1))
+            .zip(&w.first_bias)
+            .map(|(row, b)| {
+                let dot: f64 = row.iter().zip(features).map(|(w, f)| f64::from(*w) * f64::from(*f)).sum();
+                (f64::from(*b) + dot) as f32
+            })
+            .collect();
+        let bias = upload(self.device, &bias, vec![w.hidden]).map_err(|e| self.error(e))?;
+        let first = LinearShape { rows, inputs: w.sample_len, outputs: w.hidden };
+        let h = self.layer(x, &w.first_sample, &bias, first, Activation::Silu)?;
+        let second = LinearShape { rows, inputs: w.second.inputs, outputs: w.second.outputs };
+        let h = self.layer(&h, &w.second.weight, &w.second.bias, second, Activation::Silu)?;
+        let third = LinearShape { rows, inputs: w.third.inputs, outputs: w.third.outputs };
+        let out = self.layer(&h, &w.third.weight, &w.third.bias, third, Activation::Identity)?;
+        Ok(DeviceTensor::new(x.shape.clone(), out.into_buffer(), Arc::clone(self.device)))
+    }
+}
+
+impl DeviceModel for MlpModel {
+    fn field_on(
+        &self,
+        device: &Arc<dyn Device>,
+        x: &DeviceTensor,
+        t: f64,
+        label: Label,
+    ) -> Result<DeviceTensor, ModelError> {
+        let backend = OnDevice { model: self, device, weights: self.weights_on(device)? };
+        Ok(self.field_with(&backend, x, t, label)?.0)
+    }
+
+    fn jump_on(
+        &self,
+        device: &Arc<dyn Device>,
+        x: &DeviceTensor,
+        t: f64,
+        s: f64,
+        label: Label,
+    ) -> Result<DeviceTensor, ModelError> {
+        let backend = OnDevice { model: self, device, weights: self.weights_on(device)? };
+        self.jump_with(&backend, x, t, s, label)
+    }
+}

@@ -1,0 +1,207 @@
+//! Devices: where a run's tensors live and its fused kernels execute.
+//!
+//! The CPU is the default and needs no [`Device`]: tensors are host [`Tensor`](crate::tensor::Tensor)s
+//! and kernels run on the CPU evaluators. An accelerator is a [`Device`]: it owns buffers, named
+//! by [`BufferId`], and launches kernels of the specification in [`sched_kernels::spec`] on them.
+//! The executor keeps a tensor on the device once a kernel produced it and moves it only where the
+//! schedule needs it elsewhere: a host model's input, an emitted output, a reduction read into
+//! host control flow. It counts every such move in [`Transfers`].
+//!
+//! Two devices implement the trait:
+//! - [`cuda::CudaDevice`]: NVRTC-compiled kernels launched through cudarc on one stream;
+//! - [`emulated::EmulatedDevice`]: buffers in host memory and kernels on the reference
+//!   evaluator. It is the null device of the tests: the executor's buffer logic (residency,
+//!   in-place updates, transfers, frees) runs in CI without a GPU and must give the CPU's bits.
+//!
+//! Invariants every device keeps:
+//! - A launch's outputs may be the same buffers as its inputs (in-place updates); every element of
+//!   an output depends only on the same element of the inputs, so that is well defined.
+//! - Buffers hold f32 and are freed exactly once, by [`Device::free`], when the executor drops
+//!   the last tensor that names them.
+//! - Kernels run in launch order; [`Device::download`] and [`Device::reduce`] return only after
+//!   every earlier launch finished (they are the only synchronisations).
+
+pub mod cuda;
+pub mod emulated;
+pub mod mlp;
+
+use std::fmt;
+use std::sync::Arc;
+
+use sched_kernels::KernelError;
+use sched_kernels::layers::Activation;
+use sched_kernels::nvrtc::NvrtcError;
+use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
+
+/// A buffer of f32 on a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufferId(pub u64);
+
+/// Why a device operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The device cannot be used on this machine.
+    #[error("CUDA is unavailable: {reason}")]
+    Unavailable { reason: String },
+    /// The driver reported an error.
+    #[error("CUDA driver error while {action}: {message}")]
+    Driver { action: &'static str, message: String },
+    /// A kernel could not be compiled.
+    #[error(transparent)]
+    Nvrtc(#[from] NvrtcError),
+    /// A kernel or launch is malformed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// A launch names a buffer the device does not hold, or one too short for the launch.
+    #[error("buffer {buffer} {problem}")]
+    Buffer { buffer: u64, problem: String },
+}
+
+/// One launch of a kernel over `len` elements.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch<'a> {
+    pub len: usize,
+    /// The kernel's inputs, in order.
+    pub inputs: &'a [BufferId],
+    /// The kernel's outputs, in order; an output may be one of the inputs (updated in place).
+    pub outputs: &'a [BufferId],
+    /// The kernel's scalar parameters, already rounded to f32.
+    pub params: &'a [f32],
+    pub noise: NoiseLaunch<'a>,
+}
+
+/// An accelerator that holds tensors and runs fused kernels.
+pub trait Device: Send + Sync + fmt::Debug {
+    /// The device in words, for reports (`cuda:0 NVIDIA H200 (sm_90)`).
+    fn name(&self) -> String;
+    /// A buffer of `len` elements with unspecified contents.
+    fn alloc(&self, len: usize) -> Result<BufferId, DeviceError>;
+    /// A buffer holding a copy of `data`.
+    fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError>;
+    /// The contents of a buffer, after every earlier launch finished.
+    fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError>;
+    /// Releases a buffer; unknown ids are ignored.
+    fn free(&self, buffer: BufferId);
+    /// Runs an elementwise kernel.
+    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError>;
+    /// Runs a reduction (its launch has no outputs) and returns its value on the host.
+    fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError>;
+    /// Whether [`linear`](Device::linear) works here (the CUDA device needs cuBLAS for it).
+    fn has_linear(&self) -> bool;
+    /// The matrix product of a linear layer: `out[r, o] = Σ_i x[r, i] weight[o, i]` for `rows`
+    /// rows, with `x` of shape `[rows, inputs]` and `weight` of shape `[outputs, inputs]`, both
+    /// row-major (candle's and PyTorch's layout). The sum's order is the device's.
+    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError>;
+    /// `data[r, c] = activation(data[r, c] + bias[c])` in place, for a row-major buffer of
+    /// `len` elements whose rows have `bias`'s length (see [`sched_kernels::layers`]).
+    fn bias_activation(
+        &self,
+        data: BufferId,
+        bias: BufferId,
+        len: usize,
+        activation: Activation,
+    ) -> Result<(), DeviceError>;
+    /// How many buffers are allocated now (for leak checks).
+    fn live_buffers(&self) -> usize;
+}
+
+/// The sizes of a linear layer's matrix product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    pub rows: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+/// What moved between the host and the device during a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfers {
+    /// Host-to-device copies, and their bytes.
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    /// Device-to-host copies (each one a synchronisation), and their bytes.
+    pub downloads: u64,
+    pub download_bytes: u64,
+    /// Reductions read back into host control flow (each one a synchronisation).
+    pub reductions: u64,
+    /// Model evaluations that ran on the host and so copied their input down and output up.
+    pub host_model_calls: u64,
+}
+
+impl Transfers {
+    /// Synchronisations of the host with the device: downloads and reductions.
+    pub fn syncs(&self) -> u64 {
+        self.downloads + self.reductions
+    }
+}
+
+/// A tensor whose data is a buffer of a device; the buffer is freed when the tensor is dropped.
+#[derive(Debug)]
+pub struct DeviceTensor {
+    /// `[batch, ...sample shape]`.
+    pub shape: Vec<usize>,
+    buffer: BufferId,
+    device: Arc<dyn Device>,
+}
+
+impl DeviceTensor {
+    /// Takes ownership of `buffer`, which must hold `shape.iter().product()` elements.
+    pub fn new(shape: Vec<usize>, buffer: BufferId, device: Arc<dyn Device>) -> DeviceTensor {
+        DeviceTensor { shape, buffer, device }
+    }
+
+    pub fn buffer(&self) -> BufferId {
+        self.buffer
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Gives up ownership of the buffer without freeing it.
+    pub fn into_buffer(self) -> BufferId {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.buffer
+    }
+}
+
+impl Drop for DeviceTensor {
+    fn drop(&mut self) {
+        self.device.free(self.buffer);
+    }
+}
+
+/// Checks that a launch's buffer lists match the kernel (shared by every device).
+pub(crate) fn check_counts(kernel: &ElementwiseKernel, launch: &Launch<'_>, outputs: usize) -> Result<(), DeviceError> {
+    kernel.validate()?;
+    if launch.inputs.len() != kernel.inputs as usize {
+        return Err(KernelError::InputCount { expected: kernel.inputs, got: launch.inputs.len() }.into());
+    }
+    if launch.params.len() != kernel.params as usize {
+        return Err(KernelError::ParamCount { expected: kernel.params, got: launch.params.len() }.into());
+    }
+    if launch.noise.slots.len() != kernel.noise_slots as usize {
+        return Err(KernelError::NoiseSlotCount { expected: kernel.noise_slots, got: launch.noise.slots.len() }.into());
+    }
+    if launch.outputs.len() != outputs {
+        return Err(DeviceError::Buffer {
+            buffer: launch.outputs.first().map_or(0, |b| b.0),
+            problem: format!("list has {} outputs, but the kernel writes {outputs}", launch.outputs.len()),
+        });
+    }
+    if kernel.noise_slots > 0 {
+        let per_sample = launch.noise.per_sample;
+        if per_sample == 0 {
+            return Err(KernelError::ZeroPerSample.into());
+        }
+        let samples = launch.len.div_ceil(per_sample);
+        if u32::try_from(per_sample).is_err() || u32::try_from(samples).is_err() {
+            return Err(KernelError::NoiseCoordinatesOverflow { len: launch.len, per_sample }.into());
+        }
+    }
+    Ok(())
+}

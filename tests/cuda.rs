@@ -1,0 +1,267 @@
+//! Parity of the CUDA device with the CPU. These tests need an NVIDIA GPU, its driver and
+//! libnvrtc 13: where CUDA is unavailable each one prints `skipping <test>: <why>` and returns.
+//! docs/gpu.md says how to run them on a GPU machine (`bench/gpu.sh`).
+//!
+//! - Every runnable schedule of `examples/`, with its default models, on seeds 0 and 1 and
+//!   batches 1 and 4, gives the CPU's outputs within the tolerance of [`close`], and frees every
+//!   device buffer.
+//! - On the GPU, the same seed gives the same bits run after run, and a sample's bits do not
+//!   depend on the batch size wherever they do not on the CPU (a reduction over the whole batch,
+//!   as in adaptive step-size control, makes a run batch-dependent on every device).
+//! - Every fused kernel and reduction of every runnable example compiles to PTX with NVRTC. This
+//!   needs libnvrtc only, no GPU: CI installs it (`.ci/run`) and sets `SCHED_REQUIRE_NVRTC=1`,
+//!   which turns the skip into a failure.
+//! - Noise drawn on the GPU equals `sched_kernels::philox` (Philox's integers exactly; the
+//!   Gaussian's f64 transcendental functions differ from the host's libm by an ulp at most, so
+//!   the f32 results are compared within one f32 ulp).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sched::api::{Engine, Executable, compile};
+use sched::kernels::spec::{
+    Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel,
+};
+use sched::kernels::{cuda, nvrtc, philox};
+use sched::runtime::device::cuda::CudaDevice;
+use sched::runtime::device::{Device, Launch};
+use sched::runtime::interp::{OutputValue, Outputs, RunOptions};
+use sched::runtime::load::load_model;
+use sched::runtime::model::Model;
+
+/// The GPU, or `None` after saying why the test is skipped.
+fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
+    match CudaDevice::new(0) {
+        Ok(device) => Some(Arc::new(device)),
+        Err(error) => {
+            eprintln!("skipping {test}: {error}");
+            None
+        }
+    }
+}
+
+/// Whether a GPU value `b` matches the CPU value `a`: within 1e-5 of the larger magnitude, or of
+/// 1 for magnitudes below 1 (f32 elementwise arithmetic is IEEE on both devices; differences
+/// come from transcendental functions and reduction order).
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The first difference between two runs' outputs beyond tolerance (or any, when `exact`).
+fn difference(cpu: &Outputs, gpu: &Outputs, exact: bool) -> Option<String> {
+    if cpu.values.len() != gpu.values.len() {
+        return Some(format!("{} outputs against {}", cpu.values.len(), gpu.values.len()));
+    }
+    let agree = |a: f64, b: f64| if exact { a.to_bits() == b.to_bits() } else { close(a, b) };
+    for ((name, a), (_, b)) in cpu.values.iter().zip(&gpu.values) {
+        match (a, b) {
+            (OutputValue::Tensor(a), OutputValue::Tensor(b)) => {
+                if a.shape != b.shape {
+                    return Some(format!("`{name}` has shape {:?} against {:?}", a.shape, b.shape));
+                }
+                let bad = a.data.iter().zip(&b.data).position(|(x, y)| {
+                    if exact { x.to_bits() != y.to_bits() } else { !close(f64::from(*x), f64::from(*y)) }
+                });
+                if let Some(i) = bad {
+                    return Some(format!("`{name}`[{i}]: {} against {}", a.data[i], b.data[i]));
+                }
+            }
+            (OutputValue::F64(x), OutputValue::F64(y)) if agree(*x, *y) => {}
+            (x, y) if x == y => {}
+            (x, y) => return Some(format!("`{name}`: {x:?} against {y:?}")),
+        }
+    }
+    None
+}
+
+/// A runnable example schedule with its default models.
+struct Example {
+    label: String,
+    executable: Executable,
+    models: Vec<(String, Arc<dyn Model>)>,
+}
+
+impl Example {
+    fn run(&self, options: &RunOptions<'_>) -> Outputs {
+        let models: Vec<(&str, Arc<dyn Model>)> =
+            self.models.iter().map(|(name, model)| (name.as_str(), Arc::clone(model))).collect();
+        self.executable
+            .run_on(Engine::Jit, &models, options)
+            .unwrap_or_else(|e| panic!("{}: seed {}, batch {}: {e}", self.label, options.seed, options.batch))
+    }
+}
+
+/// The repository: `SCHED_ROOT` when set (the test binary runs on a GPU machine where the
+/// build's path does not exist, see bench/gpu.sh), else where it was built.
+fn root() -> PathBuf {
+    std::env::var_os("SCHED_ROOT").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
+/// Every schedule of `examples/` the compiler supports (sequence schedules are not yet).
+fn examples() -> Vec<Example> {
+    let dir = root().join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/ is readable")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sched"))
+        .collect();
+    files.sort();
+    let mut examples = Vec::new();
+    for path in files {
+        let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+        let source = std::fs::read_to_string(&path).expect("the example is readable");
+        let program = compile(&name, &source).unwrap_or_else(|d| panic!("{name} does not check:\n{d}"));
+        for schedule in program.schedules() {
+            let Ok(executable) = program.schedule(&schedule).expect("a listed schedule").bind(&[]) else {
+                continue;
+            };
+            let models = executable
+                .function()
+                .models
+                .iter()
+                .map(|m| {
+                    let spec = m.default_spec.as_deref().expect("example models have defaults");
+                    (m.name.clone(), load_model(spec, Some(&dir)).expect("the default model loads"))
+                })
+                .collect();
+            examples.push(Example { label: format!("{name}: {schedule}"), executable, models });
+        }
+    }
+    examples
+}
+
+#[test]
+fn every_example_kernel_compiles_to_ptx() {
+    if !nvrtc::available() {
+        let why = "skipping every_example_kernel_compiles_to_ptx: libnvrtc.so.13 is not on the library path";
+        assert!(std::env::var_os("SCHED_REQUIRE_NVRTC").is_none(), "{why}, and SCHED_REQUIRE_NVRTC is set");
+        eprintln!("{why}");
+        return;
+    }
+    let reductions = [ReduceOp::Mean, ReduceOp::Rms, ReduceOp::Norm, ReduceOp::MaxAbs];
+    let mut sources: Vec<(String, String)> = reductions
+        .iter()
+        .map(|op| {
+            (format!("reduction {op:?}"), cuda::reduction_source(&ReductionKernel::of_input(*op)).expect("emits"))
+        })
+        .collect();
+    for example in examples() {
+        for (index, kernel) in example.executable.function().kernels.iter().enumerate() {
+            let source =
+                cuda::elementwise_source(kernel).unwrap_or_else(|e| panic!("{}: k{index}: {e}", example.label));
+            sources.push((format!("{}: k{index}", example.label), source));
+        }
+    }
+    sources.sort_by(|a, b| a.1.cmp(&b.1));
+    sources.dedup_by(|a, b| a.1 == b.1);
+    for (label, source) in &sources {
+        let ptx = nvrtc::compile_ptx(source, "sm_90").unwrap_or_else(|e| panic!("{label}: {e}\n{source}"));
+        assert!(ptx.contains(".visible .entry"), "{label}: the PTX has no entry point");
+    }
+    eprintln!("{} distinct kernels of the examples compile to PTX for sm_90", sources.len());
+}
+
+#[test]
+fn examples_match_the_cpu() {
+    let Some(device) = gpu("examples_match_the_cpu") else { return };
+    let examples = examples();
+    assert!(examples.len() >= 20, "only {} example schedules compile", examples.len());
+    for example in &examples {
+        for seed in [0, 1] {
+            for batch in [1, 4] {
+                let cpu = example.run(&RunOptions { seed, batch, ..RunOptions::default() });
+                let on_gpu = RunOptions {
+                    seed,
+                    batch,
+                    device: Some(device.clone() as Arc<dyn Device>),
+                    ..RunOptions::default()
+                };
+                let gpu = example.run(&on_gpu);
+                if let Some(difference) = difference(&cpu, &gpu, false) {
+                    panic!("{}: seed {seed}, batch {batch}: the CPU and the GPU disagree: {difference}", example.label);
+                }
+                assert_eq!(cpu.model_calls, gpu.model_calls, "{}: model calls", example.label);
+                assert_eq!(cpu.kernel_launches, gpu.kernel_launches, "{}: kernel launches", example.label);
+                assert_eq!(device.live_buffers(), 0, "{}: device buffers outlived the run", example.label);
+            }
+        }
+    }
+    eprintln!("{} example schedules match the CPU on {}", examples.len(), device.name());
+}
+
+/// Sample 0 of a run with `batch` samples.
+fn first_sample(outputs: &Outputs) -> Vec<(String, Vec<u32>)> {
+    outputs
+        .values
+        .iter()
+        .filter_map(|(name, value)| match value {
+            OutputValue::Tensor(t) => {
+                Some((name.clone(), t.sample(0).iter().map(|v| v.to_bits()).collect::<Vec<u32>>()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_gpu_is_deterministic_across_runs_and_batch_sizes() {
+    let Some(device) = gpu("the_gpu_is_deterministic_across_runs_and_batch_sizes") else { return };
+    let on =
+        |batch| RunOptions { seed: 3, batch, device: Some(device.clone() as Arc<dyn Device>), ..RunOptions::default() };
+    let mut batch_independent = 0;
+    for example in examples() {
+        let first = example.run(&on(4));
+        let again = example.run(&on(4));
+        if let Some(difference) = difference(&first, &again, true) {
+            panic!("{}: two GPU runs with seed 3 differ: {difference}", example.label);
+        }
+        let cpu_one = example.run(&RunOptions { seed: 3, batch: 1, ..RunOptions::default() });
+        let cpu_three = example.run(&RunOptions { seed: 3, batch: 3, ..RunOptions::default() });
+        if first_sample(&cpu_one) == first_sample(&cpu_three) {
+            batch_independent += 1;
+            let (one, three) = (example.run(&on(1)), example.run(&on(3)));
+            assert_eq!(
+                first_sample(&one),
+                first_sample(&three),
+                "{}: on the GPU, sample 0 depends on the batch size (it does not on the CPU)",
+                example.label
+            );
+        }
+    }
+    assert!(batch_independent >= 15, "only {batch_independent} examples are batch-independent on the CPU");
+}
+
+#[test]
+fn gpu_noise_is_the_philox_stream() {
+    let Some(device) = gpu("gpu_noise_is_the_philox_stream") else { return };
+    let (per_sample, samples) = (1000, 37);
+    let len = per_sample * samples;
+    for (distribution, tolerance_ulps) in [(Distribution::Uniform, 0), (Distribution::Gaussian, 1)] {
+        let kernel = ElementwiseKernel {
+            inputs: 0,
+            params: 0,
+            noise_slots: 1,
+            nodes: vec![Node::Noise(distribution, 0)],
+            outputs: vec![NodeId(0)],
+        };
+        let slots = [NoiseSlot { site: 5, step: 9 }];
+        let out = device.alloc(len).expect("a buffer");
+        let noise = NoiseLaunch { seed: 0x1234_5678_9abc_def0, per_sample, slots: &slots };
+        let launch = Launch { len, inputs: &[], outputs: &[out], params: &[], noise };
+        device.elementwise(&kernel, &launch).expect("the noise kernel runs");
+        let drawn = device.download(out).expect("the noise comes back");
+        device.free(out);
+        let draw = match distribution {
+            Distribution::Gaussian => philox::gaussian,
+            Distribution::Uniform => philox::uniform,
+        };
+        let mut off = 0;
+        for (i, value) in drawn.iter().enumerate() {
+            let expected = draw(noise.seed, 5, 9, (i / per_sample) as u32, (i % per_sample) as u32);
+            let ulps = (i64::from(expected.to_bits() as i32) - i64::from(value.to_bits() as i32)).abs();
+            assert!(ulps <= tolerance_ulps, "{distribution:?} element {i}: {value} against the host's {expected}");
+            off += usize::from(ulps != 0);
+        }
+        eprintln!("{distribution:?}: {off} of {len} draws differ from the host's by one ulp");
+    }
+}

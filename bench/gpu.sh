@@ -2,10 +2,12 @@
 # sched's GPU checks, for a machine with an NVIDIA GPU and no Rust toolchain (docs/gpu.md):
 #
 #   bench/gpu.sh build   # on a machine with Rust: the release CLI, the CUDA parity tests
-#                        # (tests/cuda.rs) and the GPU benchmark (benches/gpu.rs) into .gpu/
+#                        # (tests/cuda.rs), the GPU benchmark (benches/gpu.rs) and the wheels of
+#                        # diffusers (not on the GPU image; PyTorch is) into .gpu/
 #   bench/gpu.sh run     # on the GPU machine, from the repository root with .gpu/ beside it:
-#                        # finds libcuda, libnvrtc and libcublas, runs the parity tests, then the benchmark,
-#                        # and prints the benchmark's table last
+#                        # finds libcuda, libnvrtc and libcublas, runs the parity tests, then the
+#                        # benchmark and diffusers + PyTorch on the same GPU, and prints the
+#                        # table last
 #
 # `run` writes the whole log and the benchmark's results (key<TAB>value<TAB>unit) to $OUT when
 # that is set (the device tool's output folder), else to .gpu/out. It exits non-zero when a
@@ -46,6 +48,10 @@ build() {
     log "building the GPU benchmark"
     bench="$(cargo bench --locked --bench gpu --no-run --message-format=json | executable_of gpu)"
     cp "$bench" "$DIST/gpu-bench"
+    log "downloading the diffusers wheels (pure Python; the GPU image has PyTorch and the rest)"
+    mkdir -p "$DIST/wheels"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d "$DIST/wheels" \
+        diffusers==0.42.1 importlib_metadata==8.7.0
     # Debug information is not needed there, and the device tool carries 64 MiB at most.
     strip "$DIST/sched" "$DIST/cuda-tests" "$DIST/gpu-bench" 2>/dev/null || true
     du -sh "$DIST"/* >&2
@@ -85,11 +91,21 @@ run() {
 
     log "GPU benchmark (benches/gpu.rs)"
     : > "$out/gpu.tsv"
-    "$DIST/gpu-bench" --tsv "$out/gpu.tsv" 2>"$out/bench.log"
+    "$DIST/gpu-bench" --tsv "$out/gpu.tsv" --dir "$out/e2e" 2>"$out/bench.log"
     local bench=$?
     [[ $bench -ne 0 ]] && cat "$out/bench.log" >&2
-    log "parity tests exit $parity, benchmark exit $bench"
-    [[ $parity -eq 0 && $bench -eq 0 ]]
+
+    log "diffusers + PyTorch on the same GPU (bench/diffusers_e2e.py)"
+    local site=/tmp/sched-site
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        "$DIST"/wheels/*.whl >&2
+    PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" python3 bench/diffusers_e2e.py "$out/e2e" \
+        --device cuda --prefix gpu.e2e >> "$out/gpu.tsv"
+    local diffusers=$?
+
+    log "parity tests exit $parity, benchmark exit $bench, diffusers exit $diffusers"
+    "$DIST/gpu-bench" report "$out/gpu.tsv"
+    [[ $parity -eq 0 && $bench -eq 0 && $diffusers -eq 0 ]]
 }
 
 case "${1:-}" in

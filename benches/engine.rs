@@ -29,37 +29,18 @@ use std::time::Instant;
 use candle_core::{Device, Tensor as CTensor};
 use candle_nn::{Linear, Module};
 use sched::api::{Engine, Executable, Value, compile};
-use sched::kernels::spec::Distribution;
-use sched::lang::types::ModelKind;
-use sched::runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors_of_width, write_safetensors};
-use sched::runtime::interp::{OutputValue, RunOptions, noise_tensor};
-use sched::runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
-use sched::runtime::model::{FieldKind, Label, Model, ModelError, ModelInfo};
+use sched::runtime::checkpoint::write_safetensors;
+use sched::runtime::interp::{OutputValue, RunOptions};
+use sched::runtime::interpolant::Interpolant;
+use sched::runtime::model::Model;
 use sched::runtime::tensor::Tensor;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{DDIM, Inputs, NullModel, SAMPLE, TIME_FEATURES, TRAIN_STEPS, WIDTH, write_inputs};
+
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
-
-/// DDIM on an ε model over diffusers' `leading` grid with `steps_offset = 0` (DDIMScheduler's
-/// default; `leading(offset = 1)`, the grid of examples/ddim.sched, has no room for 1000 steps on a
-/// 1000-entry table). The state is a parameter, so the end-to-end benchmark can start every
-/// implementation from the same noise.
-const DDIM: &str = r#"
-schedule ddim_bench(net: model<eps>, steps: int = 50, eta: float = 0.0, x: tensor = gaussian()) {
-    for t, s in grid(1 -> 0, steps, leading(offset = 0)) {
-        refine x from t to s by ddim(eta)
-    }
-    emit x
-}
-"#;
-
-/// N of the training table, diffusers' default.
-const TRAIN_STEPS: usize = 1000;
-/// The hidden width of the end-to-end MLP.
-const WIDTH: usize = 256;
-/// Sinusoidal frequencies of the MLP's time embedding.
-const TIME_FEATURES: usize = 8;
-/// The sample shape of every benchmark: a 2-D point.
-const SAMPLE: usize = 2;
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench` to every bench target; it means nothing here.
@@ -188,44 +169,6 @@ impl Results {
 // ---------------------------------------------------------------------------------------------
 // (a) Host overhead per step.
 
-/// A model that returns zeros: an ε model on diffusers' default `linear` table, so that a run
-/// measures everything but a network.
-struct NullModel {
-    info: ModelInfo,
-}
-
-impl NullModel {
-    fn new() -> NullModel {
-        NullModel {
-            info: ModelInfo {
-                kind: ModelKind::Eps,
-                interpolant: Interpolant::Discrete(DiscreteVp::new(BetaSchedule::DDPM_LINEAR, TRAIN_STEPS)),
-                sample_shape: vec![SAMPLE],
-                num_classes: None,
-                source: "null model (zeros)".into(),
-            },
-        }
-    }
-}
-
-impl Model for NullModel {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn field(&self, x: &Tensor, _t: f64, _label: Label) -> std::result::Result<(Tensor, FieldKind), ModelError> {
-        Ok((Tensor::zeros(x.shape.clone()), FieldKind::Eps))
-    }
-
-    fn jump(&self, _x: &Tensor, _t: f64, _s: f64, _label: Label) -> std::result::Result<Tensor, ModelError> {
-        Err(ModelError::Unsupported {
-            model: self.info.source.clone(),
-            kind: self.info.kind,
-            what: "jump (it is a local field)".into(),
-        })
-    }
-}
-
 /// The engines compared, with the keys their results are recorded under.
 const ENGINES: [(Engine, &str); 2] = [(Engine::Jit, "jit"), (Engine::Interpreter, "interpreter")];
 
@@ -263,20 +206,6 @@ fn host(results: &mut Results) -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // (c) End to end.
-
-/// The manifest of the end-to-end checkpoint: an ε model on diffusers' default table (linear
-/// betas 0.0001 → 0.02, N = 1000), fed the integer timestep, as DDIMScheduler's defaults expect.
-fn e2e_manifest() -> Manifest {
-    Manifest {
-        kind: ModelKind::Eps,
-        interpolant: Interpolant::Discrete(DiscreteVp::new(BetaSchedule::DDPM_LINEAR, TRAIN_STEPS)),
-        time_input: TimeInput::Index,
-        preconditioning: None,
-        sample_shape: vec![SAMPLE],
-        time_features: TIME_FEATURES,
-        classes: 0,
-    }
-}
 
 /// The sinusoidal time features of the checkpoint format (runtime/src/checkpoint.rs): sin then
 /// cos of 2^k π τ, in f64 rounded to f32.
@@ -361,18 +290,7 @@ fn e2e(options: &Options, results: &mut Results) -> Result<()> {
     let (batch, steps) = (options.batch, options.steps);
     let steps_usize = usize::try_from(steps).map_err(|_| "--steps must be positive")?;
     eprintln!("(c) end to end: DDIM-{steps}, MLP width {WIDTH}, batch {batch} x [{SAMPLE}]");
-    std::fs::create_dir_all(&options.dir).map_err(|e| format!("{}: {e}", options.dir.display()))?;
-    let manifest = e2e_manifest();
-    let checkpoint = options.dir.join("mlp.safetensors");
-    write_safetensors(&checkpoint, &random_mlp_tensors_of_width(&manifest, WIDTH, 20261130), None)?;
-    std::fs::write(checkpoint.with_extension("toml"), manifest.to_table().to_string())?;
-    let net = sched::runtime::load::load_model(&checkpoint.display().to_string(), None)?;
-    let x_init = noise_tensor(Distribution::Gaussian, 2026, 0, 0, vec![batch, SAMPLE]);
-    write_safetensors(
-        &options.dir.join("x_init.safetensors"),
-        &[("x".into(), x_init.shape.clone(), x_init.data.clone())],
-        None,
-    )?;
+    let Inputs { manifest, checkpoint, net, x_init } = write_inputs(&options.dir, batch)?;
 
     let program = compile("ddim_bench.sched", DDIM)?;
     let schedule = program.schedule("ddim_bench")?;

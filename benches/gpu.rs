@@ -3,7 +3,10 @@
 //! `bench/gpu.sh` builds it here and runs it there) and says why when there is none.
 //!
 //! ```text
-//! cargo bench --bench gpu -- [--log2-len N] [--reps N] [--tsv FILE]
+//! cargo bench --bench gpu -- [--log2-len N] [--reps N] [--batch N] [--dir DIR] [--tsv FILE]
+//! cargo bench --bench gpu -- report FILE     # the table of a results file, with ratios
+//! cargo bench --bench gpu -- --emulated --batch 256   # sections 3 and 4 on the emulated device:
+//!                                                     # checks the benchmark without a GPU
 //! ```
 //!
 //! 1. Device-to-device copy of 2^N f32 (default N = 28, 1 GiB): the bandwidth ceiling, counting
@@ -14,6 +17,10 @@
 //! 3. DDIM-1000 on a null model at batch 1 × [2], on the CPU and on the GPU: time per step (the
 //!    model runs on the host, so each GPU step copies its input down and its output up) and
 //!    launches per step.
+//! 4. DDIM-50 on a random MLP checkpoint (width 256) at batch `--batch` (default 2^16): on the GPU
+//!    (the MLP through cuBLAS) and on the CPU, best of 3; the checkpoint, the initial noise and the
+//!    GPU's samples (`jit`) go to `--dir` for `bench/diffusers_e2e.py --device cuda`, which runs
+//!    the same weights in PyTorch with diffusers' `DDIMScheduler` on the same GPU.
 //!
 //! Every time is the median of `--reps` runs (default 10) after one warm-up; kernel times are GPU
 //! time between CUDA events. Results are `key<TAB>value<TAB>unit` lines, appended to `--tsv FILE`
@@ -25,38 +32,43 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sched::api::{Engine, compile};
+use common::NullModel;
+use sched::api::{Engine, Value, compile};
 use sched::kernels::builder::KernelBuilder;
 use sched::kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, NoiseLaunch, NoiseSlot};
-use sched::lang::types::ModelKind;
+use sched::runtime::checkpoint::write_safetensors;
 use sched::runtime::device::cuda::CudaDevice;
+use sched::runtime::device::emulated::EmulatedDevice;
 use sched::runtime::device::{Device, Launch};
+use sched::runtime::interp::OutputValue;
 use sched::runtime::interp::RunOptions;
-use sched::runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
-use sched::runtime::model::{FieldKind, Label, Model, ModelError, ModelInfo};
-use sched::runtime::tensor::Tensor;
+use sched::runtime::model::Model;
+
+#[path = "common/mod.rs"]
+mod common;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
-
-/// DDIM with diffusers' defaults, as in the engine benchmark.
-const DDIM: &str = r#"
-schedule ddim_gpu(net: model<eps>, steps: int = 1000) {
-    let x = gaussian()
-    for t, s in grid(1 -> 0, steps, leading(offset = 0)) {
-        refine x from t to s by ddim(0.0)
-    }
-    emit x
-}
-"#;
 
 struct Options {
     log2_len: u32,
     reps: usize,
+    batch: usize,
+    dir: PathBuf,
     tsv: Option<PathBuf>,
+    report: Option<PathBuf>,
+    emulated: bool,
 }
 
 fn options() -> Result<Options> {
-    let mut options = Options { log2_len: 28, reps: 10, tsv: None };
+    let mut options = Options {
+        log2_len: 28,
+        reps: 10,
+        batch: 1 << 16,
+        dir: PathBuf::from("target/sched-bench/gpu"),
+        tsv: None,
+        report: None,
+        emulated: false,
+    };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -64,11 +76,50 @@ fn options() -> Result<Options> {
         match arg.as_str() {
             "--log2-len" => options.log2_len = value()?.parse()?,
             "--reps" => options.reps = value()?.parse()?,
+            "--batch" => options.batch = value()?.parse()?,
+            "--dir" => options.dir = value()?.into(),
             "--tsv" => options.tsv = Some(value()?.into()),
-            other => return Err(format!("unknown option `{other}` (--log2-len N, --reps N, --tsv FILE)").into()),
+            "report" => options.report = Some(value()?.into()),
+            "--emulated" => options.emulated = true,
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` (--log2-len N, --reps N, --batch N, --dir DIR, --tsv FILE, --emulated, report FILE)"
+                )
+                .into());
+            }
         }
     }
     Ok(options)
+}
+
+/// The rows of a results file: (key, value, unit).
+fn read_results(path: &std::path::Path) -> Result<Vec<(String, String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, '\t');
+            let (key, value) = (fields.next()?.trim(), fields.next()?.trim());
+            Some((key.to_string(), value.to_string(), fields.next().unwrap_or("").trim().to_string()))
+        })
+        .filter(|(key, _, _)| !key.is_empty())
+        .collect())
+}
+
+/// The table of results, then the ratios the benchmark is about.
+fn table(rows: &[(String, String, String)]) -> String {
+    let mut out = String::from("| measurement | value |\n|---|---|\n");
+    for (key, value, unit) in rows {
+        out.push_str(&format!("| {key} | {value} {unit} |\n"));
+    }
+    let number = |key: &str| rows.iter().rev().find(|(k, _, _)| k == key).and_then(|(_, v, _)| v.parse::<f64>().ok());
+    if let (Some(sched), Some(diffusers)) = (number("gpu.e2e.gpu.ms"), number("gpu.e2e.diffusers")) {
+        out.push_str(&format!("| diffusers + PyTorch / sched, DDIM-50 on the GPU | {:.2}x |\n", diffusers / sched));
+    }
+    if let (Some(gpu), Some(cpu)) = (number("gpu.e2e.gpu.ms"), number("gpu.e2e.cpu.ms")) {
+        out.push_str(&format!("| sched CPU / sched GPU, DDIM-50 | {:.1}x |\n", cpu / gpu));
+    }
+    out
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -115,49 +166,18 @@ fn ddim_update(noisy: bool) -> ElementwiseKernel {
     b.finish()
 }
 
-/// A model that returns zeros (so a run measures the schedule, not a network).
-struct NullModel(ModelInfo);
-
-impl Model for NullModel {
-    fn info(&self) -> &ModelInfo {
-        &self.0
-    }
-
-    fn field(&self, x: &Tensor, _t: f64, _label: Label) -> std::result::Result<(Tensor, FieldKind), ModelError> {
-        Ok((Tensor::zeros(x.shape.clone()), FieldKind::Eps))
-    }
-
-    fn jump(&self, _x: &Tensor, _t: f64, _s: f64, _label: Label) -> std::result::Result<Tensor, ModelError> {
-        Err(ModelError::Unsupported { model: "null".into(), kind: ModelKind::Eps, what: "jump".into() })
-    }
-}
-
-fn main() -> Result<()> {
-    let options = options()?;
-    let device = match CudaDevice::new(0) {
-        Ok(device) => Arc::new(device),
-        Err(e) => {
-            eprintln!("no GPU benchmark: {e}");
-            return Ok(());
-        }
-    };
-    let mut rows: Vec<(String, String, String)> = Vec::new();
-    let mut push = |key: &str, value: String, unit: &str| {
-        eprintln!("  {key} = {value} {unit}");
-        rows.push((key.into(), value, unit.into()));
-    };
-    push("gpu.device", device.name(), "");
-
+/// Sections 1 and 2: the copy bandwidth, and the fused DDIM update's fraction of it.
+fn bandwidth(device: &CudaDevice, options: &Options, rows: &mut Rows) -> Result<()> {
     // 1 and 2: bandwidth.
     let len = 1usize << options.log2_len;
     let bytes = 4.0 * len as f64;
     let x = device.upload(&vec![0.5; len])?;
     let eps = device.upload(&vec![0.25; len])?;
     let out = device.alloc(len)?;
-    let copy_ms = gpu_ms(&device, options.reps, &|| Ok(device.copy(x, out)?))?;
+    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.copy(x, out)?))?;
     let copy_gbs = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
-    push("gpu.copy.ms", format!("{copy_ms:.4}"), "ms");
-    push("gpu.copy.bandwidth", format!("{copy_gbs:.1}"), "GB/s");
+    push(rows, "gpu.copy.ms", format!("{copy_ms:.4}"), "ms");
+    push(rows, "gpu.copy.bandwidth", format!("{copy_gbs:.1}"), "GB/s");
     for (name, noisy) in [("eta0", false), ("eta_pos", true)] {
         let kernel = ddim_update(noisy);
         let params: Vec<f32> = if noisy { vec![0.9, 0.1, 0.05] } else { vec![0.9, 0.1] };
@@ -169,30 +189,28 @@ fn main() -> Result<()> {
             params: &params,
             noise: NoiseLaunch { seed: 1, per_sample: len, slots: &slots },
         };
-        let ms = gpu_ms(&device, options.reps, &|| Ok(device.elementwise(&kernel, &launch)?))?;
+        let ms = gpu_ms(device, options.reps, &|| Ok(device.elementwise(&kernel, &launch)?))?;
         let gbs = 3.0 * bytes / (ms * 1e-3) / 1e9;
-        push(&format!("gpu.ddim_{name}.ms"), format!("{ms:.4}"), "ms");
-        push(&format!("gpu.ddim_{name}.bandwidth"), format!("{gbs:.1}"), "GB/s");
-        push(&format!("gpu.ddim_{name}.fraction_of_copy"), format!("{:.3}", gbs / copy_gbs), "");
+        push(rows, &format!("gpu.ddim_{name}.ms"), format!("{ms:.4}"), "ms");
+        push(rows, &format!("gpu.ddim_{name}.bandwidth"), format!("{gbs:.1}"), "GB/s");
+        push(rows, &format!("gpu.ddim_{name}.fraction_of_copy"), format!("{:.3}", gbs / copy_gbs), "");
     }
     for buffer in [x, eps, out] {
         device.free(buffer);
     }
 
+    Ok(())
+}
+
+/// Sections 3 and 4: whole schedules on the device and on the CPU.
+fn schedules(device: &Arc<dyn Device>, options: &Options, rows: &mut Rows) -> Result<()> {
     // 3: a whole schedule, step by step.
-    let program = compile("ddim_gpu.sched", DDIM).map_err(|d| d.to_string())?;
-    let executable = program.schedule("ddim_gpu")?.bind(&[])?;
-    let info = ModelInfo {
-        kind: ModelKind::Eps,
-        interpolant: Interpolant::Discrete(DiscreteVp::new(BetaSchedule::DDPM_LINEAR, 1000)),
-        sample_shape: vec![2],
-        num_classes: None,
-        source: "null model (zeros)".into(),
-    };
-    let net: Arc<dyn Model> = Arc::new(NullModel(info));
+    let program = compile("ddim_bench.sched", common::DDIM).map_err(|d| d.to_string())?;
+    let executable = program.schedule("ddim_bench")?.bind(&[("steps", Value::Int(1000))])?;
+    let net: Arc<dyn Model> = Arc::new(NullModel::new());
     let models = [("net", net)];
     for (name, on_gpu) in [("cpu", false), ("gpu", true)] {
-        let device: Option<Arc<dyn Device>> = on_gpu.then(|| device.clone() as Arc<dyn Device>);
+        let device: Option<Arc<dyn Device>> = on_gpu.then(|| Arc::clone(device));
         let run_options = RunOptions { device, ..RunOptions::default() };
         let mut times = Vec::new();
         let mut outputs = None;
@@ -203,25 +221,93 @@ fn main() -> Result<()> {
         }
         let outputs = outputs.ok_or("no run")?;
         let steps = outputs.model_calls.max(1) as f64;
-        push(&format!("gpu.ddim1000.{name}.us_per_step"), format!("{:.2}", median(times) * 1e6 / steps), "us");
+        push(rows, &format!("gpu.ddim1000.{name}.us_per_step"), format!("{:.2}", median(times) * 1e6 / steps), "us");
         push(
+            rows,
             &format!("gpu.ddim1000.{name}.launches_per_step"),
             format!("{:.2}", outputs.kernel_launches as f64 / steps),
             "",
         );
-        push(&format!("gpu.ddim1000.{name}.syncs"), outputs.transfers.syncs().to_string(), "");
+        push(rows, &format!("gpu.ddim1000.{name}.syncs"), outputs.transfers.syncs().to_string(), "");
     }
 
+    // 4: DDIM-50 on the MLP, end to end.
+    let batch = options.batch;
+    let common::Inputs { x_init, net, .. } = common::write_inputs(&options.dir, batch)?;
+    let executable = program.schedule("ddim_bench")?.bind(&[("x", Value::Tensor(x_init))])?;
+    let models = [("net", net)];
+    let mut samples = Vec::new();
+    for (name, on_gpu) in [("gpu", true), ("cpu", false)] {
+        let device: Option<Arc<dyn Device>> = on_gpu.then(|| Arc::clone(device));
+        let run_options = RunOptions { batch, device, ..RunOptions::default() };
+        executable.run_on(Engine::Jit, &models, &run_options)?;
+        let mut best = f64::INFINITY;
+        let mut outputs = None;
+        for _ in 0..3 {
+            let started = Instant::now();
+            outputs = Some(executable.run_on(Engine::Jit, &models, &run_options)?);
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        let outputs = outputs.ok_or("no run")?;
+        push(rows, &format!("gpu.e2e.{name}.ms"), format!("{:.2}", best * 1e3), "ms");
+        push(rows, &format!("gpu.e2e.{name}.steps_per_second"), format!("{:.1}", 50.0 / best), "steps/s");
+        push(rows, &format!("gpu.e2e.{name}.host_model_calls"), outputs.transfers.host_model_calls.to_string(), "");
+        let Some((_, OutputValue::Tensor(x))) = outputs.values.into_iter().find(|(n, _)| n == "x") else {
+            return Err("the schedule emitted no `x`".into());
+        };
+        samples.push((name, x));
+    }
+    let max_diff =
+        samples[0].1.data.iter().zip(&samples[1].1.data).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+    push(rows, "gpu.e2e.batch", batch.to_string(), "samples");
+    push(rows, "gpu.e2e.gpu_vs_cpu.maxdiff", format!("{max_diff:.3e}"), "abs");
+    let tensors: Vec<_> = samples
+        .into_iter()
+        .map(|(name, x)| (if name == "gpu" { "jit".to_string() } else { name.to_string() }, x.shape, x.data))
+        .collect();
+    write_safetensors(&options.dir.join("samples.safetensors"), &tensors, None)?;
+
+    Ok(())
+}
+
+type Rows = Vec<(String, String, String)>;
+
+fn push(rows: &mut Rows, key: &str, value: String, unit: &str) {
+    eprintln!("  {key} = {value} {unit}");
+    rows.push((key.into(), value, unit.into()));
+}
+
+fn main() -> Result<()> {
+    let options = options()?;
+    if let Some(path) = &options.report {
+        print!("{}", table(&read_results(path)?));
+        return Ok(());
+    }
+    let mut rows = Rows::new();
+    if options.emulated {
+        // A dry run of the schedule sections on the emulated device, to check the benchmark
+        // without a GPU; its times mean nothing.
+        let device: Arc<dyn Device> = Arc::new(EmulatedDevice::new());
+        push(&mut rows, "gpu.device", device.name(), "");
+        schedules(&device, &options, &mut rows)?;
+    } else {
+        let gpu = match CudaDevice::new(0) {
+            Ok(device) => Arc::new(device),
+            Err(e) => {
+                eprintln!("no GPU benchmark: {e}");
+                return Ok(());
+            }
+        };
+        push(&mut rows, "gpu.device", gpu.name(), "");
+        bandwidth(&gpu, &options, &mut rows)?;
+        schedules(&(gpu as Arc<dyn Device>), &options, &mut rows)?;
+    }
     if let Some(path) = &options.tsv {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         for (key, value, unit) in &rows {
             writeln!(file, "{key}\t{value}\t{unit}")?;
         }
     }
-    println!("| measurement | value |");
-    println!("|---|---|");
-    for (key, value, unit) in &rows {
-        println!("| {key} | {value} {unit} |");
-    }
+    print!("{}", table(&rows));
     Ok(())
 }

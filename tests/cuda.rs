@@ -11,6 +11,8 @@
 //! - Every fused kernel and reduction of every runnable example compiles to PTX with NVRTC. This
 //!   needs libnvrtc only, no GPU: CI installs it (`.ci/run`) and sets `SCHED_REQUIRE_NVRTC=1`,
 //!   which turns the skip into a failure.
+//! - The checkpoint MLP evaluated on the GPU (cuBLAS and the layer kernel) matches the host's
+//!   candle evaluation to f32 rounding.
 //! - Noise drawn on the GPU equals `sched_kernels::philox` (Philox's integers exactly; the
 //!   Gaussian's f64 transcendental functions differ from the host's libm by an ulp at most, so
 //!   the f32 results are compared within one f32 ulp).
@@ -23,11 +25,15 @@ use sched::kernels::spec::{
     Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel,
 };
 use sched::kernels::{cuda, nvrtc, philox};
+use sched::lang::types::ModelKind;
+use sched::runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors_of_width, write_safetensors};
 use sched::runtime::device::cuda::CudaDevice;
-use sched::runtime::device::{Device, Launch};
+use sched::runtime::device::{Device, DeviceTensor, Launch};
 use sched::runtime::interp::{OutputValue, Outputs, RunOptions};
+use sched::runtime::interpolant::Interpolant;
 use sched::runtime::load::load_model;
 use sched::runtime::model::Model;
+use sched::runtime::tensor::Tensor;
 
 /// The GPU, or `None` after saying why the test is skipped.
 fn gpu(test: &str) -> Option<Arc<CudaDevice>> {
@@ -263,5 +269,38 @@ fn gpu_noise_is_the_philox_stream() {
             off += usize::from(ulps != 0);
         }
         eprintln!("{distribution:?}: {off} of {len} draws differ from the host's by one ulp");
+    }
+}
+
+#[test]
+fn the_mlp_on_the_gpu_matches_the_host() {
+    let Some(device) = gpu("the_mlp_on_the_gpu_matches_the_host") else { return };
+    let device: Arc<dyn Device> = device;
+    let dir = std::env::temp_dir().join(format!("sched-cuda-mlp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let manifest = Manifest {
+        kind: ModelKind::MeanFlow,
+        interpolant: Interpolant::RectifiedFlow,
+        time_input: TimeInput::Thousand,
+        preconditioning: None,
+        sample_shape: vec![3, 5],
+        time_features: 8,
+        classes: 4,
+    };
+    let path = dir.join("net.safetensors");
+    write_safetensors(&path, &random_mlp_tensors_of_width(&manifest, 256, 5), None).expect("writes the weights");
+    std::fs::write(path.with_extension("toml"), manifest.to_table().to_string()).expect("writes the manifest");
+    let model = load_model(&path.display().to_string(), None).expect("loads");
+    let _ = std::fs::remove_dir_all(&dir);
+    let x = Tensor::new(vec![1000, 3, 5], (0..15_000).map(|i| ((i as f32) * 0.37).sin()).collect());
+    let on_gpu = DeviceTensor::new(x.shape.clone(), device.upload(&x.data).expect("uploads"), Arc::clone(&device));
+    let net = model.on_device().expect("the MLP runs on devices");
+    for (t, s, label) in [(0.9, 0.4, Some(2)), (0.3, 0.0, None)] {
+        let host = model.jump(&x, t, s, label).expect("the host jump");
+        let out = net.jump_on(&device, &on_gpu, t, s, label).expect("the GPU jump");
+        let data = device.download(out.buffer()).expect("downloads");
+        let worst = host.data.iter().zip(&data).map(|(a, b)| f64::from((a - b).abs()) / f64::from(a.abs()).max(1.0));
+        let worst = worst.fold(0.0, f64::max);
+        assert!(worst < 1e-5, "jump {t} -> {s}: the GPU's MLP differs from the host's by {worst}");
     }
 }

@@ -16,3 +16,4 @@ pub mod build;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod sweep;

@@ -108,6 +108,7 @@ enum Command {
     ///   sched build examples/ddim.sched --emit dot | dot -Tsvg > ddim.svg
     ///   sched build examples/dpmpp_2m.sched --emit kernels
     ///   sched build examples/ddim.sched --emit clif
+    ///   sched build examples/ddim.sched --emit cuda
     #[command(verbatim_doc_comment)]
     Build {
         /// The file to compile.
@@ -126,6 +127,22 @@ enum Command {
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: render::ColorChoice,
     },
+    /// Run schedules over a grid of parameters and score their samples against held-out data.
+    ///
+    /// Every combination of the `--param` values is a point; each point runs with `--seeds`
+    /// seeds of `--samples` samples, and its quality (the mean over seeds, with their standard
+    /// deviation) is the `--metric` distance to as many held-out points of the `--data` set.
+    /// Prints a line per point, then, for each NFE budget, the best point of each schedule
+    /// within it, ranked. A TOML sweep file lists schedules with their own models and grids
+    /// (docs/study.md).
+    ///
+    /// Examples:
+    ///   sched sweep examples/study.sched --schedule euler --data eight --param steps=1,2,4,8,16
+    ///   sched sweep examples/few_step.sched --model fm=examples/models/checker/flow_map.safetensors \
+    ///       --data checker --param steps=1,2,4 --metric mmd --out points.csv
+    ///   sched sweep docs/study/study.toml --data moons --plot moons.svg
+    #[command(verbatim_doc_comment)]
+    Sweep(SweepRequest),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +188,13 @@ fn main() -> ExitCode {
             let style = render::Style::new(color, std::io::stderr().is_terminal());
             build(&file, schedule.as_deref(), emit, stage.stage(), &style)
         }
+        Command::Sweep(request) => match sweep(request) {
+            Ok(()) => Outcome::Success,
+            Err(message) => {
+                eprintln!("error: {message}");
+                Outcome::UsageOrIo
+            }
+        },
     };
     ExitCode::from(outcome as u8)
 }
@@ -284,4 +308,139 @@ fn check(files: &[PathBuf], style: &render::Style) -> Outcome {
         }
     }
     outcome
+}
+
+/// What `sched sweep` was asked to do.
+#[derive(clap::Args)]
+struct SweepRequest {
+    /// `.sched` files (each is a line of the sweep), or one `.toml` sweep file.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The schedule of each `.sched` file (default: its first).
+    #[arg(long, value_name = "NAME")]
+    schedule: Option<String>,
+    /// Bind a model of every `.sched` file's schedule; `{data}` is replaced by the data set.
+    #[arg(long = "model", value_name = "NAME=SPEC")]
+    models: Vec<String>,
+    /// A parameter's values, comma-separated: each value is a point of the grid.
+    #[arg(long = "param", value_name = "NAME=V1,V2,...")]
+    params: Vec<String>,
+    /// The held-out data set: checker, moons, eight or spirals.
+    #[arg(long, value_name = "NAME")]
+    data: Option<String>,
+    /// The quality metric: sw2 (sliced Wasserstein-2) or mmd (squared MMD, RBF kernels).
+    #[arg(long, value_name = "NAME")]
+    metric: Option<String>,
+    /// Samples per run, and held-out points.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Sampler seeds per point (0, 1, ...).
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// The NFE budgets of the ranking tables.
+    #[arg(long, value_name = "N,N,...", default_value = "1,2,4", value_delimiter = ',')]
+    budgets: Vec<u64>,
+    /// Write the points to a CSV file.
+    #[arg(long, value_name = "FILE.csv")]
+    out: Option<PathBuf>,
+    /// Draw quality against NFE, one line per schedule (SVG).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// What executes the schedules (both engines give the same bits).
+    #[arg(long, default_value = "jit", value_name = "ENGINE")]
+    engine: sched::api::Engine,
+}
+
+fn sweep(request: SweepRequest) -> Result<(), String> {
+    use sched::runtime::datasets::Dataset;
+    use sched::runtime::metrics::Metric;
+    use sched::sweep;
+
+    let is_toml = |p: &PathBuf| p.extension().is_some_and(|e| e == "toml");
+    let (lines, defaults) = match &request.files[..] {
+        [file] if is_toml(file) => {
+            if !request.models.is_empty() || !request.params.is_empty() || request.schedule.is_some() {
+                return Err("--model, --param and --schedule apply to .sched files; a sweep file sets its own".into());
+            }
+            sweep::read_sweep_file(file)?
+        }
+        files => {
+            if let Some(file) = files.iter().find(|f| is_toml(f)) {
+                return Err(format!("{}: a sweep file must be the only file", file.display()));
+            }
+            let split = |text: &String, flag: &str| {
+                text.split_once('=')
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("`{flag} {text}` must look like NAME=VALUE"))
+            };
+            let models = request.models.iter().map(|m| split(m, "--model")).collect::<Result<Vec<_>, _>>()?;
+            let params = request
+                .params
+                .iter()
+                .map(|p| split(p, "--param").map(|(n, v)| (n, v.split(',').map(|x| x.trim().to_string()).collect())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let lines = files
+                .iter()
+                .map(|file| sweep::Line {
+                    label: line_label(file, request.schedule.as_deref()),
+                    file: file.clone(),
+                    schedule: request.schedule.clone(),
+                    models: models.clone(),
+                    params: params.clone(),
+                })
+                .collect();
+            (lines, sweep::SweepDefaults::default())
+        }
+    };
+    let data_name = request.data.or(defaults.data).ok_or("--data is required: checker, moons, eight or spirals")?;
+    let names = |all: Vec<&str>| all.join(", ");
+    let data = Dataset::from_name(&data_name).ok_or_else(|| {
+        format!("unknown data set `{data_name}` (known: {})", names(Dataset::ALL.iter().map(|d| d.name()).collect()))
+    })?;
+    let metric_name = request.metric.or(defaults.metric).unwrap_or_else(|| "sw2".into());
+    let metric = Metric::from_name(&metric_name).ok_or_else(|| {
+        format!("unknown metric `{metric_name}` (known: {})", names(Metric::ALL.iter().map(|m| m.name()).collect()))
+    })?;
+    let samples = request.samples.or(defaults.samples).unwrap_or(2000);
+    let seeds = request.seeds.or(defaults.seeds).unwrap_or(3);
+    if samples < 2 || seeds == 0 {
+        return Err("--samples must be at least 2 and --seeds at least 1".into());
+    }
+    let config = sweep::Sweep { lines, data, metric, samples, seeds, engine: request.engine };
+    println!("| schedule | parameters | NFE | {} | wall ms |\n|---|---|---|---|---|", metric.name());
+    let points = sweep::run(&config, &|p| {
+        println!(
+            "| {} | {} | {} | {:.4} ± {:.4} | {:.1} |",
+            p.label,
+            sweep::describe(&p.params),
+            p.nfe,
+            p.quality.mean,
+            p.quality.std,
+            p.wall_ms
+        );
+    })?;
+    let floor = sweep::floor(&config)?;
+    println!(
+        "\nThe data set's own samples score {:.4} ± {:.4} (the floor {} samples allow).",
+        floor.mean, floor.std, samples
+    );
+    print!("{}", sweep::budget_table(&points, &request.budgets, metric));
+    if let Some(out) = &request.out {
+        std::fs::write(out, sweep::csv(&points, metric, data)?)
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    }
+    if let Some(path) = &request.plot {
+        let title = format!("{}: quality vs model evaluations ({} seeds × {samples} samples)", data.name(), seeds);
+        sweep::plot(path, &points, &title, metric)?;
+    }
+    Ok(())
+}
+
+/// The label of a `.sched` file's line in a sweep: its stem, and the schedule when one is named.
+fn line_label(file: &std::path::Path, schedule: Option<&str>) -> String {
+    let stem = file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned());
+    match schedule {
+        Some(schedule) => format!("{stem}:{schedule}"),
+        None => stem,
+    }
 }

@@ -202,3 +202,56 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     assert!(stderr.contains("CUDA is unavailable") && stderr.contains("help:"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `sched sweep` scores schedules against held-out data: on the exact model of eight Gaussians,
+/// Euler with 8 steps is closer to the data than with 1, the NFE is the number of steps, and the
+/// CSV and the plot are written.
+#[test]
+fn sweep_scores_schedules_and_writes_csv_and_plot() {
+    let (csv, svg) = (temp("sweep.csv"), temp("sweep.svg"));
+    let out = sched(&[
+        "sweep",
+        "examples/study.sched",
+        "--schedule",
+        "euler",
+        "--data",
+        "eight",
+        "--param",
+        "steps=1,8",
+        "--samples",
+        "500",
+        "--seeds",
+        "2",
+        "--budgets",
+        "1,8",
+        "--out",
+        csv.to_str().expect("a UTF-8 temp path"),
+        "--plot",
+        svg.to_str().expect("a UTF-8 temp path"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = std::fs::read_to_string(&csv).expect("the CSV is written");
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    let (one, eight) = (&rows[0], &rows[1]);
+    assert_eq!((one[1], one[2], eight[1], eight[2]), ("steps=1", "1", "steps=8", "8"), "{table}");
+    let quality = |row: &[&str]| row[5].parse::<f64>().expect("a number");
+    assert!(quality(eight) < 0.5 * quality(one), "8 Euler steps beat 1: {table}");
+    assert_eq!(one[7], "2", "two seeds per point");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("At most 8 NFE"), "{stdout}");
+    let plot = std::fs::read_to_string(&svg).expect("the plot is written");
+    assert!(plot.starts_with("<svg") && plot.contains("euler"), "the SVG names its line");
+}
+
+#[test]
+fn sweep_errors_are_clear() {
+    let out = sched(&["sweep", "examples/study.sched", "--data", "chekcer"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown data set `chekcer`"), "{}", text(&out.stderr));
+    let bad = temp("bad.toml");
+    std::fs::write(&bad, "data = \"eight\"\n[[line]]\nfile = \"x.sched\"\nstepz = 3\n").expect("written");
+    let out = sched(&["sweep", bad.to_str().expect("a UTF-8 temp path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown key `stepz`"), "{}", text(&out.stderr));
+}

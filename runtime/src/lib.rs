@@ -3,11 +3,14 @@
 pub mod analytic;
 pub mod checkpoint;
 pub mod convert;
+pub mod datasets;
 pub mod device;
 pub mod grid;
 pub mod interp;
 pub mod interpolant;
 pub mod jit;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod tensor;
+pub mod train;

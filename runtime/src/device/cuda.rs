@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::sys::CUdevice_attribute;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
 use sched_kernels::cuda as emit;
 use sched_kernels::layers::{self, Activation};
@@ -280,6 +282,17 @@ impl Scalars {
         words.push(u32::try_from(per_sample.max(1)).unwrap_or(u32::MAX));
         Scalars { params: launch.params.to_vec(), words, len: launch.len as u64 }
     }
+
+    /// Appends the scalars to a launch's arguments, in the ABI's order.
+    fn push<'a>(&'a self, builder: &mut LaunchArgs<'a>) {
+        for param in &self.params {
+            builder.arg(param);
+        }
+        for word in &self.words {
+            builder.arg(word);
+        }
+        builder.arg(&self.len);
+    }
 }
 
 impl Device for CudaDevice {
@@ -332,13 +345,7 @@ impl Device for CudaDevice {
         for address in inputs.iter().chain(&outputs) {
             builder.arg(address);
         }
-        for param in &scalars.params {
-            builder.arg(param);
-        }
-        for word in &scalars.words {
-            builder.arg(word);
-        }
-        builder.arg(&scalars.len);
+        scalars.push(&mut builder);
         let config = LaunchConfig {
             grid_dim: (emit::elementwise_blocks(scalars.len, self.multiprocessors), 1, 1),
             block_dim: (emit::BLOCK_THREADS, 1, 1),
@@ -378,13 +385,7 @@ impl Device for CudaDevice {
         for address in &inputs {
             first.arg(address);
         }
-        for param in &scalars.params {
-            first.arg(param);
-        }
-        for word in &scalars.words {
-            first.arg(word);
-        }
-        first.arg(&scalars.len);
+        scalars.push(&mut first);
         first.arg(&mut *partial_values);
         let config = |blocks: u32| LaunchConfig {
             grid_dim: (blocks, 1, 1),

@@ -13,6 +13,7 @@ pub use sched_runtime as runtime;
 
 pub mod api;
 pub mod build;
+pub mod poker;
 pub mod render;
 pub mod report;
 pub mod run;

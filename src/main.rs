@@ -95,6 +95,10 @@ enum Command {
         /// run on the host, and `--json` counts the copies they cost.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: sched::api::DeviceKind,
+        /// Start every row of `prompt()` with these words (token schedules; the words of the
+        /// first bound token model's vocabulary, separated by spaces), e.g. `--prompt full`.
+        #[arg(long, value_name = "WORDS")]
+        prompt: Option<String>,
         /// Colour the diagnostics: auto (only on a terminal), always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: render::ColorChoice,
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
             json,
             engine,
             device,
+            prompt,
             color,
         } => {
             let style = render::Style::new(color, std::io::stderr().is_terminal());
@@ -181,6 +186,7 @@ fn main() -> ExitCode {
                 progress: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
                 engine,
                 device,
+                prompt,
             };
             run(&file, &request, &style)
         }

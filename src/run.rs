@@ -32,6 +32,8 @@ pub struct RunRequest {
     pub progress: bool,
     pub engine: Engine,
     pub device: DeviceKind,
+    /// The prompt's words, in the vocabulary of the first bound token model.
+    pub prompt: Option<String>,
 }
 
 /// A failure of `sched run` before or while running, with the exit status it deserves.
@@ -55,6 +57,8 @@ pub struct RunReport {
     pub schedule: String,
     pub outputs: Vec<(String, OutputValue)>,
     pub model_calls: u64,
+    /// Model evaluations by model parameter, in the order of `models`.
+    pub model_calls_by_model: Vec<u64>,
     pub kernel_launches: u64,
     /// Verbs completed (the steps of the schedule).
     pub verbs: u64,
@@ -63,6 +67,41 @@ pub struct RunReport {
     pub transfers: Transfers,
     pub seconds: f64,
     pub models: Vec<(String, String)>,
+    /// The prompt's length in tokens (0 without a prompt).
+    pub prompt_tokens: usize,
+}
+
+impl RunReport {
+    /// New tokens per row of the first emitted token output, and per model call: (generated
+    /// tokens per row, tokens per model call), when the schedule emitted tokens.
+    pub fn token_rate(&self) -> Option<(f64, f64)> {
+        let rows = self.outputs.iter().find_map(|(_, value)| match value {
+            OutputValue::Tokens { rows, .. } => Some(rows),
+            _ => None,
+        })?;
+        let generated: usize = rows.iter().map(|row| row.len().saturating_sub(self.prompt_tokens)).sum();
+        let per_row = generated as f64 / rows.len().max(1) as f64;
+        Some((per_row, per_row / self.model_calls.max(1) as f64))
+    }
+}
+
+/// The token ids of a prompt: each whitespace-separated word looked up in the vocabulary of the
+/// first bound token model.
+fn encode_prompt(text: &str, models: &[Arc<dyn Model>]) -> Result<Vec<u32>, RunFailure> {
+    let Some(vocab) = models.iter().find_map(|m| m.tokens()).map(|m| m.vocab()) else {
+        return Err(usage("--prompt needs a token model, and the schedule binds none"));
+    };
+    if vocab.words.is_none() {
+        return Err(usage("--prompt: the token model has no word list (give its checkpoint a tokenizer.json)"));
+    }
+    text.split_whitespace()
+        .map(|word| {
+            vocab.id(word).ok_or_else(|| {
+                let known: Vec<&str> = vocab.words.iter().flatten().take(40).map(String::as_str).collect();
+                usage(format!("--prompt: `{word}` is not in the model's vocabulary (it has: {})", known.join(", ")))
+            })
+        })
+        .collect()
 }
 
 /// Compiles schedule `schedule` of the file at `path` with the requested parameters bound (so
@@ -111,6 +150,11 @@ fn run_function(
         failure(format!("cannot open the device: {e}\nhelp: run on the CPU (the default, `--device cpu`); docs/gpu.md says what CUDA needs"))
     })?;
     let device_name = device.as_ref().map_or_else(|| "cpu".to_string(), |d| d.name());
+    let prompt = match &request.prompt {
+        Some(text) => encode_prompt(text, &models)?,
+        None => Vec::new(),
+    };
+    let prompt_tokens = prompt.len();
     let options = RunOptions {
         seed: request.seed,
         batch: request.batch,
@@ -119,6 +163,7 @@ fn run_function(
         on_verb: Some(&tick),
         cancel: None,
         device,
+        prompt,
     };
     let outputs = match request.engine {
         Engine::Jit => {
@@ -143,11 +188,13 @@ fn run_function(
         schedule: function.name.clone(),
         outputs: outputs.values,
         model_calls: outputs.model_calls,
+        model_calls_by_model: outputs.model_calls_by_model,
         kernel_launches: outputs.kernel_launches,
         verbs: verbs_done.load(std::sync::atomic::Ordering::Relaxed),
         device: device_name,
         transfers: outputs.transfers,
         seconds,
+        prompt_tokens,
         models: function
             .models
             .iter()
@@ -384,10 +431,30 @@ pub fn summary(report: &RunReport) -> String {
             OutputValue::F64(v) => format!("  {name}: {v}\n"),
             OutputValue::I64(v) => format!("  {name}: {v}\n"),
             OutputValue::Bool(v) => format!("  {name}: {v}\n"),
+            OutputValue::Tokens { rows, text } => {
+                let mut lines = format!("  {name}: {} rows of tokens\n", rows.len());
+                for (index, row) in rows.iter().enumerate().take(SHOWN_ROWS) {
+                    let shown = match text {
+                        Some(text) => format!("{:?}", text[index]),
+                        None => format!("{row:?}"),
+                    };
+                    lines.push_str(&format!("    {index}: {shown}\n"));
+                }
+                if rows.len() > SHOWN_ROWS {
+                    lines.push_str(&format!("    ... {} more (--json prints all)\n", rows.len() - SHOWN_ROWS));
+                }
+                lines
+            }
         });
+    }
+    if let Some((per_row, per_call)) = report.token_rate() {
+        out.push_str(&format!("  {per_row:.2} new tokens per row, {per_call:.3} per model call\n"));
     }
     out
 }
+
+/// The rows of a token output the summary shows.
+const SHOWN_ROWS: usize = 8;
 
 /// The machine-readable summary (`--json`).
 pub fn json(report: &RunReport) -> String {
@@ -402,11 +469,17 @@ pub fn json(report: &RunReport) -> String {
             OutputValue::F64(v) => serde_json::json!({"name": name, "value": v}),
             OutputValue::I64(v) => serde_json::json!({"name": name, "value": v}),
             OutputValue::Bool(v) => serde_json::json!({"name": name, "value": v}),
+            OutputValue::Tokens { rows, text } => serde_json::json!({"name": name, "tokens": rows, "text": text}),
         })
         .collect();
+    let (tokens_per_row, tokens_per_call) = report.token_rate().unzip();
     let t = &report.transfers;
-    let models: Vec<serde_json::Value> =
-        report.models.iter().map(|(name, source)| serde_json::json!({"name": name, "source": source})).collect();
+    let models: Vec<serde_json::Value> = report
+        .models
+        .iter()
+        .zip(&report.model_calls_by_model)
+        .map(|((name, source), calls)| serde_json::json!({"name": name, "source": source, "nfe": calls}))
+        .collect();
     serde_json::json!({
         "schedule": report.schedule,
         "nfe": report.model_calls,
@@ -424,6 +497,8 @@ pub fn json(report: &RunReport) -> String {
             "host_model_calls": t.host_model_calls,
         },
         "wall_seconds": report.seconds,
+        "new_tokens_per_row": tokens_per_row,
+        "tokens_per_model_call": tokens_per_call,
         "models": models,
         "outputs": outputs,
     })

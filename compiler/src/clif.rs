@@ -97,6 +97,8 @@ pub enum Hook {
     Fmin,
     /// Rust's `f64::max`, which ignores NaN.
     Fmax,
+    /// An operation on token sequences (declared last, so that adding it kept the other ids).
+    Tokens,
 }
 
 impl Hook {
@@ -133,6 +135,7 @@ impl Hook {
         Hook::Fmod,
         Hook::Fmin,
         Hook::Fmax,
+        Hook::Tokens,
     ];
 
     /// The symbol the runtime registers the hook under.
@@ -170,6 +173,7 @@ impl Hook {
             Hook::Fmod => "sched_fmod",
             Hook::Fmin => "sched_fmin",
             Hook::Fmax => "sched_fmax",
+            Hook::Tokens => "sched_tokens",
         }
     }
 
@@ -336,7 +340,7 @@ fn host_type(ty: Ty) -> Option<Type> {
         Ty::F64 => Some(types::F64),
         Ty::I64 => Some(types::I64),
         Ty::Bool => Some(types::I8),
-        Ty::Tensor | Ty::Grid => None,
+        Ty::Tensor | Ty::Grid | Ty::Tokens => None,
     }
 }
 
@@ -486,6 +490,7 @@ impl Emitter<'_, '_> {
             Op::Emit { .. } => Hook::Emit,
             Op::Kernel { .. } => Hook::Kernel,
             Op::VerbDone { .. } => Hook::VerbDone,
+            Op::Tokens { .. } => Hook::Tokens,
         };
         self.call_runtime(hook, Site { block, index }, op, results)
     }
@@ -672,7 +677,7 @@ impl Emitter<'_, '_> {
                 BinaryOp::Ne => self.builder.ins().icmp(IntCC::NotEqual, x, y),
                 _ => return Err(self.unsupported(&format!("{op:?}"), ta)),
             },
-            Ty::Tensor | Ty::Grid => return Err(self.unsupported(&format!("{op:?}"), ta)),
+            Ty::Tensor | Ty::Grid | Ty::Tokens => return Err(self.unsupported(&format!("{op:?}"), ta)),
         })
     }
 

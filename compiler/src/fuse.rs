@@ -33,6 +33,7 @@ fn is_barrier(inst: &Inst) -> bool {
             | Op::Emit { .. }
             | Op::VerbDone { .. }
             | Op::Kernel { .. }
+            | Op::Tokens { .. }
     )
 }
 

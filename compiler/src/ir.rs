@@ -77,6 +77,8 @@ pub enum Ty {
     Tensor,
     /// A materialised time grid.
     Grid,
+    /// A batch of token rows (with, for a draft, the distributions it was drawn from).
+    Tokens,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -270,6 +272,136 @@ pub enum Op {
     VerbDone {
         verb: u32,
     },
+    /// An operation on token sequences; `args` are its operands in the order [`TokenOp`] gives.
+    /// `site` is its noise site when it draws random numbers, `model` the model it calls.
+    Tokens {
+        op: TokenOp,
+        args: Vec<ValueId>,
+        model: Option<ModelSlot>,
+        site: Option<u32>,
+        verb: Option<u32>,
+    },
+}
+
+/// How new tokens are chosen from a model's logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SamplerKind {
+    /// The most likely token. No arguments.
+    Greedy,
+    /// Sampling after Hugging Face's processors. Arguments: temperature, top_k, top_p, min_p.
+    Sample,
+    /// Each new position from its own head of a multi-token model, in one call. Argument:
+    /// temperature.
+    Heads,
+}
+
+impl SamplerKind {
+    /// The number of host arguments the sampler takes.
+    pub fn arity(self) -> usize {
+        match self {
+            SamplerKind::Greedy => 0,
+            SamplerKind::Sample => 4,
+            SamplerKind::Heads => 1,
+        }
+    }
+}
+
+/// Which masked positions an unmasking step commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Remask {
+    /// Each masked position stays masked with probability `keep` (MDLM, BD3-LM).
+    Posterior,
+    /// The most confident candidates, as many as the time grid schedules (LLaDA).
+    Confidence,
+    /// Randomly chosen candidates, as many as the time grid schedules (LLaDA).
+    Random,
+    /// Exactly one uniformly chosen masked position (BD3-LM's first-hitting sampler).
+    FirstHitting,
+    /// Every candidate more likely than a threshold, and at least one (Fast-dLLM). Argument: p.
+    Threshold,
+}
+
+/// The operations on token sequences. The operands (`args`) of each are listed in order; a
+/// sampler's host arguments (see [`SamplerKind::arity`]) come last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenOp {
+    /// The run's prompt, one row per sample. No operands; result: tokens.
+    Prompt,
+    /// `seq` extended by `count` mask tokens. Operands: seq, count.
+    ExtendMask,
+    /// `seq` extended by `count` tokens chosen by the sampler: one model call per token, or one
+    /// call in all for [`SamplerKind::Heads`]. Operands: seq, count, sampler arguments.
+    Extend(SamplerKind),
+    /// The number of positions of the shortest row still generating. Operand: seq; result: i64.
+    Length,
+    /// Whether every row has produced the end token. Operand: seq; result: bool.
+    Ended,
+    /// The last `count` positions of `seq` as the window a step refines. Operands: seq, count.
+    Tail,
+    /// `seq` with its window reset to the whole sequence. Operand: seq.
+    Whole,
+    /// One masked-model call: a candidate token at every masked position of the window and its
+    /// probability. Operands: x, t, temperature; results: tokens, confidence tensor.
+    Candidates,
+    /// Commits some candidates of the window. Operands: x, candidates, confidence, keep (s/t),
+    /// then the threshold for [`Remask::Threshold`].
+    Commit(Remask),
+    /// `k` draft tokens after `seq`, with the distributions they were drawn from. Operands: seq,
+    /// k, sampler arguments.
+    Propose(SamplerKind),
+    /// `seq` extended by the accepted prefix of `draft` and one token of the model. Operands:
+    /// seq, draft, sampler arguments.
+    Verify(SamplerKind),
+}
+
+impl TokenOp {
+    /// Whether the operation evaluates its model.
+    pub fn calls_model(self) -> bool {
+        matches!(self, TokenOp::Extend(_) | TokenOp::Candidates | TokenOp::Propose(_) | TokenOp::Verify(_))
+    }
+
+    /// Whether the operation draws random numbers (and so needs a noise site).
+    pub fn draws_noise(self) -> bool {
+        matches!(
+            self,
+            TokenOp::Extend(_) | TokenOp::Candidates | TokenOp::Commit(_) | TokenOp::Propose(_) | TokenOp::Verify(_)
+        )
+    }
+
+    /// The name the IR's text form uses.
+    pub fn name(self) -> String {
+        match self {
+            TokenOp::Prompt => "prompt".into(),
+            TokenOp::ExtendMask => "extend_mask".into(),
+            TokenOp::Extend(sampler) => format!("extend.{}", sampler_name(sampler)),
+            TokenOp::Length => "length".into(),
+            TokenOp::Ended => "ended".into(),
+            TokenOp::Tail => "tail".into(),
+            TokenOp::Whole => "whole".into(),
+            TokenOp::Candidates => "candidates".into(),
+            TokenOp::Commit(remask) => format!("commit.{}", remask_name(remask)),
+            TokenOp::Propose(sampler) => format!("propose.{}", sampler_name(sampler)),
+            TokenOp::Verify(sampler) => format!("verify.{}", sampler_name(sampler)),
+        }
+    }
+}
+
+fn sampler_name(sampler: SamplerKind) -> &'static str {
+    match sampler {
+        SamplerKind::Greedy => "greedy",
+        SamplerKind::Sample => "sample",
+        SamplerKind::Heads => "heads",
+    }
+}
+
+fn remask_name(remask: Remask) -> &'static str {
+    match remask {
+        Remask::Posterior => "posterior",
+        Remask::Confidence => "confidence",
+        Remask::Random => "random",
+        Remask::FirstHitting => "first_hitting",
+        Remask::Threshold => "threshold",
+    }
 }
 
 impl Op {
@@ -288,6 +420,7 @@ impl Op {
             }
             Op::Emit { value, .. } => vec![*value],
             Op::Kernel { inputs, params, .. } => inputs.iter().chain(params).copied().collect(),
+            Op::Tokens { args, .. } => args.clone(),
         }
     }
 
@@ -322,6 +455,7 @@ impl Op {
             }
             Op::Emit { value, .. } => m(value),
             Op::Kernel { inputs, params, .. } => inputs.iter_mut().chain(params.iter_mut()).for_each(m),
+            Op::Tokens { args, .. } => args.iter_mut().for_each(m),
         }
     }
 
@@ -329,12 +463,21 @@ impl Op {
     /// randomness), so that equal operations on equal operands give equal results. `Read` is
     /// pure between writes of its variable; the passes that use this handle that.
     pub fn is_pure(&self) -> bool {
-        !matches!(self, Op::Write(..) | Op::Noise { .. } | Op::Emit { .. } | Op::Kernel { .. } | Op::VerbDone { .. })
+        match self {
+            Op::Tokens { op, .. } => !op.calls_model() && !op.draws_noise() && *op != TokenOp::Prompt,
+            _ => !matches!(
+                self,
+                Op::Write(..) | Op::Noise { .. } | Op::Emit { .. } | Op::Kernel { .. } | Op::VerbDone { .. }
+            ),
+        }
     }
 
     /// Whether the operation evaluates a model.
     pub fn calls_model(&self) -> bool {
-        matches!(self, Op::Field { .. } | Op::Jump { .. })
+        match self {
+            Op::Tokens { op, .. } => op.calls_model(),
+            _ => matches!(self, Op::Field { .. } | Op::Jump { .. }),
+        }
     }
 }
 
@@ -521,6 +664,7 @@ impl fmt::Display for Ty {
             Ty::Bool => "bool",
             Ty::Tensor => "tensor",
             Ty::Grid => "grid",
+            Ty::Tokens => "tokens",
         })
     }
 }

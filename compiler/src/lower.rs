@@ -49,7 +49,7 @@ pub fn lower(program: &Program, schedule: ScheduleId) -> Result<Function, Compil
             verbs: Vec::new(),
         },
         current: entry,
-        frames: vec![Frame { file: info.file, locals: HashMap::new(), step: None }],
+        frames: vec![Frame { file: info.file, locals: HashMap::new(), options: HashMap::new(), step: None }],
         loops: Vec::new(),
         model_slots: HashMap::new(),
         model_vars: HashMap::new(),
@@ -75,7 +75,17 @@ struct ModelRef {
 struct Frame {
     file: FileId,
     locals: HashMap<LocalId, VarId>,
+    /// Step parameters that hold an option (a sampler or a remasking policy), by local.
+    options: HashMap<LocalId, OptionValue>,
     step: Option<StepFrame>,
+}
+
+/// An option value (`sample(0.8, 50)`, `confidence`): the builtin that makes it and its
+/// arguments, held in variables so that any block can use them.
+#[derive(Clone, Debug)]
+struct OptionValue {
+    builtin: &'static Builtin,
+    args: Vec<VarId>,
 }
 
 #[derive(Clone, Copy)]
@@ -435,13 +445,7 @@ impl<'p> Lowerer<'p> {
                 self.write(var, moved);
                 self.verb_done("jump", stmt.span, var);
             }
-            StmtKind::Extend { how, .. } => {
-                let what = match how {
-                    ExtendHow::With(_) => "`extend ... with`",
-                    ExtendHow::As(_) => "`extend ... as`",
-                };
-                return Err(unsupported(stmt.span, what, "sequences run in the sequences milestone"));
-            }
+            StmtKind::Extend { target, count, how, using } => self.extend(stmt, target, count, how, using.as_ref())?,
             StmtKind::Expr(expr) => {
                 if let Some((step, bound)) = self.program.step_refs.get(&expr.span).cloned() {
                     let Some(frame) = self.frame().step else { return Ok(()) };
@@ -591,6 +595,118 @@ impl<'p> Lowerer<'p> {
         }
     }
 
+    /// `extend SEQ by COUNT with SAMPLER | as mask`.
+    fn extend(
+        &mut self,
+        stmt: &Stmt,
+        target: &Expr,
+        count: &Expr,
+        how: &ExtendHow,
+        using: Option<&Expr>,
+    ) -> Result<(), CompileError> {
+        self.in_verb = true;
+        let var = self.place(target)?;
+        let count = self.expr_as(count, Ty::I64)?;
+        let (op, model, sampler_args) = match how {
+            ExtendHow::As(word) if word.name == "mask" => (TokenOp::ExtendMask, None, Vec::new()),
+            ExtendHow::As(word) => {
+                return Err(unsupported(
+                    word.span,
+                    &format!("`extend ... as {}`", word.name),
+                    "continuous sequences are extended by writing their noise into a tensor",
+                ));
+            }
+            ExtendHow::With(sampler) => {
+                let (kind, args) = self.sampler(sampler)?;
+                let model = self.verb_model(stmt.span, using)?;
+                (TokenOp::Extend(kind), Some(model.slot), args)
+            }
+        };
+        let seq = self.read(var);
+        let mut args = vec![seq, count];
+        args.extend(sampler_args);
+        let extended = self.token_op(op, args, model, Ty::Tokens);
+        self.write(var, extended);
+        self.verb_done("extend", stmt.span, var);
+        Ok(())
+    }
+
+    /// Pushes a token operation with one result, giving it a noise site when it draws noise.
+    fn token_op(&mut self, op: TokenOp, args: Vec<ValueId>, model: Option<ModelSlot>, ty: Ty) -> ValueId {
+        let site = self.token_site(op);
+        let verb = if op.calls_model() { self.current_verb() } else { None };
+        self.value(Op::Tokens { op, args, model, site, verb }, ty)
+    }
+
+    fn token_site(&mut self, op: TokenOp) -> Option<u32> {
+        op.draws_noise().then(|| {
+            self.func.noise_sites += 1;
+            self.func.noise_sites - 1
+        })
+    }
+
+    /// A sampler argument: its kind and its host arguments.
+    fn sampler(&mut self, expr: &Expr) -> Result<(SamplerKind, Vec<ValueId>), CompileError> {
+        let option = self.option_value(expr, self.file())?;
+        let kind = match option.builtin.name {
+            "greedy" => SamplerKind::Greedy,
+            "sample" => SamplerKind::Sample,
+            "heads" => SamplerKind::Heads,
+            _ => return Err(unsupported(expr.span, "this sampler", "internal")),
+        };
+        let args = option.args.iter().map(|var| self.read(*var)).collect();
+        Ok((kind, args))
+    }
+
+    /// An option expression (`greedy`, `sample(0.8)`, `confidence`, or a step parameter that
+    /// holds one) with its arguments evaluated into variables. Names resolve in `file` (a step's
+    /// default is written in the step's file).
+    fn option_value(&mut self, expr: &Expr, file: FileId) -> Result<OptionValue, CompileError> {
+        let (builtin, args): (&'static Builtin, &[Arg]) = match &expr.kind {
+            ExprKind::Name(_) => match self.program.resolutions.get(&(file, expr.id)) {
+                Some(Resolution::Option(builtin)) => (builtin, &[]),
+                Some(Resolution::Local(local)) => {
+                    return self
+                        .frame()
+                        .options
+                        .get(local)
+                        .cloned()
+                        .ok_or_else(|| unsupported(expr.span, "this option", "internal"));
+                }
+                _ => return Err(unsupported(expr.span, "this option", "internal")),
+            },
+            ExprKind::Call { args, .. } => match self.program.callees.get(&(file, expr.id)) {
+                Some(Callee::Builtin(builtin)) => (builtin, args.as_slice()),
+                _ => return Err(unsupported(expr.span, "this option", "internal")),
+            },
+            _ => return Err(unsupported(expr.span, "this option expression", "write the option where it is used")),
+        };
+        let mut vars = Vec::new();
+        for (index, param) in builtin.params.iter().enumerate() {
+            let ty = match param.ty {
+                sched_lang::builtins::ParamType::Int => Ty::I64,
+                sched_lang::builtins::ParamType::Bool => Ty::Bool,
+                _ => Ty::F64,
+            };
+            let value = match self.arg(expr, args, index) {
+                Some(arg) => self.expr_as(&arg.value, ty)?,
+                None => {
+                    let constant = match param.default {
+                        Some(DefaultValue::Int(v)) => Constant::I64(v),
+                        Some(DefaultValue::Float(v)) => Constant::F64(v),
+                        Some(DefaultValue::Bool(v)) => Constant::Bool(v),
+                        _ => return Err(unsupported(expr.span, "this option", "internal")),
+                    };
+                    self.constant(coerce_constant(constant, ty))
+                }
+            };
+            let var = self.new_var(&format!("{}.{}", builtin.name, param.name), ty);
+            self.write(var, value);
+            vars.push(var);
+        }
+        Ok(OptionValue { builtin, args: vars })
+    }
+
     /// A verb's time: a host float (per-position tensor times come with sequences).
     fn time(&mut self, expr: &Expr) -> Result<ValueId, CompileError> {
         if self.type_of(expr) == Type::Tensor {
@@ -613,16 +729,40 @@ impl<'p> Lowerer<'p> {
         using: Option<&Expr>,
     ) -> Result<(), CompileError> {
         self.in_verb = true;
-        let var = self.place(target)?;
-        if self.func.vars[var.0 as usize].ty != Ty::Tensor {
-            return Err(unsupported(target.span, "refining tokens", "sequences run in the sequences milestone"));
-        }
+        // `refine seq.tail(k) ...` refines the window of the last k positions of `seq`: the step
+        // works on a copy whose window is the tail, and `seq` gets the result back whole.
+        let (var, tail) = match &target.kind {
+            ExprKind::Method { receiver, method, args } if method.name == "tail" => {
+                let var = self.place(receiver)?;
+                let count = match args.as_deref() {
+                    Some([count]) => self.expr_as(&count.value, Ty::I64)?,
+                    _ => return Err(unsupported(target.span, "this `.tail`", "it takes one count")),
+                };
+                (var, Some(count))
+            }
+            _ => (self.place(target)?, None),
+        };
         let t = self.time(from)?;
         let s = self.time(to)?;
         let model = self.verb_model(stmt.span, using)?;
         let Some((step, bound)) = self.program.step_refs.get(&step_ref.span).cloned() else { return Ok(()) };
         let args = step_ref.args.as_deref().unwrap_or(&[]);
-        self.inline_step(step, &bound.per_param, args, var, t, s, model)?;
+        let state = match tail {
+            None => var,
+            Some(count) => {
+                let seq = self.read(var);
+                let window = self.token_op(TokenOp::Tail, vec![seq, count], None, Ty::Tokens);
+                let state = self.new_var("tail", Ty::Tokens);
+                self.write(state, window);
+                state
+            }
+        };
+        self.inline_step(step, &bound.per_param, args, state, t, s, model)?;
+        if state != var {
+            let refined = self.read(state);
+            let whole = self.token_op(TokenOp::Whole, vec![refined], None, Ty::Tokens);
+            self.write(var, whole);
+        }
         self.verb_done("refine", stmt.span, var);
         Ok(())
     }
@@ -643,10 +783,25 @@ impl<'p> Lowerer<'p> {
         let ast = self.program.step_ast(step);
         // Arguments are evaluated in the caller's frame, defaults in the step's file.
         let mut arg_values = Vec::new();
+        let mut options = HashMap::new();
         for (index, param) in info.params.iter().enumerate() {
-            let ty = self.ir_ty(&param.ty, param.span)?;
             let given =
                 per_param.get(index).and_then(|ids| ids.first()).and_then(|id| args.iter().find(|a| a.value.id == *id));
+            if matches!(param.ty, Type::Remask | Type::Sampler) {
+                let option = match given {
+                    Some(arg) => self.option_value(&arg.value, self.file())?,
+                    None => {
+                        let default = ast.params.get(index).and_then(|p| p.default.as_ref());
+                        let default = default.ok_or_else(|| non_constant_default(param.span, &param.name))?;
+                        self.option_value(default, info.file)?
+                    }
+                };
+                if let Some(local) = info.param_locals.get(index) {
+                    options.insert(*local, option);
+                }
+                continue;
+            }
+            let ty = self.ir_ty(&param.ty, param.span)?;
             let value = match given {
                 Some(arg) => self.expr_as(&arg.value, ty)?,
                 None => {
@@ -657,7 +812,7 @@ impl<'p> Lowerer<'p> {
                     self.constant(constant)
                 }
             };
-            arg_values.push((ty, value));
+            arg_values.push((index, ty, value));
         }
         let t_var = self.new_var(&format!("{}.t", info.name), Ty::F64);
         let s_var = self.new_var(&format!("{}.s", info.name), Ty::F64);
@@ -667,12 +822,18 @@ impl<'p> Lowerer<'p> {
         locals.insert(info.state_local, state);
         locals.insert(info.t_local, t_var);
         locals.insert(info.s_local, s_var);
-        for ((local, param), (ty, value)) in info.param_locals.iter().zip(&info.params).zip(arg_values) {
+        for (index, ty, value) in arg_values {
+            let (Some(local), Some(param)) = (info.param_locals.get(index), info.params.get(index)) else { continue };
             let var = self.new_var(&format!("{}.{}", info.name, param.name), ty);
             self.write(var, value);
             locals.insert(*local, var);
         }
-        self.frames.push(Frame { file: info.file, locals, step: Some(StepFrame { model, state, t: t_var, s: s_var }) });
+        self.frames.push(Frame {
+            file: info.file,
+            locals,
+            options,
+            step: Some(StepFrame { model, state, t: t_var, s: s_var }),
+        });
         let result = self.block(&ast.body);
         self.frames.pop();
         result
@@ -777,7 +938,7 @@ impl<'p> Lowerer<'p> {
             Type::Bool => Ok(Ty::Bool),
             Type::Tensor => Ok(Ty::Tensor),
             Type::Grid => Ok(Ty::Grid),
-            Type::Tokens => Err(unsupported(span, "token sequences", "sequences run in the sequences milestone")),
+            Type::Tokens => Ok(Ty::Tokens),
             other => Err(unsupported(
                 span,
                 &format!("a `{other}` variable"),
@@ -1051,6 +1212,68 @@ impl<'p> Lowerer<'p> {
             }
             "positions" => {
                 return Err(unsupported(call.span, "`positions()`", "sequences run in the sequences milestone"));
+            }
+            "prompt" => vec![self.token_op(TokenOp::Prompt, Vec::new(), None, Ty::Tokens)],
+            "length" | "ended" => {
+                let seq = self.arg_value(call, args, builtin, 0, Ty::Tokens)?;
+                if self.func.ty(seq) != Ty::Tokens {
+                    return Err(unsupported(call.span, "the length of a tensor", "only token sequences have one"));
+                }
+                let (op, ty) =
+                    if builtin.name == "length" { (TokenOp::Length, Ty::I64) } else { (TokenOp::Ended, Ty::Bool) };
+                vec![self.token_op(op, vec![seq], None, ty)]
+            }
+            "propose" | "verify" => {
+                let model_arg =
+                    self.arg(call, args, 0).ok_or_else(|| unsupported(call.span, "this call", "internal"))?;
+                let model = self.model(&model_arg.value)?;
+                let seq = self.arg_value(call, args, builtin, 1, Ty::Tokens)?;
+                let second_ty = if builtin.name == "propose" { Ty::I64 } else { Ty::Tokens };
+                let second = self.arg_value(call, args, builtin, 2, second_ty)?;
+                let (kind, sampler_args) = match self.arg(call, args, 3) {
+                    Some(arg) => self.sampler(&arg.value)?,
+                    None => (SamplerKind::Greedy, Vec::new()),
+                };
+                let op = if builtin.name == "propose" { TokenOp::Propose(kind) } else { TokenOp::Verify(kind) };
+                let mut operands = vec![seq, second];
+                operands.extend(sampler_args);
+                vec![self.token_op(op, operands, Some(model.slot), Ty::Tokens)]
+            }
+            "candidates" => {
+                let frame = self.step_frame(call.span)?;
+                let x = self.arg_value(call, args, builtin, 0, Ty::Tokens)?;
+                let t = self.arg_value(call, args, builtin, 1, Ty::F64)?;
+                let temperature = self.arg_value(call, args, builtin, 2, Ty::F64)?;
+                let op = TokenOp::Candidates;
+                let site = self.token_site(op);
+                let verb = self.current_verb();
+                let tokens = self.func.new_value(Ty::Tokens);
+                let confidence = self.func.new_value(Ty::Tensor);
+                let current = self.current;
+                self.func.graph[current].insts.push(Inst {
+                    op: Op::Tokens { op, args: vec![x, t, temperature], model: Some(frame.model.slot), site, verb },
+                    results: vec![tokens, confidence],
+                });
+                vec![tokens, confidence]
+            }
+            "commit" => {
+                let x = self.arg_value(call, args, builtin, 0, Ty::Tokens)?;
+                let candidates = self.arg_value(call, args, builtin, 1, Ty::Tokens)?;
+                let confidence = self.arg_value(call, args, builtin, 2, Ty::Tensor)?;
+                let keep = self.arg_value(call, args, builtin, 3, Ty::F64)?;
+                let policy = self.arg(call, args, 4).ok_or_else(|| unsupported(call.span, "this call", "internal"))?;
+                let option = self.option_value(&policy.value, self.file())?;
+                let remask = match option.builtin.name {
+                    "posterior" => Remask::Posterior,
+                    "confidence" => Remask::Confidence,
+                    "random" => Remask::Random,
+                    "first_hitting" => Remask::FirstHitting,
+                    "threshold" => Remask::Threshold,
+                    _ => return Err(unsupported(policy.value.span, "this remasking policy", "internal")),
+                };
+                let mut operands = vec![x, candidates, confidence, keep];
+                operands.extend(option.args.iter().map(|var| self.read(*var)).collect::<Vec<_>>());
+                vec![self.token_op(TokenOp::Commit(remask), operands, None, Ty::Tokens)]
             }
             other => {
                 return Err(unsupported(

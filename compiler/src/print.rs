@@ -160,6 +160,20 @@ fn op_text(op: &Op) -> String {
             text
         }
         Op::VerbDone { verb } => format!("verb_done {verb}"),
+        Op::Tokens { op, args, model, site, verb } => {
+            let args: Vec<String> = args.iter().map(|a| v(*a)).collect();
+            let mut text = format!("tokens.{} ({})", op.name(), args.join(", "));
+            if let Some(model) = model {
+                let _ = write!(text, " m{}", model.0);
+            }
+            if let Some(site) = site {
+                let _ = write!(text, " site {site}");
+            }
+            if let Some(verb) = verb {
+                let _ = write!(text, " in verb {verb}");
+            }
+            text
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod nvrtc;
 pub mod philox;
 pub mod spec;
+pub mod tokens;
 
 pub use builder::KernelBuilder;
 pub use cpu::{KernelError, evaluate, reduce};

@@ -6,7 +6,7 @@
 //! independently and every implementation (this CPU reference, the Cranelift loops, the CUDA
 //! kernels) draws the same numbers.
 //!
-//! The functions [`gaussian`] and [`uniform`] define sched's random stream. Their doc comments are
+//! The functions [`gaussian`], [`uniform`] and [`uniform_f64`] define sched's random stream. Their doc comments are
 //! the normative definitions that the other emitters copy.
 
 /// The multiplier applied to counter word 0 in each round.
@@ -24,6 +24,8 @@ const ROUNDS: usize = 10;
 const TWO_POW_MINUS_32: f64 = 1.0 / 4_294_967_296.0;
 /// 2^-24 as an f32, the scale of a 24-bit integer onto [0, 1).
 const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
+/// 2^-52 as an f64, the scale of a 52-bit integer onto [0, 1).
+const TWO_POW_MINUS_52: f64 = 1.0 / 4_503_599_627_370_496.0;
 
 /// Returns the high and low 32-bit halves of the 64-bit product `a * b`.
 #[inline]
@@ -98,4 +100,27 @@ pub fn gaussian(seed: u64, site: u32, step: u32, sample: u32, index: u32) -> f32
 pub fn uniform(seed: u64, site: u32, step: u32, sample: u32, index: u32) -> f32 {
     let r = block(seed, site, step, sample, index);
     (r[0] >> 8) as f32 * TWO_POW_MINUS_24
+}
+
+/// A uniform draw on the open interval (0, 1) in f64 of sched's random stream, for the token
+/// samplers (Gumbel-max, the exponential race, acceptance tests), which need f64 resolution and
+/// must never see 0 or 1.
+///
+/// Definition (normative; every emitter computes exactly this):
+///
+/// - `counter = [index, sample, step, site]`, `key = [seed as u32, (seed >> 32) as u32]`,
+///   `r = philox4x32_10(counter, key)` (the same block as [`uniform`] and [`gaussian`] at these
+///   coordinates);
+/// - `n = ((r[0] as u64) << 20) | ((r[1] as u64) >> 12)`, a 52-bit integer: the 32 bits of `r[0]`
+///   above the top 20 bits of `r[1]`;
+/// - the result is `(n as f64 + 0.5) * 2^-52`.
+///
+/// Every step is exact in f64 (`n + 0.5` needs 53 significant bits), so the result is the midpoint
+/// of one of 2^52 equal cells of [0, 1): it lies in [2^-53, 1 - 2^-53], never 0 or 1, and is
+/// symmetric (`1 - u` has the same distribution as `u`). A 53-bit integer would not do: for
+/// `n >= 2^52`, `n + 0.5` rounds, and `n = 2^53 - 1` would give exactly 1.
+pub fn uniform_f64(seed: u64, site: u32, step: u32, sample: u32, index: u32) -> f64 {
+    let r = block(seed, site, step, sample, index);
+    let n = (u64::from(r[0]) << 20) | (u64::from(r[1]) >> 12);
+    (n as f64 + 0.5) * TWO_POW_MINUS_52
 }

@@ -49,6 +49,42 @@ const FIELDS: &[&str] = &[
     "classes",
 ];
 
+/// The architectures a manifest's `architecture` field can name.
+pub const ARCHITECTURES: &[&str] = &["mlp", "transformer"];
+
+/// The network a checkpoint holds, as its manifest's `architecture` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// The built-in MLP of continuous models ([`MlpModel`]).
+    Mlp,
+    /// The transformer of token models ([`crate::tokens::transformer::TransformerModel`]).
+    Transformer,
+}
+
+/// The `architecture` of the manifest `table` (called `name` in messages): present, a string,
+/// and one of [`ARCHITECTURES`].
+pub fn architecture_of(table: &toml::Table, name: &str) -> Result<Architecture, LoadError> {
+    let quoted: Vec<String> = ARCHITECTURES.iter().map(|a| format!("\"{a}\"")).collect();
+    let expected = format!("one of {}", quoted.join(", "));
+    let value = table.get("architecture").ok_or_else(|| LoadError::FieldMissing {
+        manifest: name.into(),
+        field: "architecture".into(),
+        expected: format!("expected {expected}"),
+    })?;
+    let bad = |expected: String| LoadError::FieldValue {
+        manifest: name.into(),
+        field: "architecture".into(),
+        value: value.to_string(),
+        expected,
+    };
+    match value.as_str() {
+        Some("mlp") => Ok(Architecture::Mlp),
+        Some("transformer") => Ok(Architecture::Transformer),
+        Some(other) => Err(bad(format!("unknown architecture{}", did_you_mean(other, ARCHITECTURES)))),
+        None => Err(bad("expected a string".into())),
+    }
+}
+
 /// How the normalized time t ∈ [0, 1] is fed to the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeInput {
@@ -271,6 +307,14 @@ impl Manifest {
             expected: expected.into(),
         };
         let spec_error = |source| LoadError::Manifest { manifest: name.into(), source };
+        // The architecture first: a transformer's manifest is not an MLP's with unknown fields.
+        if architecture_of(table, name)? != Architecture::Mlp {
+            return Err(bad(
+                "architecture",
+                &table["architecture"],
+                "this is not an MLP checkpoint (`load_model` loads every architecture)",
+            ));
+        }
         if strict && let Some(field) = table.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(LoadError::FieldValue {
                 manifest: name.into(),
@@ -304,15 +348,6 @@ impl Manifest {
             }
         };
 
-        let architecture =
-            string("architecture", "expected a string")?.ok_or_else(|| missing("architecture", "expected \"mlp\""))?;
-        if architecture != "mlp" {
-            return Err(bad(
-                "architecture",
-                &architecture.into(),
-                &format!("unknown architecture{}", did_you_mean(architecture, &["mlp"])),
-            ));
-        }
         let kind =
             string("kind", "expected a string")?.ok_or_else(|| missing("kind", "the model kind, e.g. \"eps\""))?;
         let kind = parse_kind("kind", kind).map_err(spec_error)?;
@@ -470,7 +505,7 @@ pub struct MlpModel {
 }
 
 /// The tensors of one safetensors file, checked one by one against what the manifest needs.
-struct Weights<'a> {
+pub(crate) struct Weights<'a> {
     path: &'a Path,
     file: SafeTensors<'a>,
 }
@@ -478,7 +513,7 @@ struct Weights<'a> {
 impl Weights<'_> {
     /// The tensor `name`, which must be F32 and of shape `expected` (`None` entries: any size);
     /// `describe` says what the shape is in messages.
-    fn get(&self, name: &str, expected: &[Option<usize>]) -> Result<CTensor, LoadError> {
+    pub(crate) fn get(&self, name: &str, expected: &[Option<usize>]) -> Result<CTensor, LoadError> {
         let describe =
             || expected.iter().map(|d| d.map_or("_".to_string(), |n| n.to_string())).collect::<Vec<_>>().join(", ");
         let view = self.file.tensor(name).map_err(|_| LoadError::TensorMissing {
@@ -511,8 +546,52 @@ impl Weights<'_> {
     }
 }
 
+/// A manifest's TOML values before any architecture reads them.
+pub(crate) struct ManifestTable {
+    pub(crate) table: toml::Table,
+    /// How messages call the manifest: the TOML file's path, or `PATH (__metadata__)`.
+    pub(crate) name: String,
+    /// Whether unknown fields are errors (a TOML file) or ignored (metadata).
+    pub(crate) strict: bool,
+}
+
+/// A checkpoint file read and parsed as safetensors, with its manifest's values: what
+/// `load_model` dispatches on the manifest's `architecture`.
+pub struct CheckpointFile {
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) manifest: ManifestTable,
+}
+
+impl CheckpointFile {
+    /// Reads the checkpoint at `path`, checks that it is a safetensors file, and reads its
+    /// manifest (`NAME.toml` beside it, else the file's `__metadata__`).
+    pub fn open(path: &Path) -> Result<CheckpointFile, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => LoadError::FileMissing { path: path.into() },
+            _ => LoadError::Io { path: path.into(), source },
+        })?;
+        let size = bytes.len() as u64;
+        SafeTensors::deserialize(&bytes).map_err(|e| parse_error(path, size, e))?;
+        let manifest = read_manifest(path, &bytes)?;
+        Ok(CheckpointFile { path: path.into(), bytes, manifest })
+    }
+
+    /// The architecture the manifest names.
+    pub fn architecture(&self) -> Result<Architecture, LoadError> {
+        architecture_of(&self.manifest.table, &self.manifest.name)
+    }
+
+    /// The file's tensors, to be read one by one.
+    pub(crate) fn weights(&self) -> Result<Weights<'_>, LoadError> {
+        let size = self.bytes.len() as u64;
+        let file = SafeTensors::deserialize(&self.bytes).map_err(|e| parse_error(&self.path, size, e))?;
+        Ok(Weights { path: &self.path, file })
+    }
+}
+
 /// Reads the manifest of `path`: `NAME.toml` beside it, else the file's `__metadata__`.
-fn read_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, LoadError> {
+fn read_manifest(path: &Path, bytes: &[u8]) -> Result<ManifestTable, LoadError> {
     let toml_path = path.with_extension("toml");
     if toml_path.is_file() {
         let name = toml_path.display().to_string();
@@ -522,7 +601,7 @@ fn read_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, LoadError> {
             manifest: name.clone(),
             message: e.message().to_string(),
         })?;
-        return Manifest::from_table(&table, &name, true);
+        return Ok(ManifestTable { table, name, strict: true });
     }
     let metadata = SafeTensors::read_metadata(bytes).ok().and_then(|(_, m)| m.metadata().clone()).unwrap_or_default();
     if !metadata.contains_key("architecture") {
@@ -540,7 +619,7 @@ fn read_manifest(path: &Path, bytes: &[u8]) -> Result<Manifest, LoadError> {
             (key, value)
         })
         .collect();
-    Manifest::from_table(&table, &format!("{} (__metadata__)", path.display()), false)
+    Ok(ManifestTable { table, name: format!("{} (__metadata__)", path.display()), strict: false })
 }
 
 /// Maps the safetensors parser's errors to what they mean for a user.
@@ -569,14 +648,15 @@ fn parse_error(path: &Path, size: u64, error: SafeTensorError) -> LoadError {
 impl MlpModel {
     /// Loads the checkpoint at `path` and its manifest.
     pub fn load(path: &Path) -> Result<MlpModel, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => LoadError::FileMissing { path: path.into() },
-            _ => LoadError::Io { path: path.into(), source },
-        })?;
-        let size = bytes.len() as u64;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| parse_error(path, size, e))?;
-        let manifest = read_manifest(path, &bytes)?;
-        let weights = Weights { path, file };
+        MlpModel::from_file(&CheckpointFile::open(path)?)
+    }
+
+    /// The MLP of an opened checkpoint whose manifest says `architecture = "mlp"`.
+    pub fn from_file(checkpoint: &CheckpointFile) -> Result<MlpModel, LoadError> {
+        let path = checkpoint.path.as_path();
+        let ManifestTable { table, name, strict } = &checkpoint.manifest;
+        let manifest = Manifest::from_table(table, name, *strict)?;
+        let weights = checkpoint.weights()?;
         let class_embed = match manifest.classes {
             0 => None,
             classes => Some(weights.get("class_embed.weight", &[Some(classes + 1), None])?),

@@ -24,7 +24,9 @@ use crate::convert::{FieldCoefficients, field_coefficients, field_kind_of};
 use crate::device::{Device, DeviceTensor, Launch, Transfers};
 use crate::grid::{Grid, materialize};
 use crate::model::{Model, ModelError};
+use crate::sequence::{self, Choice, Noise, Specials, TokenSeq};
 use crate::tensor::Tensor;
+use crate::tokens::{TokenModel, Vocab};
 
 /// A value given for a schedule parameter.
 #[derive(Clone, Debug)]
@@ -58,6 +60,8 @@ pub struct RunOptions<'a> {
     /// The accelerator that runs the fused kernels and holds the tensors they produce; the CPU
     /// when `None`.
     pub device: Option<Arc<dyn Device>>,
+    /// The prompt's token ids, the start of every row of `prompt()` (empty by default).
+    pub prompt: Vec<u32>,
 }
 
 impl Default for RunOptions<'_> {
@@ -70,6 +74,7 @@ impl Default for RunOptions<'_> {
             on_verb: None,
             cancel: None,
             device: None,
+            prompt: Vec::new(),
         }
     }
 }
@@ -81,6 +86,11 @@ pub enum OutputValue {
     F64(f64),
     I64(i64),
     Bool(bool),
+    /// Token rows, with their text when a bound model knows its words.
+    Tokens {
+        rows: Vec<Vec<u32>>,
+        text: Option<Vec<String>>,
+    },
 }
 
 /// What a run produced.
@@ -92,6 +102,8 @@ pub struct Outputs {
     pub trace: Vec<(u32, Tensor)>,
     /// Model evaluations made (each guided evaluation counts its two calls).
     pub model_calls: u64,
+    /// Model evaluations by model parameter, in the order of [`Function::models`].
+    pub model_calls_by_model: Vec<u64>,
     /// Fused kernels launched.
     pub kernel_launches: u64,
     /// What moved between the host and the device (all zero on the CPU).
@@ -133,6 +145,8 @@ pub enum RunError {
     Jit(String),
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    #[error(transparent)]
+    Sequence(#[from] crate::sequence::SequenceError),
     #[error("in the {verb} at line {line}: {error}")]
     InVerb { verb: &'static str, line: u32, error: Box<RunError> },
 }
@@ -146,6 +160,7 @@ enum Val {
     /// A tensor in a buffer of the run's device.
     Device(Arc<DeviceTensor>),
     Grid(Arc<Grid>),
+    Tokens(Arc<TokenSeq>),
 }
 
 impl Val {
@@ -163,7 +178,7 @@ impl Val {
             Val::F64(v) => Some(Constant::F64(*v)),
             Val::I64(v) => Some(Constant::I64(*v)),
             Val::Bool(v) => Some(Constant::Bool(*v)),
-            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) => None,
+            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) | Val::Tokens(_) => None,
         }
     }
 
@@ -172,7 +187,7 @@ impl Val {
             Val::F64(v) => *v,
             Val::I64(v) => *v as f64,
             Val::Bool(b) => f64::from(u8::from(*b)),
-            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) => f64::NAN,
+            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) | Val::Tokens(_) => f64::NAN,
         }
     }
 
@@ -181,7 +196,7 @@ impl Val {
             Val::I64(v) => *v,
             Val::F64(v) => *v as i64,
             Val::Bool(b) => i64::from(*b),
-            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) => 0,
+            Val::Tensor(_) | Val::Device(_) | Val::Grid(_) | Val::Tokens(_) => 0,
         }
     }
 
@@ -254,6 +269,7 @@ pub(crate) struct Machine<'a> {
     outputs: Vec<Option<OutputValue>>,
     trace: Vec<(u32, Tensor)>,
     model_calls: u64,
+    model_calls_by_slot: Vec<u64>,
     kernel_launches: u64,
     /// The JIT-compiled kernels of the function, by kernel id; the reference evaluator runs the
     /// kernels when `None`.
@@ -263,6 +279,10 @@ pub(crate) struct Machine<'a> {
     /// The accelerator of the run, if any.
     device: Option<Arc<dyn Device>>,
     transfers: Transfers,
+    /// The vocabulary of the first bound token model: its special tokens and words.
+    vocab: Option<Vocab>,
+    /// The last masked-model input and logits of each candidate site (MDLM's reuse of p(x₀)).
+    candidate_cache: Vec<Option<sequence::LogitsCache>>,
 }
 
 /// Compiled kernels for the executor to launch, and the threads a launch may use.
@@ -300,11 +320,14 @@ impl<'a> Machine<'a> {
             outputs: vec![None; function.outputs.len()],
             trace: Vec::new(),
             model_calls: 0,
+            model_calls_by_slot: vec![0; function.models.len()],
             kernel_launches: 0,
             compiled: native.map(|n| n.kernels),
             threads: native.map_or(1, |n| n.threads),
             device: options.device.clone(),
             transfers: Transfers::default(),
+            vocab: models.iter().find_map(|m| m.tokens()).map(|m| m.vocab().clone()),
+            candidate_cache: vec![None; function.noise_sites as usize],
         })
     }
 
@@ -321,6 +344,7 @@ impl<'a> Machine<'a> {
             values,
             trace: self.trace,
             model_calls: self.model_calls,
+            model_calls_by_model: self.model_calls_by_slot,
             kernel_launches: self.kernel_launches,
             transfers: self.transfers,
         }
@@ -332,7 +356,7 @@ impl<'a> Machine<'a> {
             Ty::F64 => Val::F64(f64::from_bits(bits)),
             Ty::I64 => Val::I64(bits as i64),
             Ty::Bool => Val::Bool(bits & 1 == 1),
-            Ty::Tensor | Ty::Grid => return,
+            Ty::Tensor | Ty::Grid | Ty::Tokens => return,
         };
         self.values[value.0 as usize] = Some(val);
     }
@@ -344,7 +368,7 @@ impl<'a> Machine<'a> {
             Ty::F64 => val.f64().to_bits(),
             Ty::I64 => val.i64() as u64,
             Ty::Bool => u64::from(val.bool()),
-            Ty::Tensor | Ty::Grid => 0,
+            Ty::Tensor | Ty::Grid | Ty::Tokens => 0,
         }
     }
 
@@ -462,7 +486,9 @@ impl<'a> Machine<'a> {
 
     pub(crate) fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
         if let Some(output) = self.evaluate_on_device(&inst.op)? {
-            self.model_calls += 1;
+            if let Op::Field { model, .. } | Op::Jump { model, .. } = inst.op {
+                self.count_calls(Some(model), 1);
+            }
             self.set(inst, Val::Device(Arc::new(output)));
             return Ok(());
         }
@@ -519,7 +545,7 @@ impl<'a> Machine<'a> {
                 let t = self.get(*t).f64();
                 let label = self.label(*label);
                 let (output, _kind) = self.model(*model).field(&x, t, label)?;
-                self.model_calls += 1;
+                self.count_calls(Some(*model), 1);
                 Some(Val::Tensor(Arc::new(output)))
             }
             Op::Jump { model, x, t, s, label, .. } => {
@@ -528,7 +554,7 @@ impl<'a> Machine<'a> {
                 let (t, s) = (self.get(*t).f64(), self.get(*s).f64());
                 let label = self.label(*label);
                 let output = self.model(*model).jump(&x, t, s, label)?;
-                self.model_calls += 1;
+                self.count_calls(Some(*model), 1);
                 Some(Val::Tensor(Arc::new(output)))
             }
             Op::Reduce(op, x) => {
@@ -563,6 +589,14 @@ impl<'a> Machine<'a> {
                     Val::F64(v) => OutputValue::F64(v),
                     Val::I64(v) => OutputValue::I64(v),
                     Val::Bool(v) => OutputValue::Bool(v),
+                    Val::Tokens(seq) => OutputValue::Tokens {
+                        text: self
+                            .vocab
+                            .as_ref()
+                            .filter(|v| v.words.is_some())
+                            .map(|vocab| seq.rows.iter().map(|row| sequence::row_text(row, vocab)).collect()),
+                        rows: seq.rows.clone(),
+                    },
                     Val::Device(_) | Val::Grid(_) => return Ok(()),
                 };
                 self.outputs[*index as usize] = Some(output);
@@ -570,6 +604,10 @@ impl<'a> Machine<'a> {
             }
             Op::Kernel { kernel, inputs, params, sites, in_place } => {
                 self.kernel(inst, *kernel, inputs, params, sites, in_place)?;
+                return Ok(());
+            }
+            Op::Tokens { op, args, model, site, .. } => {
+                self.tokens(inst, *op, args, *model, *site)?;
                 return Ok(());
             }
             Op::VerbDone { verb } => {
@@ -596,6 +634,137 @@ impl<'a> Machine<'a> {
         if let Some(value) = value {
             self.set(inst, value);
         }
+        Ok(())
+    }
+
+    /// Counts `calls` evaluations of the model in `slot`.
+    fn count_calls(&mut self, slot: Option<ModelSlot>, calls: u64) {
+        self.model_calls += calls;
+        if let Some(count) = slot.and_then(|slot| self.model_calls_by_slot.get_mut(slot.0 as usize)) {
+            *count += calls;
+        }
+    }
+
+    fn token_seq(&self, value: ValueId) -> Result<Arc<TokenSeq>, RunError> {
+        match self.get(value) {
+            Val::Tokens(seq) => Ok(seq),
+            _ => Err(RunError::Jit("a token operation was given a value that is not tokens".into())),
+        }
+    }
+
+    fn token_model(&self, slot: Option<ModelSlot>) -> Result<Arc<dyn Model>, RunError> {
+        let slot = slot.ok_or_else(|| RunError::Jit("a token operation that calls a model has none".into()))?;
+        let model = Arc::clone(self.model(slot));
+        if model.tokens().is_none() {
+            let info = model.info();
+            return Err(RunError::ModelKind(
+                info.kind.name().to_string(),
+                format!("`{}` is not a token model, and the schedule generates tokens", info.source),
+            ));
+        }
+        Ok(model)
+    }
+
+    fn specials(&self) -> Specials {
+        self.vocab.as_ref().map_or(Specials { mask: None, eos: None }, Specials::of)
+    }
+
+    /// Executes a token operation (see [`TokenOp`] for its operands).
+    fn tokens(
+        &mut self,
+        inst: &Inst,
+        op: TokenOp,
+        args: &[ValueId],
+        slot: Option<ModelSlot>,
+        site: Option<u32>,
+    ) -> Result<(), RunError> {
+        let host = |this: &Self, i: usize| args.get(i).map_or(f64::NAN, |v| this.get(*v).f64());
+        let int = |this: &Self, i: usize| args.get(i).map_or(0, |v| this.get(*v).i64());
+        let seq = |this: &Self, i: usize| -> Result<Arc<TokenSeq>, RunError> {
+            let value = args.get(i).ok_or_else(|| RunError::Jit("a token operation lacks an operand".into()))?;
+            this.token_seq(*value)
+        };
+        let noise = match site {
+            Some(site) => Noise { seed: self.options.seed, site, step: self.next_step(site) },
+            None => Noise { seed: self.options.seed, site: 0, step: 0 },
+        };
+        let specials = self.specials();
+        let sampler_args = |this: &Self, from: usize, kind: SamplerKind| -> Result<Choice, RunError> {
+            let values: Vec<f64> = (from..from + kind.arity()).map(|i| host(this, i)).collect();
+            Ok(Choice::new(kind, &values)?)
+        };
+        let value = match op {
+            TokenOp::Prompt => Val::Tokens(Arc::new(TokenSeq::prompt(&self.options.prompt, self.options.batch))),
+            TokenOp::ExtendMask => Val::Tokens(Arc::new(seq(self, 0)?.extend_mask(int(self, 1), specials)?)),
+            TokenOp::Extend(kind) => {
+                let model = self.token_model(slot)?;
+                let choice = sampler_args(self, 2, kind)?;
+                let tokens = token_model_of(&model)?;
+                let (extended, calls) =
+                    sequence::extend(tokens, &*seq(self, 0)?, int(self, 1), kind, choice, specials, noise)?;
+                self.count_calls(slot, calls);
+                Val::Tokens(Arc::new(extended))
+            }
+            TokenOp::Length => Val::I64(seq(self, 0)?.length(specials)),
+            TokenOp::Ended => Val::Bool(seq(self, 0)?.ended(specials)),
+            TokenOp::Tail => Val::Tokens(Arc::new(seq(self, 0)?.tail(int(self, 1))?)),
+            TokenOp::Whole => Val::Tokens(Arc::new(seq(self, 0)?.whole())),
+            TokenOp::Candidates => {
+                let model = self.token_model(slot)?;
+                let tokens = token_model_of(&model)?;
+                let x = seq(self, 0)?;
+                let cache_index = site.unwrap_or(0) as usize;
+                if cache_index >= self.candidate_cache.len() {
+                    self.candidate_cache.resize(cache_index + 1, None);
+                }
+                let mut cache = self.candidate_cache[cache_index].take();
+                let outcome = sequence::candidates(tokens, &x, host(self, 2), specials, noise, &mut cache);
+                self.candidate_cache[cache_index] = cache;
+                let (candidates, confidence, calls) = outcome?;
+                self.count_calls(slot, calls);
+                if let [tokens_result, confidence_result] = inst.results.as_slice() {
+                    self.values[tokens_result.0 as usize] = Some(Val::Tokens(Arc::new(candidates)));
+                    self.values[confidence_result.0 as usize] = Some(Val::Tensor(Arc::new(confidence)));
+                }
+                return Ok(());
+            }
+            TokenOp::Commit(remask) => {
+                let confidence = match args.get(2) {
+                    Some(value) => self.tensor(*value)?,
+                    None => return Err(RunError::Jit("commit lacks its confidence".into())),
+                };
+                let threshold = (remask == Remask::Threshold).then(|| host(self, 4));
+                let committed = sequence::commit(
+                    &*seq(self, 0)?,
+                    &*seq(self, 1)?,
+                    &confidence,
+                    host(self, 3),
+                    remask,
+                    threshold,
+                    specials,
+                    noise,
+                )?;
+                Val::Tokens(Arc::new(committed))
+            }
+            TokenOp::Propose(kind) => {
+                let model = self.token_model(slot)?;
+                let choice = sampler_args(self, 2, kind)?;
+                let tokens = token_model_of(&model)?;
+                let (draft, calls) = sequence::propose(tokens, &*seq(self, 0)?, int(self, 1), kind, choice, noise)?;
+                self.count_calls(slot, calls);
+                Val::Tokens(Arc::new(draft))
+            }
+            TokenOp::Verify(kind) => {
+                let model = self.token_model(slot)?;
+                let choice = sampler_args(self, 2, kind)?;
+                let tokens = token_model_of(&model)?;
+                let (verified, calls) =
+                    sequence::verify(tokens, &*seq(self, 0)?, &*seq(self, 1)?, choice, specials, noise)?;
+                self.count_calls(slot, calls);
+                Val::Tokens(Arc::new(verified))
+            }
+        };
+        self.set(inst, value);
         Ok(())
     }
 
@@ -936,6 +1105,11 @@ impl<'a> Machine<'a> {
 }
 
 /// A function of a model's interpolant at `t`.
+/// The token side of a model the machine checked is a token model.
+fn token_model_of(model: &Arc<dyn Model>) -> Result<&dyn TokenModel, RunError> {
+    model.tokens().ok_or_else(|| RunError::Jit("a checked token model lost its token side".into()))
+}
+
 pub(crate) fn interpolant_value(model: &dyn Model, func: InterpolantFn, t: f64) -> f64 {
     let interpolant = &model.info().interpolant;
     match func {

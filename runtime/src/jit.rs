@@ -417,7 +417,8 @@ fn hook_address(hook: Hook) -> *const u8 {
         | Hook::GridPoint
         | Hook::Emit
         | Hook::Kernel
-        | Hook::VerbDone => sched_execute as *const u8,
+        | Hook::VerbDone
+        | Hook::Tokens => sched_execute as *const u8,
         Hook::Exp => unary(sched_exp),
         Hook::Log => unary(sched_log),
         Hook::Expm1 => unary(sched_expm1),

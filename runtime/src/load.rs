@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::analytic::spec::{self, SpecError};
 use crate::checkpoint;
 use crate::model::Model;
+use crate::tokens::transformer::TransformerModel;
 
 /// Why a model could not be loaded. Messages name the file (and the tensor or manifest field)
 /// and say what was expected.
@@ -49,13 +50,16 @@ pub enum LoadError {
 /// given (the directory of the `.sched` file that names it, typically).
 pub fn load_model(spec: &str, base_dir: Option<&Path>) -> Result<Arc<dyn Model>, LoadError> {
     if spec.trim_start().starts_with(spec::PREFIX) {
-        let model = spec::parse_spec(spec).map_err(|source| LoadError::Spec { spec: spec.trim().into(), source })?;
-        return Ok(Arc::new(model));
+        return spec::parse_model(spec).map_err(|source| LoadError::Spec { spec: spec.trim().into(), source });
     }
     let path = Path::new(spec);
     let path = match base_dir {
         Some(base) if path.is_relative() => base.join(path),
         _ => path.to_path_buf(),
     };
-    Ok(Arc::new(checkpoint::MlpModel::load(&path)?))
+    let file = checkpoint::CheckpointFile::open(&path)?;
+    Ok(match file.architecture()? {
+        checkpoint::Architecture::Mlp => Arc::new(checkpoint::MlpModel::from_file(&file)?),
+        checkpoint::Architecture::Transformer => Arc::new(TransformerModel::from_file(&file)?),
+    })
 }

@@ -13,6 +13,7 @@ use sched_lang::types::ModelKind;
 use crate::device::{Device, DeviceTensor};
 use crate::interpolant::Interpolant;
 use crate::tensor::Tensor;
+use crate::tokens::TokenModel;
 
 /// The parameterization of a local-field output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +63,12 @@ pub trait Model: Send + Sync {
     /// on a device evaluates other models on the host, copying their input down and their output
     /// up.
     fn on_device(&self) -> Option<&dyn DeviceModel> {
+        None
+    }
+
+    /// The model as a token model, when it is one (kinds `causal_lm`, `masked_lm`, `mtp_lm`).
+    /// Token models answer [`Model::field`] and [`Model::jump`] with [`ModelError::Unsupported`].
+    fn tokens(&self) -> Option<&dyn TokenModel> {
         None
     }
 }

@@ -4,25 +4,38 @@
 //! `key=value` pairs. A value is a word (`eps`, `scaled_linear`), a number (`0.5`, `1000`) or a
 //! bracketed list of numbers (`[0.5, -1]`). Whitespace around tokens is ignored. docs/models.md
 //! lists the names, keys and defaults.
+//!
+//! `gaussian` and `gmm` are continuous models ([`AnalyticModel`], [`parse_spec`]); `poker` and
+//! `markov` are token models ([`AnalyticTokenModel`]). [`parse_model`] parses either.
+
+use std::sync::Arc;
 
 use sched_lang::types::ModelKind;
 
 use super::{AnalyticModel, Gaussian, GaussianMixture};
 use crate::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
+use crate::model::Model;
+use crate::tokens::analytic::{AnalyticTokenModel, ExactLaw, TokenKind};
+use crate::tokens::markov::{MarkovChain, MarkovOrder};
+use crate::tokens::table::TokenTable;
 
 /// The prefix that marks an analytic spec.
 pub const PREFIX: &str = "analytic:";
 
 /// The names of analytic models.
-const NAMES: &[&str] = &["gaussian", "gmm"];
-/// Analytic token models, which come with the token milestone.
-const LATER_NAMES: &[&str] = &["poker", "markov"];
-/// Keys every analytic model takes.
+const NAMES: &[&str] = &["gaussian", "gmm", "poker", "markov"];
+/// The names of analytic token models.
+const TOKEN_NAMES: &[&str] = &["poker", "markov"];
+/// Keys every continuous analytic model takes.
 const COMMON_KEYS: &[&str] =
     &["kind", "interpolant", "train_steps", "beta_start", "beta_end", "sigma_max", "sigma_data"];
 const GAUSSIAN_KEYS: &[&str] = &["dim", "length", "mean", "std"];
 const GMM_KEYS: &[&str] = &["preset"];
 const PRESETS: &[&str] = &["eight", "checker", "classes"];
+const POKER_KEYS: &[&str] = &["kind", "heads"];
+const MARKOV_KEYS: &[&str] = &["kind", "heads", "vocab", "order", "seed"];
+/// The most heads of an analytic `mtp_lm`.
+const MAX_HEADS: usize = 8;
 
 /// The interpolant names of specs and manifests.
 pub const INTERPOLANTS: &[&str] =
@@ -45,6 +58,12 @@ pub enum SpecError {
     NotApplicable { key: String, interpolant: String, applies_to: String },
     #[error("{what} are a later milestone: {why}")]
     NotYet { what: String, why: String },
+    #[error("analytic:{model} is a {family} model: kind must be one of {kinds}")]
+    KindFamily { model: String, family: String, kinds: String },
+    #[error("`{key}` does not apply to kind {kind} (it applies to {applies_to})")]
+    NotForKind { key: String, kind: String, applies_to: String },
+    #[error("analytic:{model} is a token model, not a continuous one (`parse_model` parses both)")]
+    NotContinuous { model: String },
 }
 
 /// The end of a message about an unknown word: "did you mean" the closest candidate when one is
@@ -60,7 +79,8 @@ pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     }
 }
 
-/// A model kind by name; token kinds are reported as a later milestone.
+/// A continuous model kind by name, for checkpoint manifests: token kinds are reported as a later
+/// milestone there (checkpoints are continuous MLPs).
 pub fn parse_kind(key: &str, value: &str) -> Result<ModelKind, SpecError> {
     match ModelKind::from_name(value) {
         Some(kind) if kind.is_token_model() => Err(SpecError::NotYet {
@@ -68,15 +88,34 @@ pub fn parse_kind(key: &str, value: &str) -> Result<ModelKind, SpecError> {
             why: "only continuous kinds are supported for now".into(),
         }),
         Some(kind) => Ok(kind),
-        None => {
-            let continuous: Vec<&str> =
-                ModelKind::ALL.iter().filter(|k| !k.is_token_model()).map(|k| k.name()).collect();
-            Err(SpecError::BadValue {
-                key: key.into(),
-                value: value.into(),
-                expected: format!("unknown kind{}", did_you_mean(value, &continuous)),
-            })
-        }
+        None => Err(unknown_kind(key, value, false)),
+    }
+}
+
+/// The names of the token kinds (`token`) or of the continuous kinds.
+fn kind_names(token: bool) -> Vec<&'static str> {
+    ModelKind::ALL.iter().filter(|k| k.is_token_model() == token).map(|k| k.name()).collect()
+}
+
+/// `value` is not a kind; the help looks among the token kinds (`token`) or the continuous ones.
+fn unknown_kind(key: &str, value: &str, token: bool) -> SpecError {
+    SpecError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        expected: format!("unknown kind{}", did_you_mean(value, &kind_names(token))),
+    }
+}
+
+/// The kind of the continuous analytic model `model`: a token kind is an error.
+fn continuous_kind(model: &str, value: &str) -> Result<ModelKind, SpecError> {
+    match ModelKind::from_name(value) {
+        Some(kind) if kind.is_token_model() => Err(SpecError::KindFamily {
+            model: model.into(),
+            family: "continuous".into(),
+            kinds: kind_names(false).join(", "),
+        }),
+        Some(kind) => Ok(kind),
+        None => Err(unknown_kind("kind", value, false)),
     }
 }
 
@@ -296,28 +335,46 @@ fn split(spec: &str) -> Result<(String, Args), SpecError> {
     Ok((name.into(), Args { pairs }))
 }
 
-/// Parses an analytic spec (with its `analytic:` prefix) into a model.
+/// Parses an analytic spec (with its `analytic:` prefix) of any model, continuous or token.
+pub fn parse_model(spec: &str) -> Result<Arc<dyn Model>, SpecError> {
+    let (name, args) = split(spec)?;
+    if TOKEN_NAMES.contains(&name.as_str()) {
+        Ok(Arc::new(token_model(spec, &name, &args)?))
+    } else {
+        Ok(Arc::new(continuous_model(spec, &name, &args)?))
+    }
+}
+
+/// Parses the analytic spec (with its `analytic:` prefix) of a continuous model; a token model's
+/// spec is an error ([`parse_model`] parses both).
 pub fn parse_spec(spec: &str) -> Result<AnalyticModel, SpecError> {
     let (name, args) = split(spec)?;
-    if LATER_NAMES.contains(&name.as_str()) {
-        return Err(SpecError::NotYet {
-            what: format!("analytic token models (`analytic:{name}`)"),
-            why: "only the continuous models gaussian and gmm exist for now".into(),
-        });
+    if TOKEN_NAMES.contains(&name.as_str()) {
+        return Err(SpecError::NotContinuous { model: name });
     }
-    let own_keys = match name.as_str() {
+    continuous_model(spec, &name, &args)
+}
+
+/// Checks that every key of `args` is one of `keys` of the model `name`.
+fn check_keys(name: &str, args: &Args, keys: &[&str]) -> Result<(), SpecError> {
+    match args.pairs.iter().find(|(k, _)| !keys.contains(&k.as_str())) {
+        Some((key, _)) => {
+            Err(SpecError::UnknownKey { model: name.into(), key: key.clone(), help: did_you_mean(key, keys) })
+        }
+        None => Ok(()),
+    }
+}
+
+/// The continuous model `name` of `spec`, with its arguments.
+fn continuous_model(spec: &str, name: &str, args: &Args) -> Result<AnalyticModel, SpecError> {
+    let own_keys = match name {
         "gaussian" => GAUSSIAN_KEYS,
         "gmm" => GMM_KEYS,
-        _ => {
-            let all: Vec<&str> = NAMES.iter().chain(LATER_NAMES).copied().collect();
-            return Err(SpecError::UnknownName { help: did_you_mean(&name, &all), name });
-        }
+        _ => return Err(SpecError::UnknownName { help: did_you_mean(name, NAMES), name: name.into() }),
     };
     let keys: Vec<&str> = COMMON_KEYS.iter().chain(own_keys).copied().collect();
-    if let Some((key, _)) = args.pairs.iter().find(|(k, _)| !keys.contains(&k.as_str())) {
-        return Err(SpecError::UnknownKey { model: name.clone(), key: key.clone(), help: did_you_mean(key, &keys) });
-    }
-    let kind = parse_kind("kind", args.get("kind").unwrap_or("velocity"))?;
+    check_keys(name, args, &keys)?;
+    let kind = continuous_kind(name, args.get("kind").unwrap_or("velocity"))?;
     let params = InterpolantParams {
         train_steps: args.count("train_steps")?,
         beta_start: args.number("beta_start")?,
@@ -328,7 +385,7 @@ pub fn parse_spec(spec: &str) -> Result<AnalyticModel, SpecError> {
     let interpolant = interpolant_from_params(args.get("interpolant").unwrap_or("rectified_flow"), &params)?;
     let source = spec.trim().to_string();
     let model = if name == "gaussian" {
-        let (density, shape) = gaussian(&args)?;
+        let (density, shape) = gaussian(args)?;
         AnalyticModel::new(kind, interpolant, shape, Box::new(density), source)
     } else {
         let preset = args.get("preset").unwrap_or("eight");
@@ -347,6 +404,77 @@ pub fn parse_spec(spec: &str) -> Result<AnalyticModel, SpecError> {
         AnalyticModel::new(kind, interpolant, vec![2], Box::new(density), source)
     };
     Ok(model)
+}
+
+/// The token model `name` (`poker` or `markov`) of `spec`, with its arguments.
+fn token_model(spec: &str, name: &str, args: &Args) -> Result<AnalyticTokenModel, SpecError> {
+    let is_poker = name == "poker";
+    check_keys(name, args, if is_poker { POKER_KEYS } else { MARKOV_KEYS })?;
+    let kind = token_kind(name, args)?;
+    let law: Box<dyn ExactLaw> = if is_poker { Box::new(TokenTable::poker()) } else { Box::new(markov(args)?) };
+    Ok(AnalyticTokenModel::new(kind, law, spec.trim().to_string()))
+}
+
+/// The kind of a token model (default `causal_lm`) with its heads (`mtp_lm` only; default 2).
+fn token_kind(name: &str, args: &Args) -> Result<TokenKind, SpecError> {
+    let value = args.get("kind").unwrap_or("causal_lm");
+    let kind = match ModelKind::from_name(value) {
+        Some(ModelKind::CausalLm) => TokenKind::CausalLm,
+        Some(ModelKind::MaskedLm) => TokenKind::MaskedLm,
+        Some(ModelKind::MtpLm) => TokenKind::MtpLm { heads: 2 },
+        Some(_) => {
+            return Err(SpecError::KindFamily {
+                model: name.into(),
+                family: "token".into(),
+                kinds: kind_names(true).join(", "),
+            });
+        }
+        None => return Err(unknown_kind("kind", value, true)),
+    };
+    let Some(heads) = args.count("heads")? else { return Ok(kind) };
+    match kind {
+        TokenKind::MtpLm { .. } if (1..=MAX_HEADS).contains(&heads) => Ok(TokenKind::MtpLm { heads }),
+        TokenKind::MtpLm { .. } => Err(SpecError::BadValue {
+            key: "heads".into(),
+            value: heads.to_string(),
+            expected: format!("expected between 1 and {MAX_HEADS} heads"),
+        }),
+        other => Err(SpecError::NotForKind {
+            key: "heads".into(),
+            kind: other.model_kind().name().into(),
+            applies_to: ModelKind::MtpLm.name().into(),
+        }),
+    }
+}
+
+/// The Markov chain of a spec: `vocab` words (default 16), `order` 1 or 2 (default 1), `seed`
+/// (default 0).
+fn markov(args: &Args) -> Result<MarkovChain, SpecError> {
+    let words = args.count("vocab")?.unwrap_or(16);
+    let order = match args.get("order").unwrap_or("1") {
+        "1" => MarkovOrder::First,
+        "2" => MarkovOrder::Second,
+        other => {
+            return Err(SpecError::BadValue {
+                key: "order".into(),
+                value: other.into(),
+                expected: "expected 1 or 2".into(),
+            });
+        }
+    };
+    let seed = match args.get("seed") {
+        None => 0,
+        Some(value) => value.parse::<u64>().map_err(|_| SpecError::BadValue {
+            key: "seed".into(),
+            value: value.into(),
+            expected: "expected an integer between 0 and 2^64 - 1".into(),
+        })?,
+    };
+    MarkovChain::new(words, order, seed).map_err(|error| SpecError::BadValue {
+        key: "vocab".into(),
+        value: words.to_string(),
+        expected: error.to_string(),
+    })
 }
 
 /// The Gaussian of a spec and its sample shape. Defaults: `dim = 2`, mean (1, −1, 1, −1, ...)
@@ -460,15 +588,62 @@ mod tests {
     }
 
     #[test]
-    fn token_models_are_a_later_milestone() {
+    fn token_specs_parse_into_token_models() {
+        let parse = |spec: &str| parse_model(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let poker = parse("analytic:poker");
+        assert_eq!(poker.info().kind, ModelKind::CausalLm);
+        assert_eq!(poker.info().source, "analytic:poker");
+        assert_eq!(poker.info().sample_shape, Vec::<usize>::new());
+        assert_eq!(poker.tokens().map(|t| t.heads()), Some(1));
+        let mtp = parse(" analytic:poker(kind=mtp_lm) ");
+        assert_eq!(mtp.info().kind, ModelKind::MtpLm);
+        assert_eq!(mtp.tokens().map(|t| t.heads()), Some(2));
+        assert_eq!(parse("analytic:poker(kind=mtp_lm, heads=8)").tokens().map(|t| t.heads()), Some(8));
+        assert_eq!(parse("analytic:poker(kind=masked_lm)").tokens().map(|t| t.heads()), Some(0));
+        let markov = parse("analytic:markov(vocab=5, order=2, seed=3, kind=masked_lm)");
+        assert_eq!(markov.info().kind, ModelKind::MaskedLm);
+        assert_eq!(markov.tokens().map(|t| t.vocab().size), Some(6));
+        assert_eq!(parse("analytic:markov").tokens().map(|t| t.vocab().size), Some(17));
+        assert!(parse("analytic:gmm").tokens().is_none());
+    }
+
+    #[test]
+    fn token_spec_errors_name_the_problem() {
+        let token_error = |spec: &str| match parse_model(spec) {
+            Ok(_) => panic!("`{spec}` parsed"),
+            Err(e) => e.to_string(),
+        };
         assert_eq!(
-            error("analytic:poker"),
-            "analytic token models (`analytic:poker`) are a later milestone: only the continuous models gaussian and gmm exist for now"
+            token_error("analytic:poker(kind=eps)"),
+            "analytic:poker is a token model: kind must be one of causal_lm, masked_lm, mtp_lm"
         );
         assert_eq!(
             error("analytic:gmm(kind=causal_lm)"),
-            "token models (`kind = causal_lm`) are a later milestone: only continuous kinds are supported for now"
+            "analytic:gmm is a continuous model: kind must be one of eps, x0, v, velocity, score, flow_map, mean_flow, shortcut, consistency"
         );
-        assert!(error("analytic:markov(states=3)").contains("later milestone"));
+        assert_eq!(
+            token_error("analytic:markov(kind=causal)"),
+            "`kind = causal`: unknown kind (did you mean `causal_lm`?)"
+        );
+        assert_eq!(
+            token_error("analytic:markov(states=3)"),
+            "unknown key `states` for analytic:markov (expected one of: kind, heads, vocab, order, seed)"
+        );
+        assert_eq!(
+            token_error("analytic:poker(interpolant=ve)"),
+            "unknown key `interpolant` for analytic:poker (expected one of: kind, heads)"
+        );
+        assert_eq!(
+            token_error("analytic:poker(heads=3)"),
+            "`heads` does not apply to kind causal_lm (it applies to mtp_lm)"
+        );
+        assert_eq!(token_error("analytic:poker(kind=mtp_lm, heads=9)"), "`heads = 9`: expected between 1 and 8 heads");
+        assert_eq!(token_error("analytic:markov(vocab=1)"), "`vocab = 1`: a Markov chain has between 2 and 256 words");
+        assert_eq!(token_error("analytic:markov(order=3)"), "`order = 3`: expected 1 or 2");
+        assert_eq!(token_error("analytic:markov(seed=-1)"), "`seed = -1`: expected an integer between 0 and 2^64 - 1");
+        assert_eq!(
+            error("analytic:poker"),
+            "analytic:poker is a token model, not a continuous one (`parse_model` parses both)"
+        );
     }
 }

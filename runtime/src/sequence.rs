@@ -1,0 +1,600 @@
+//! Token sequences at run time: the value the IR's `tokens` type holds and the execution of every
+//! [`TokenOp`] against a [`TokenModel`].
+//!
+//! Rows may have different lengths (speculative decoding accepts a different number of draft
+//! tokens per row); a model call groups the rows of equal length into one batch, and counts as one
+//! evaluation in all. Random numbers come from sched's Philox stream: an operation at noise site
+//! `site`, running for the `step`-th time, draws `uniform_f64(seed, site, step, row, index)` with
+//! the indices given on each function, so both engines and any batch size draw the same numbers
+//! for the same row.
+
+use sched_compiler::ir::{Remask, SamplerKind};
+use sched_kernels::philox;
+use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
+
+use crate::model::ModelError;
+use crate::tensor::Tensor;
+use crate::tokens::{TokenModel, TokenRows, Vocab};
+
+/// A batch of token rows, with the window an unmasking step refines and, for a draft, the
+/// distribution each of its tokens was drawn from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenSeq {
+    pub rows: Vec<Vec<u32>>,
+    /// The number of last positions a step refines; the whole row when `None`.
+    pub window: Option<usize>,
+    /// For a draft: per row and draft position, the probabilities over the vocabulary the token
+    /// was drawn from (one-hot for a greedy draft).
+    pub proposal: Option<Vec<Vec<Vec<f64>>>>,
+}
+
+/// A failure of a token operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SequenceError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a sampler does, with its arguments as the schedule computed them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Choice {
+    Greedy,
+    Sample(Sampler),
+}
+
+impl Choice {
+    /// The choice of a sampler of kind `kind` with host arguments `args` (in the order of
+    /// [`SamplerKind`]).
+    pub fn new(kind: SamplerKind, args: &[f64]) -> Result<Choice, SequenceError> {
+        let arg = |i: usize| args.get(i).copied().unwrap_or(f64::NAN);
+        let sampler = match kind {
+            SamplerKind::Greedy => return Ok(Choice::Greedy),
+            SamplerKind::Sample => Sampler {
+                temperature: arg(0),
+                top_k: usize::try_from(arg(1) as i64).map_err(|_| {
+                    SequenceError::Invalid(format!("sample(top_k = {}): top_k cannot be negative", arg(1)))
+                })?,
+                top_p: arg(2),
+                min_p: arg(3),
+                nucleus: Nucleus::KeepCrossing,
+            },
+            SamplerKind::Heads => Sampler { temperature: arg(0), ..Sampler::plain() },
+        };
+        if !(sampler.temperature > 0.0 && sampler.temperature.is_finite()) {
+            return Err(SequenceError::Invalid(format!(
+                "sampling temperature {} must be a positive number (use `greedy` for temperature 0)",
+                sampler.temperature
+            )));
+        }
+        if !(0.0..=1.0).contains(&sampler.top_p) || !(0.0..=1.0).contains(&sampler.min_p) {
+            return Err(SequenceError::Invalid(format!(
+                "top_p = {} and min_p = {} must be in [0, 1]",
+                sampler.top_p, sampler.min_p
+            )));
+        }
+        Ok(Choice::Sample(sampler))
+    }
+
+    /// The distribution this choice draws from, given raw logits: the processed softmax, or a
+    /// point mass on the argmax for greedy.
+    fn distribution(&self, logits: &[f32]) -> Vec<f64> {
+        match self {
+            Choice::Greedy => {
+                let mut point = vec![0.0; logits.len()];
+                if let Some(p) = point.get_mut(kernels::argmax(logits) as usize) {
+                    *p = 1.0;
+                }
+                point
+            }
+            Choice::Sample(sampler) => {
+                let mut processed = logits.to_vec();
+                kernels::process_logits(&mut processed, sampler);
+                kernels::softmax(&processed)
+            }
+        }
+    }
+
+    /// One token from raw logits; `uniform(v)` is the noise of vocabulary entry `v`.
+    fn pick(&self, logits: &[f32], uniform: impl Fn(u32) -> f64) -> u32 {
+        match self {
+            Choice::Greedy => kernels::argmax(logits),
+            Choice::Sample(sampler) => {
+                let mut processed = logits.to_vec();
+                kernels::process_logits(&mut processed, sampler);
+                kernels::gumbel_argmax(&processed, uniform)
+            }
+        }
+    }
+}
+
+/// Where an operation's random numbers come from: `uniform(row, index)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Noise {
+    pub seed: u64,
+    pub site: u32,
+    pub step: u32,
+}
+
+impl Noise {
+    pub fn uniform(&self, row: usize, index: usize) -> f64 {
+        philox::uniform_f64(self.seed, self.site, self.step, row as u32, index as u32)
+    }
+}
+
+/// The run's vocabulary facts a token operation needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Specials {
+    pub mask: Option<u32>,
+    pub eos: Option<u32>,
+}
+
+impl Specials {
+    pub fn of(vocab: &Vocab) -> Specials {
+        Specials { mask: vocab.mask, eos: vocab.eos }
+    }
+
+    fn has_ended(&self, row: &[u32]) -> bool {
+        self.eos.is_some_and(|eos| row.contains(&eos))
+    }
+}
+
+impl TokenSeq {
+    /// Rows of the prompt, one per sample.
+    pub fn prompt(prompt: &[u32], batch: usize) -> TokenSeq {
+        TokenSeq { rows: vec![prompt.to_vec(); batch], window: None, proposal: None }
+    }
+
+    fn with_rows(rows: Vec<Vec<u32>>) -> TokenSeq {
+        TokenSeq { rows, window: None, proposal: None }
+    }
+
+    /// Whether every row has produced the end token (never, for a vocabulary without one).
+    pub fn ended(&self, specials: Specials) -> bool {
+        specials.eos.is_some() && self.rows.iter().all(|row| specials.has_ended(row))
+    }
+
+    /// The length of the shortest row still generating, or of the longest row when all ended.
+    pub fn length(&self, specials: Specials) -> i64 {
+        let open = self.rows.iter().filter(|row| !specials.has_ended(row)).map(Vec::len).min();
+        let length = open.or_else(|| self.rows.iter().map(Vec::len).max()).unwrap_or(0);
+        length as i64
+    }
+
+    /// The first position of the window of row `b`.
+    fn window_start(&self, b: usize) -> usize {
+        let len = self.rows[b].len();
+        self.window.map_or(0, |w| len.saturating_sub(w))
+    }
+
+    /// The last `count` positions as the window.
+    pub fn tail(&self, count: i64) -> Result<TokenSeq, SequenceError> {
+        let count = usize::try_from(count)
+            .map_err(|_| SequenceError::Invalid(format!("`.tail({count})`: the count cannot be negative")))?;
+        Ok(TokenSeq { window: Some(count), ..self.clone() })
+    }
+
+    /// The sequence with its window reset to the whole rows.
+    pub fn whole(&self) -> TokenSeq {
+        TokenSeq { window: None, proposal: None, ..self.clone() }
+    }
+
+    /// The sequence extended by `count` mask tokens.
+    pub fn extend_mask(&self, count: i64, specials: Specials) -> Result<TokenSeq, SequenceError> {
+        let count = non_negative(count, "extend")?;
+        let mask = specials.mask.ok_or_else(|| {
+            SequenceError::Invalid("`extend ... as mask` needs a masked model (no bound model has a mask token)".into())
+        })?;
+        let rows = self.rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(mask, count)).collect());
+        Ok(TokenSeq::with_rows(rows.collect()))
+    }
+}
+
+fn non_negative(count: i64, what: &str) -> Result<usize, SequenceError> {
+    usize::try_from(count).map_err(|_| SequenceError::Invalid(format!("`{what}` by {count}: the count is negative")))
+}
+
+/// Evaluates `call` on the rows grouped by length, returning each row's logits. The rows of one
+/// length form one batch, in their order.
+fn grouped(
+    rows: &[&[u32]],
+    per_row: impl Fn(usize) -> usize,
+    call: impl Fn(TokenRows<'_>) -> Result<Vec<f32>, ModelError>,
+) -> Result<Vec<Vec<f32>>, SequenceError> {
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
+    let mut lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    for len in lengths {
+        let members: Vec<usize> = (0..rows.len()).filter(|&b| rows[b].len() == len).collect();
+        let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
+        let logits = call(TokenRows { ids: &ids, batch: members.len(), len })?;
+        let size = per_row(len);
+        if logits.len() != size * members.len() {
+            return Err(SequenceError::Invalid(format!(
+                "the model returned {} logits for {} rows of length {len}, expected {}",
+                logits.len(),
+                members.len(),
+                size * members.len()
+            )));
+        }
+        for (slot, &b) in members.iter().enumerate() {
+            out[b] = logits[slot * size..(slot + 1) * size].to_vec();
+        }
+    }
+    Ok(out)
+}
+
+/// The logits of the next token of every row (one evaluation).
+fn next_logits(model: &dyn TokenModel, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, SequenceError> {
+    let vocab = model.vocab().size;
+    grouped(rows, |_| vocab, |batch| model.causal_logits(batch, batch.len))
+}
+
+/// `extend seq by count with SAMPLER`: one causal call per token, or one multi-token call for
+/// [`SamplerKind::Heads`]. Rows that ended are padded with the end token. Returns the sequence
+/// and the number of model evaluations. Noise: token `j` of the extension draws
+/// `uniform(row, j * vocab + v)` for vocabulary entry `v`.
+pub fn extend(
+    model: &dyn TokenModel,
+    seq: &TokenSeq,
+    count: i64,
+    kind: SamplerKind,
+    choice: Choice,
+    specials: Specials,
+    noise: Noise,
+) -> Result<(TokenSeq, u64), SequenceError> {
+    let count = non_negative(count, "extend")?;
+    let vocab = model.vocab().size;
+    let mut rows = seq.rows.clone();
+    let mut calls = 0;
+    if kind == SamplerKind::Heads {
+        let heads = model.heads();
+        if count > heads {
+            return Err(SequenceError::Invalid(format!(
+                "`extend ... with heads()` by {count}: the model has {heads} heads"
+            )));
+        }
+        let views: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let logits = grouped(&views, |_| heads * vocab, |batch| model.head_logits(batch))?;
+        calls += 1;
+        for (b, row) in rows.iter_mut().enumerate() {
+            let ended = specials.has_ended(row);
+            for i in 0..count {
+                let token = match (ended, specials.eos) {
+                    (true, Some(eos)) => eos,
+                    _ => choice
+                        .pick(&logits[b][i * vocab..(i + 1) * vocab], |v| noise.uniform(b, i * vocab + v as usize)),
+                };
+                row.push(token);
+            }
+        }
+        return Ok((TokenSeq::with_rows(rows), calls));
+    }
+    for j in 0..count {
+        let open: Vec<usize> = (0..rows.len()).filter(|&b| !specials.has_ended(&rows[b])).collect();
+        let mut chosen = vec![None; rows.len()];
+        if !open.is_empty() {
+            let views: Vec<&[u32]> = open.iter().map(|&b| rows[b].as_slice()).collect();
+            let logits = next_logits(model, &views)?;
+            calls += 1;
+            for (slot, &b) in open.iter().enumerate() {
+                chosen[b] = Some(choice.pick(&logits[slot], |v| noise.uniform(b, j * vocab + v as usize)));
+            }
+        }
+        for (b, row) in rows.iter_mut().enumerate() {
+            match (chosen[b], specials.eos) {
+                (Some(token), _) | (None, Some(token)) => row.push(token),
+                (None, None) => {}
+            }
+        }
+    }
+    Ok((TokenSeq::with_rows(rows), calls))
+}
+
+/// The input and output of a site's last masked-model call.
+#[derive(Clone, Debug)]
+pub struct LogitsCache {
+    rows: Vec<Vec<u32>>,
+    logits: Vec<Vec<f32>>,
+}
+
+/// One masked-model call on the whole rows of `x`: for every masked position of the window, a
+/// candidate token (the argmax at temperature 0, else a Gumbel-max draw from the logits divided
+/// by the temperature) and its confidence, the probability of the candidate under the model
+/// (LLaDA's `low_confidence`). Positions that are not masked keep their token with confidence
+/// -inf. The confidence tensor has one row per sample and one column per window position of the
+/// longest window. Noise: position `p` of the row draws `uniform(row, p * vocab + v)`.
+///
+/// `cache` holds the last call's input and logits: when the rows did not change since, the
+/// logits are reused and no evaluation is made (MDLM's caching; masked models here take no time).
+/// A window without masks needs no call either.
+pub fn candidates(
+    model: &dyn TokenModel,
+    x: &TokenSeq,
+    temperature: f64,
+    specials: Specials,
+    noise: Noise,
+    cache: &mut Option<LogitsCache>,
+) -> Result<(TokenSeq, Tensor, u64), SequenceError> {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return Err(SequenceError::Invalid(format!("candidate temperature {temperature} must be 0 or positive")));
+    }
+    let mask =
+        specials.mask.ok_or_else(|| SequenceError::Invalid("unmasking needs a model with a mask token".into()))?;
+    let vocab = model.vocab().size;
+    let any_masked = (0..x.rows.len()).any(|b| x.rows[b][x.window_start(b)..].contains(&mask));
+    let (logits, calls) = match cache {
+        Some(cached) if cached.rows == x.rows => (cached.logits.clone(), 0),
+        // Nothing to unmask: no call, and every confidence stays -inf.
+        _ if !any_masked => (vec![Vec::new(); x.rows.len()], 0),
+        _ => {
+            let views: Vec<&[u32]> = x.rows.iter().map(Vec::as_slice).collect();
+            let logits = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
+            *cache = Some(LogitsCache { rows: x.rows.clone(), logits: logits.clone() });
+            (logits, 1)
+        }
+    };
+    let width = (0..x.rows.len()).map(|b| x.rows[b].len() - x.window_start(b)).max().unwrap_or(0);
+    let mut confidence = vec![f32::NEG_INFINITY; x.rows.len() * width];
+    let mut rows = x.rows.clone();
+    for (b, row) in rows.iter_mut().enumerate() {
+        let start = x.window_start(b);
+        for p in start..row.len() {
+            if row[p] != mask {
+                continue;
+            }
+            let scores = &logits[b][p * vocab..(p + 1) * vocab];
+            let token = if temperature == 0.0 {
+                kernels::argmax(scores)
+            } else {
+                let scaled: Vec<f32> = scores.iter().map(|&s| (f64::from(s) / temperature) as f32).collect();
+                kernels::gumbel_argmax(&scaled, |v| noise.uniform(b, p * vocab + v as usize))
+            };
+            let probability = kernels::softmax(scores).get(token as usize).copied().unwrap_or(0.0);
+            row[p] = token;
+            confidence[b * width + (p - start)] = probability as f32;
+        }
+    }
+    let candidates = TokenSeq { rows, window: x.window, proposal: None };
+    Ok((candidates, Tensor::new(vec![x.rows.len(), width], confidence), calls))
+}
+
+/// Commits some candidates of the window of `x`. `keep` = s/t is the fraction of masked
+/// positions that stay masked in expectation; `threshold` is Fast-dLLM's p.
+///
+/// - posterior: each masked position commits when `uniform(row, p) >= keep` (MDLM's step);
+/// - confidence / random: the `n` most confident (or, by `uniform(row, p)`, random) masked
+///   positions commit, `n = ceil(m / round(1 / (1 - keep)))` for `m` masked positions: on a
+///   uniform grid of N steps this is exactly LLaDA's `get_num_transfer_tokens`;
+/// - first-hitting: one masked position, chosen by `uniform(row, 0)`;
+/// - threshold: the most confident one and every other above `threshold`.
+#[allow(clippy::too_many_arguments, reason = "the operands of one commit")]
+pub fn commit(
+    x: &TokenSeq,
+    candidates: &TokenSeq,
+    confidence: &Tensor,
+    keep: f64,
+    remask: Remask,
+    threshold: Option<f64>,
+    specials: Specials,
+    noise: Noise,
+) -> Result<TokenSeq, SequenceError> {
+    if !(0.0..=1.0).contains(&keep) {
+        return Err(SequenceError::Invalid(format!("the fraction of masks kept ({keep}) must be in [0, 1]")));
+    }
+    let mask =
+        specials.mask.ok_or_else(|| SequenceError::Invalid("unmasking needs a model with a mask token".into()))?;
+    if candidates.rows.len() != x.rows.len() {
+        return Err(SequenceError::Invalid("the candidates do not match the sequence".into()));
+    }
+    let width = confidence.shape.get(1).copied().unwrap_or(0);
+    let mut rows = x.rows.clone();
+    for (b, row) in rows.iter_mut().enumerate() {
+        let start = x.window_start(b);
+        let window = row.len() - start;
+        if candidates.rows[b].len() != row.len() || window > width {
+            return Err(SequenceError::Invalid("the candidates do not match the sequence".into()));
+        }
+        let eligible: Vec<bool> = row[start..].iter().map(|&token| token == mask).collect();
+        let masked = eligible.iter().filter(|&&e| e).count();
+        let scores: Vec<f64> = (0..window).map(|p| f64::from(confidence.data[b * width + p])).collect();
+        let chosen: Vec<usize> = match remask {
+            Remask::Posterior => (0..window).filter(|&p| eligible[p] && noise.uniform(b, start + p) >= keep).collect(),
+            Remask::Confidence | Remask::Random => {
+                let steps_left = (1.0 / (1.0 - keep)).round().max(1.0);
+                let count = if keep >= 1.0 { 0 } else { (masked as f64 / steps_left).ceil() as usize };
+                let ranking: Vec<f64> = match remask {
+                    Remask::Random => (0..window).map(|p| noise.uniform(b, start + p)).collect(),
+                    _ => scores,
+                };
+                kernels::top_k_positions(&ranking, &eligible, count)
+            }
+            Remask::FirstHitting => {
+                let open: Vec<usize> = (0..window).filter(|&p| eligible[p]).collect();
+                let pick = (noise.uniform(b, 0) * open.len() as f64) as usize;
+                open.get(pick.min(open.len().saturating_sub(1))).copied().into_iter().collect()
+            }
+            Remask::Threshold => {
+                let p = threshold.unwrap_or(f64::NAN);
+                kernels::threshold_positions(&scores, &eligible, p)
+            }
+        };
+        for p in chosen {
+            row[start + p] = candidates.rows[b][start + p];
+        }
+    }
+    Ok(TokenSeq { rows, window: x.window, proposal: None })
+}
+
+/// `propose(model, seq, k, SAMPLER)`: `k` draft tokens per row with the distributions they were
+/// drawn from: one multi-token call for [`SamplerKind::Heads`], else `k` causal calls. Noise:
+/// draft token `j` draws `uniform(row, j * vocab + v)`.
+pub fn propose(
+    model: &dyn TokenModel,
+    seq: &TokenSeq,
+    k: i64,
+    kind: SamplerKind,
+    choice: Choice,
+    noise: Noise,
+) -> Result<(TokenSeq, u64), SequenceError> {
+    let k = non_negative(k, "propose")?;
+    let vocab = model.vocab().size;
+    let batch = seq.rows.len();
+    let mut drafts: Vec<Vec<u32>> = vec![Vec::with_capacity(k); batch];
+    let mut proposal: Vec<Vec<Vec<f64>>> = vec![Vec::with_capacity(k); batch];
+    let mut calls = 0;
+    if kind == SamplerKind::Heads {
+        let heads = model.heads();
+        if k > heads {
+            return Err(SequenceError::Invalid(format!("`propose` of {k} tokens from heads: the model has {heads}")));
+        }
+        let views: Vec<&[u32]> = seq.rows.iter().map(Vec::as_slice).collect();
+        let logits = grouped(&views, |_| heads * vocab, |batch| model.head_logits(batch))?;
+        calls += 1;
+        for b in 0..batch {
+            for j in 0..k {
+                let scores = &logits[b][j * vocab..(j + 1) * vocab];
+                drafts[b].push(choice.pick(scores, |v| noise.uniform(b, j * vocab + v as usize)));
+                proposal[b].push(choice.distribution(scores));
+            }
+        }
+    } else {
+        for j in 0..k {
+            let extended: Vec<Vec<u32>> =
+                seq.rows.iter().zip(&drafts).map(|(row, draft)| row.iter().chain(draft).copied().collect()).collect();
+            let views: Vec<&[u32]> = extended.iter().map(Vec::as_slice).collect();
+            let logits = next_logits(model, &views)?;
+            calls += 1;
+            for b in 0..batch {
+                drafts[b].push(choice.pick(&logits[b], |v| noise.uniform(b, j * vocab + v as usize)));
+                proposal[b].push(choice.distribution(&logits[b]));
+            }
+        }
+    }
+    Ok((TokenSeq { rows: drafts, window: None, proposal: Some(proposal) }, calls))
+}
+
+/// `verify(model, seq, draft, SAMPLER)`: one causal call scores every draft position; each row
+/// keeps the longest accepted prefix of its draft and adds one token of the model.
+///
+/// Greedy: draft tokens are accepted while they equal the model's argmax, then the argmax
+/// follows (the output is greedy decoding's). Sampling (Leviathan et al., Chen et al.): draft
+/// token `i` is accepted when `uniform(row, (k + 1) * vocab + i) <= p(x) / q(x)`, with `p` the
+/// model's processed distribution and `q` the draft's; the first rejected position is resampled
+/// from `norm(max(0, p - q))`, and a row that accepts all `k` adds a bonus token from `p`; both
+/// draw `uniform(row, i * vocab + v)`. The output has exactly the model's distribution. A row
+/// that has ended is left as it is; a row stops after an accepted end token.
+pub fn verify(
+    model: &dyn TokenModel,
+    seq: &TokenSeq,
+    draft: &TokenSeq,
+    choice: Choice,
+    specials: Specials,
+    noise: Noise,
+) -> Result<(TokenSeq, u64), SequenceError> {
+    let vocab = model.vocab().size;
+    if draft.rows.len() != seq.rows.len() {
+        return Err(SequenceError::Invalid(format!(
+            "the draft has {} rows, the sequence {}",
+            draft.rows.len(),
+            seq.rows.len()
+        )));
+    }
+    let open: Vec<usize> = (0..seq.rows.len()).filter(|&b| !specials.has_ended(&seq.rows[b])).collect();
+    let mut rows = seq.rows.clone();
+    if open.is_empty() {
+        return Ok((TokenSeq::with_rows(rows), 0));
+    }
+    let extended: Vec<Vec<u32>> =
+        open.iter().map(|&b| seq.rows[b].iter().chain(&draft.rows[b]).copied().collect()).collect();
+    let views: Vec<&[u32]> = extended.iter().map(Vec::as_slice).collect();
+    let lengths: Vec<(usize, usize)> = open.iter().map(|&b| (seq.rows[b].len(), draft.rows[b].len())).collect();
+    let logits = grouped_scores(model, &views, &lengths)?;
+    for (slot, &b) in open.iter().enumerate() {
+        let draft_row = &draft.rows[b];
+        let k = draft_row.len();
+        let score = |i: usize| &logits[slot][i * vocab..(i + 1) * vocab];
+        let mut accepted = Vec::new();
+        let mut last = None;
+        for (i, &token) in draft_row.iter().enumerate() {
+            let ok = match choice {
+                Choice::Greedy => kernels::argmax(score(i)) == token,
+                Choice::Sample(_) => {
+                    let p = choice.distribution(score(i));
+                    let q = draft.proposal.as_ref().and_then(|q| q.get(b)).and_then(|q| q.get(i));
+                    let q_token = q.and_then(|q| q.get(token as usize)).copied().unwrap_or(1.0);
+                    let p_token = p.get(token as usize).copied().unwrap_or(0.0);
+                    if kernels::accept_draft(p_token, q_token, noise.uniform(b, (k + 1) * vocab + i)) {
+                        true
+                    } else {
+                        let residual = match q {
+                            Some(q) => kernels::residual(&p, q),
+                            None => p,
+                        };
+                        last = Some(kernels::sample_probs(&residual, |v| noise.uniform(b, i * vocab + v as usize)));
+                        false
+                    }
+                }
+            };
+            if !ok {
+                break;
+            }
+            accepted.push(token);
+            if specials.eos == Some(token) {
+                break;
+            }
+        }
+        let stopped = accepted.last().is_some_and(|&t| specials.eos == Some(t));
+        if !stopped {
+            let i = accepted.len();
+            let token = match (last, choice) {
+                (Some(token), _) => token,
+                (None, _) => choice.pick(score(i), |v| noise.uniform(b, i * vocab + v as usize)),
+            };
+            accepted.push(token);
+        }
+        rows[b].extend(accepted);
+    }
+    Ok((TokenSeq::with_rows(rows), 1))
+}
+
+/// Causal logits of every draft position and the one after: for each row with `(len, k)`, the
+/// scores at positions `len..=len + k`, `(k + 1) × vocab` entries.
+fn grouped_scores(
+    model: &dyn TokenModel,
+    rows: &[&[u32]],
+    lengths: &[(usize, usize)],
+) -> Result<Vec<Vec<f32>>, SequenceError> {
+    let vocab = model.vocab().size;
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
+    let mut shapes: Vec<(usize, usize)> = lengths.to_vec();
+    shapes.sort_unstable();
+    shapes.dedup();
+    for (len, k) in shapes {
+        let members: Vec<usize> = (0..rows.len()).filter(|&b| lengths[b] == (len, k)).collect();
+        let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
+        let logits = model.causal_logits(TokenRows { ids: &ids, batch: members.len(), len: len + k }, len)?;
+        let size = (k + 1) * vocab;
+        if logits.len() != size * members.len() {
+            return Err(SequenceError::Invalid(format!(
+                "the model returned {} logits for {} rows, expected {}",
+                logits.len(),
+                members.len(),
+                size * members.len()
+            )));
+        }
+        for (slot, &b) in members.iter().enumerate() {
+            out[b] = logits[slot * size..(slot + 1) * size].to_vec();
+        }
+    }
+    Ok(out)
+}
+
+/// The text of a row: its words up to the first end token, separated by spaces (the words of
+/// subword vocabularies are joined as they are).
+pub fn row_text(row: &[u32], vocab: &Vocab) -> String {
+    let words: Vec<String> = row.iter().take_while(|&&t| Some(t) != vocab.eos).map(|&t| vocab.word(t)).collect();
+    words.join(" ")
+}

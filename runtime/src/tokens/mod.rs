@@ -1,0 +1,86 @@
+//! Token models: the model contract for sequences of discrete tokens.
+//!
+//! A token model sees a batch of rows of token ids, all of the same length, and returns logits
+//! (unnormalized log-probabilities, `f32`, `-inf` for tokens it rules out) over its vocabulary. Each
+//! method is one model evaluation (one NFE), whatever the number of positions it scores. Which
+//! methods a model answers follows its kind: a causal model scores next tokens
+//! ([`TokenModel::causal_logits`]), a masked model scores every position of a partly masked row
+//! ([`TokenModel::masked_logits`]), and a multi-token model scores the next tokens from its heads
+//! ([`TokenModel::head_logits`]) and, from its first head, next tokens as a causal model does.
+
+pub mod analytic;
+pub mod markov;
+pub mod poker;
+pub mod table;
+pub mod transformer;
+
+use crate::model::ModelError;
+
+/// A model's vocabulary: its size, its special tokens and, when known, the text of each token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vocab {
+    /// The number of token ids, `0..size`.
+    pub size: usize,
+    /// The mask token of masked models (never predicted).
+    pub mask: Option<u32>,
+    /// The end token: a row that produced it has ended.
+    pub eos: Option<u32>,
+    /// The text of each id, when the model has it (a word list or a tokenizer), for `emit`.
+    pub words: Option<Vec<String>>,
+}
+
+impl Vocab {
+    /// The text of `id`, or `<id>` when the vocabulary has no words.
+    pub fn word(&self, id: u32) -> String {
+        match &self.words {
+            Some(words) => words.get(id as usize).cloned().unwrap_or_else(|| format!("<{id}>")),
+            None => format!("<{id}>"),
+        }
+    }
+
+    /// The id of the word `text`, when the vocabulary has words and `text` is one.
+    pub fn id(&self, text: &str) -> Option<u32> {
+        self.words.as_ref()?.iter().position(|w| w == text).map(|i| i as u32)
+    }
+}
+
+/// A batch of token rows of equal length, row-major: row `b` is `ids[b * len .. (b + 1) * len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenRows<'a> {
+    pub ids: &'a [u32],
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl<'a> TokenRows<'a> {
+    pub fn row(&self, b: usize) -> &'a [u32] {
+        &self.ids[b * self.len..(b + 1) * self.len]
+    }
+}
+
+/// A model of token sequences. Implementations are immutable and shared between threads.
+///
+/// Every method returns logits in a flat `Vec<f32>`, row-major over (row, position, token).
+pub trait TokenModel: Send + Sync {
+    fn vocab(&self) -> &Vocab;
+
+    /// Causal next-token logits: for each row and each position `j` in `from..=len`, the logits of
+    /// the token at position `j` given the row's tokens `0..j`. The result has
+    /// `batch × (len + 1 - from) × vocab` entries. `from = len` scores only the next token;
+    /// verification scores a draft with `from` at its first token. One evaluation.
+    fn causal_logits(&self, rows: TokenRows<'_>, from: usize) -> Result<Vec<f32>, ModelError>;
+
+    /// Masked-position logits: for each row and each position `j` in `0..len`, the logits of the
+    /// clean token at `j` given the row, in which mask tokens are unknown. Positions that hold a
+    /// token (not the mask) get a point mass on that token. `batch × len × vocab` entries. One
+    /// evaluation.
+    fn masked_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+
+    /// The number of heads of a multi-token model (1 for a plain causal model, 0 for others).
+    fn heads(&self) -> usize;
+
+    /// Multi-token logits: for each row and each head `i` in `0..heads()`, the logits of the token
+    /// at position `len + i` given the row, marginally over the positions in between (head 0 is
+    /// the next-token distribution). `batch × heads × vocab` entries. One evaluation.
+    fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+}

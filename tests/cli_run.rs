@@ -112,9 +112,50 @@ fn bad_bindings_and_unsupported_schedules_fail_clearly() {
     let out = sched(&["run", "examples/ddim.sched", "--model", "net=no/such/checkpoint.safetensors"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no/such/checkpoint.safetensors"), "{}", text(&out.stderr));
-    let out = sched(&["run", "examples/mdlm.sched"]);
+}
+
+#[test]
+fn token_schedules_run_with_prompts_and_report_tokens_per_call() {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = sched(args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_str(&text(&out.stdout)).expect("--json prints JSON")
+    };
+    // Greedy decoding of the exact poker model writes the most likely hand, then the end token.
+    let greedy =
+        json(&["run", "examples/autoregressive.sched", "--schedule", "greedy_tokens", "--batch", "2", "--json"]);
+    assert_eq!(greedy["outputs"][0]["text"], serde_json::json!(["high card", "high card"]));
+    assert_eq!(greedy["nfe"], 3, "two words and the end token, then `ended` stops the loop");
+    assert_eq!(greedy["tokens_per_model_call"], 1.0);
+    // A prompt fixes the first word; the model completes the hand.
+    let prompted = json(&[
+        "run",
+        "examples/autoregressive.sched",
+        "--schedule",
+        "greedy_tokens",
+        "--batch",
+        "1",
+        "--prompt",
+        "full",
+        "--json",
+    ]);
+    assert_eq!(prompted["outputs"][0]["text"], serde_json::json!(["full house"]));
+    assert_eq!(prompted["new_tokens_per_row"], 2.0, "house and the end token");
+    // Speculative decoding reports each model's calls.
+    let speculative = json(&["run", "examples/speculative.sched", "--batch", "4", "--json"]);
+    let models = speculative["models"].as_array().expect("models");
+    assert_eq!(models[0]["name"], "target");
+    let (target, draft) = (models[0]["nfe"].as_u64().unwrap_or(0), models[1]["nfe"].as_u64().unwrap_or(0));
+    assert_eq!(draft, 4 * target, "k = 4 draft calls per verification");
+    assert_eq!(speculative["nfe"].as_u64(), Some(target + draft));
+    // Words outside the vocabulary are a usage error that lists the vocabulary.
+    let out = sched(&["run", "examples/autoregressive.sched", "--prompt", "aces"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`aces` is not in the model's vocabulary (it has: <eos>, <mask>, high"));
+    // A continuous model bound where tokens are generated is refused before the run.
+    let out = sched(&["run", "examples/autoregressive.sched", "--model", "lm=analytic:gaussian(kind=eps)"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("sched::compile::unsupported"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot be used here"), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -358,7 +358,9 @@ fn the_comparison_detects_one_ulp() {
                 ("y".to_string(), OutputValue::F64(y)),
             ],
             trace: Vec::new(),
+            token_trace: Vec::new(),
             model_calls: calls,
+            model_calls_by_model: vec![calls],
             kernel_launches: 0,
             transfers: Default::default(),
         })

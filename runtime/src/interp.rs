@@ -23,7 +23,7 @@ use sched_kernels::spec::{self, Distribution, NoiseLaunch, NoiseSlot};
 use crate::convert::{FieldCoefficients, field_coefficients, field_kind_of};
 use crate::device::{Device, DeviceTensor, Launch, Transfers};
 use crate::grid::{Grid, materialize};
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, uniform_time};
 use crate::sequence::{self, Choice, Noise, Specials, TokenSeq};
 use crate::tensor::Tensor;
 use crate::tokens::{TokenModel, Vocab};
@@ -100,6 +100,8 @@ pub struct Outputs {
     pub values: Vec<(String, OutputValue)>,
     /// The state after each verb, when tracing: (verb index, tensor).
     pub trace: Vec<(u32, Tensor)>,
+    /// The token rows after each verb on tokens, when tracing: (verb index, rows).
+    pub token_trace: Vec<(u32, Vec<Vec<u32>>)>,
     /// Model evaluations made (each guided evaluation counts its two calls).
     pub model_calls: u64,
     /// Model evaluations by model parameter, in the order of [`Function::models`].
@@ -268,6 +270,7 @@ pub(crate) struct Machine<'a> {
     replay_next: usize,
     outputs: Vec<Option<OutputValue>>,
     trace: Vec<(u32, Tensor)>,
+    token_trace: Vec<(u32, Vec<Vec<u32>>)>,
     model_calls: u64,
     model_calls_by_slot: Vec<u64>,
     kernel_launches: u64,
@@ -319,6 +322,7 @@ impl<'a> Machine<'a> {
             replay_next: 0,
             outputs: vec![None; function.outputs.len()],
             trace: Vec::new(),
+            token_trace: Vec::new(),
             model_calls: 0,
             model_calls_by_slot: vec![0; function.models.len()],
             kernel_launches: 0,
@@ -343,6 +347,7 @@ impl<'a> Machine<'a> {
         Outputs {
             values,
             trace: self.trace,
+            token_trace: self.token_trace,
             model_calls: self.model_calls,
             model_calls_by_model: self.model_calls_by_slot,
             kernel_launches: self.kernel_launches,
@@ -518,13 +523,22 @@ impl<'a> Machine<'a> {
                 let (a, b) = (self.host(*a)?, self.host(*b)?);
                 Some(self.binary(*op, a, b)?)
             }
-            Op::Interpolant { func, model, t } => {
-                Some(Val::F64(interpolant_value(&**self.model(*model), *func, self.get(*t).f64())))
-            }
-            Op::Coefficient { which, model, t } => {
-                let c = coefficients(&**self.model(*model), self.get(*t).f64())?;
-                Some(Val::F64(coefficient_value(&c, *which)))
-            }
+            Op::Interpolant { func, model, t } => Some(match self.host(*t)? {
+                // Per-position times: the function at each element's time, in f64, rounded to f32.
+                Val::Tensor(times) => {
+                    let model = self.model(*model);
+                    Val::Tensor(Arc::new(map_times(&times, |time| Ok(interpolant_value(&**model, *func, time)))?))
+                }
+                time => Val::F64(interpolant_value(&**self.model(*model), *func, time.f64())),
+            }),
+            Op::Coefficient { which, model, t } => Some(match self.host(*t)? {
+                Val::Tensor(times) => {
+                    let model = self.model(*model);
+                    let coefficient = |time| coefficients(&**model, time).map(|c| coefficient_value(&c, *which));
+                    Val::Tensor(Arc::new(map_times(&times, coefficient)?))
+                }
+                time => Val::F64(coefficient_value(&coefficients(&**self.model(*model), time.f64())?, *which)),
+            }),
             Op::Noise { dist, site, like } => {
                 let shape = self.shape_like(*like);
                 let step = self.next_step(*site);
@@ -539,19 +553,25 @@ impl<'a> Machine<'a> {
                 let len = shape.iter().product();
                 Some(Val::Tensor(Arc::new(Tensor::new(shape, vec![*value; len]))))
             }
+            Op::Positions { like } => Some(Val::Tensor(Arc::new(positions_tensor(self.shape_like(*like))))),
             Op::Field { model, x, t, label, .. } => {
                 let x = self.tensor(*x)?;
                 self.count_host_model_call();
-                let t = self.get(*t).f64();
                 let label = self.label(*label);
-                let (output, _kind) = self.model(*model).field(&x, t, label)?;
+                let (output, _kind) = match self.host(*t)? {
+                    Val::Tensor(times) if times.shape != x.shape => {
+                        return Err(RunError::Shape(x.shape.clone(), times.shape.clone()));
+                    }
+                    Val::Tensor(times) => self.model(*model).field_at(&x, &times, label)?,
+                    time => self.model(*model).field(&x, time.f64(), label)?,
+                };
                 self.count_calls(Some(*model), 1);
                 Some(Val::Tensor(Arc::new(output)))
             }
             Op::Jump { model, x, t, s, label, .. } => {
                 let x = self.tensor(*x)?;
                 self.count_host_model_call();
-                let (t, s) = (self.get(*t).f64(), self.get(*s).f64());
+                let (t, s) = (self.one_time(*model, *t)?, self.one_time(*model, *s)?);
                 let label = self.label(*label);
                 let output = self.model(*model).jump(&x, t, s, label)?;
                 self.count_calls(Some(*model), 1);
@@ -619,6 +639,7 @@ impl<'a> Machine<'a> {
                             let t = self.download(&t)?;
                             self.trace.push((*verb, t));
                         }
+                        Some(Val::Tokens(seq)) => self.token_trace.push((*verb, seq.rows.clone())),
                         _ => {}
                     }
                 }
@@ -891,9 +912,13 @@ impl<'a> Machine<'a> {
     }
 
     /// Evaluates a model call on the run's device, when there is one and the model evaluates
-    /// there; `None` for every other instruction.
+    /// there; `None` for every other instruction, and for calls with per-position times, which
+    /// the host evaluates (a device model takes one time per evaluation).
     fn evaluate_on_device(&mut self, op: &Op) -> Result<Option<DeviceTensor>, RunError> {
         let (Op::Field { model, .. } | Op::Jump { model, .. }) = op else { return Ok(None) };
+        if op_times(op).any(|time| self.function.ty(time) != Ty::F64) {
+            return Ok(None);
+        }
         let Some(device) = self.device.clone().filter(|d| d.has_linear()) else { return Ok(None) };
         let net = Arc::clone(self.model(*model));
         let Some(on_device) = net.on_device() else { return Ok(None) };
@@ -908,6 +933,22 @@ impl<'a> Machine<'a> {
             }
             _ => return Ok(None),
         }))
+    }
+
+    /// A two-time model's time as one number: a tensor of per-position times must hold the same
+    /// time everywhere, since such a model is told one start and one target per evaluation.
+    fn one_time(&mut self, slot: ModelSlot, time: ValueId) -> Result<f64, RunError> {
+        match self.host(time)? {
+            Val::Tensor(times) => uniform_time(&times).ok_or_else(|| {
+                let info = self.model(slot).info();
+                RunError::Model(ModelError::Unsupported {
+                    model: info.source.clone(),
+                    kind: info.kind,
+                    what: "jump with a different time per position".into(),
+                })
+            }),
+            other => Ok(other.f64()),
+        }
     }
 
     /// Counts a model evaluation on the host during a run on a device (its input came down and
@@ -1138,6 +1179,33 @@ pub(crate) fn coefficient_value(c: &FieldCoefficients, which: Coefficient) -> f6
         Coefficient::EpsFromX => c.eps.0,
         Coefficient::EpsFromOutput => c.eps.1,
     }
+}
+
+/// The times of a model call: `t`, and `s` for a jump.
+fn op_times(op: &Op) -> impl Iterator<Item = ValueId> {
+    let (t, s) = match *op {
+        Op::Field { t, .. } => (Some(t), None),
+        Op::Jump { t, s, .. } => (Some(t), Some(s)),
+        _ => (None, None),
+    };
+    t.into_iter().chain(s)
+}
+
+/// `f` of every element of a tensor of per-position times, computed in f64 from the f32 time and
+/// rounded to f32.
+fn map_times(times: &Tensor, f: impl Fn(f64) -> Result<f64, RunError>) -> Result<Tensor, RunError> {
+    let data = times.data.iter().map(|&time| f(f64::from(time)).map(|v| v as f32)).collect::<Result<_, _>>()?;
+    Ok(Tensor::new(times.shape.clone(), data))
+}
+
+/// A tensor of `shape` whose elements hold their index along the sequence axis, the first axis
+/// after the batch (all zero when the shape has no such axis).
+fn positions_tensor(shape: Vec<usize>) -> Tensor {
+    let per_sample = shape.iter().skip(1).product::<usize>().max(1);
+    let per_position = shape.iter().skip(2).product::<usize>().max(1);
+    let len = shape.iter().product();
+    let data = (0..len).map(|i| ((i % per_sample) / per_position) as f32).collect();
+    Tensor::new(shape, data)
 }
 
 /// Noise of the given distribution for one draw of a site, by sched's counter-based definition.

@@ -1,4 +1,4 @@
-//! The compiler on the shipped examples: every continuous schedule compiles through every stage
+//! The compiler on the shipped examples: every schedule compiles through every stage
 //! with a valid IR; the fused IR of classic solver steps has the launch structure the design
 //! promises; golden dumps of the IR after each stage (`SCHED_BLESS=1` to accept changes).
 
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use cranelift_codegen::settings::Configurable;
 use sched_compiler::clif;
-use sched_compiler::ir::{Function, Op};
+use sched_compiler::ir::{Function, Op, Remask, SamplerKind, TokenOp};
 use sched_compiler::pipeline::{self, Stage};
 use sched_compiler::verify::verify;
 
@@ -68,6 +68,90 @@ fn continuous_examples_compile_through_every_stage() {
             }
         }
     }
+}
+
+#[test]
+fn token_examples_compile_through_every_stage() {
+    let sequences = [
+        ("examples/autoregressive.sched", &["sample_tokens", "greedy_tokens"][..]),
+        ("examples/mdlm.sched", &["mdlm"]),
+        ("examples/block_diffusion.sched", &["llada", "fast_dllm", "bd3lm"]),
+        ("examples/mtp_independent.sched", &["mtp_independent"]),
+        ("examples/draft_verify.sched", &["draft_verify"]),
+        ("examples/speculative.sched", &["speculative"]),
+        ("examples/poker.sched", &["independent", "autoregressive", "draft_verify"]),
+    ];
+    for (file, schedules) in sequences {
+        for schedule in schedules {
+            for &stage in Stage::ALL {
+                let function = compile(file, schedule, stage);
+                if let Err(errors) = verify(&function) {
+                    panic!("{file}:{schedule} after {stage:?}: {errors:#?}");
+                }
+            }
+        }
+    }
+}
+
+/// The token operations of `function`, by block, in order.
+fn token_ops(function: &Function) -> Vec<Vec<TokenOp>> {
+    function
+        .block_order()
+        .into_iter()
+        .map(|block| {
+            function.graph[block]
+                .insts
+                .iter()
+                .filter_map(|inst| match inst.op {
+                    Op::Tokens { op, .. } => Some(op),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|ops| !ops.is_empty())
+        .collect()
+}
+
+#[test]
+fn an_unmasking_step_is_one_model_call_and_one_commit_on_the_window() {
+    let function = compile("examples/block_diffusion.sched", "llada", Stage::Plan);
+    let blocks = token_ops(&function);
+    let step = [TokenOp::Tail, TokenOp::Candidates, TokenOp::Commit(Remask::Confidence), TokenOp::Whole];
+    assert!(blocks.iter().any(|ops| ops[..] == step), "{blocks:?}");
+    assert!(blocks.iter().any(|ops| ops[..] == [TokenOp::ExtendMask]), "{blocks:?}");
+    assert_eq!(function.model_calls(), 1, "one call site: the candidates of the unmasking step");
+    // Each drawing operation has its own noise site.
+    let sites: Vec<u32> = function
+        .graph
+        .node_weights()
+        .flat_map(|b| &b.insts)
+        .filter_map(|inst| match inst.op {
+            Op::Tokens { site, .. } => site,
+            _ => None,
+        })
+        .collect();
+    let mut unique = sites.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), sites.len(), "{sites:?}");
+}
+
+#[test]
+fn speculative_decoding_is_a_proposal_and_a_verification_per_round() {
+    let function = compile("examples/speculative.sched", "speculative", Stage::Plan);
+    let blocks = token_ops(&function);
+    let round = blocks.iter().find(|ops| ops.contains(&TokenOp::Verify(SamplerKind::Sample))).expect("a round");
+    assert_eq!(round[..2], [TokenOp::Propose(SamplerKind::Sample), TokenOp::Verify(SamplerKind::Sample)]);
+    let slots: Vec<u32> = function
+        .graph
+        .node_weights()
+        .flat_map(|b| &b.insts)
+        .filter_map(|inst| match &inst.op {
+            Op::Tokens { op: TokenOp::Propose(_) | TokenOp::Verify(_), model, .. } => model.map(|m| m.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slots, vec![1, 0], "the draft model proposes, the target verifies");
 }
 
 #[test]
@@ -147,6 +231,7 @@ fn golden_ir_dumps() {
         ("examples/ddim.sched", "ddim"),
         ("examples/heun_karras.sched", "heun_karras"),
         ("examples/few_step.sched", "few_step"),
+        ("examples/block_diffusion.sched", "llada"),
     ];
     let mut failures = Vec::new();
     for (file, schedule) in cases {
@@ -167,6 +252,7 @@ fn golden_host_code() {
         ("examples/heun_karras.sched", "heun_karras"),
         ("examples/few_step.sched", "few_step"),
         ("examples/adaptive.sched", "adaptive"),
+        ("examples/speculative.sched", "speculative"),
     ];
     let mut failures = Vec::new();
     for (file, schedule) in cases {
@@ -190,7 +276,7 @@ fn the_hook_table_is_in_declaration_order() {
     for (index, hook) in clif::Hook::ALL.iter().enumerate() {
         assert_eq!(*hook as usize, index, "{hook:?}");
     }
-    let last = clif::Hook::Fmax as usize;
+    let last = clif::Hook::Positions as usize;
     assert_eq!(clif::Hook::ALL.len(), last + 1, "Hook::ALL ends with the last hook");
     let symbols: std::collections::HashSet<&str> = clif::Hook::ALL.iter().map(|h| h.symbol()).collect();
     assert_eq!(symbols.len(), clif::Hook::ALL.len());

@@ -11,6 +11,13 @@ use sched::poker;
 use sched::runtime::load::load_model;
 use sched::runtime::model::Model;
 
+/// The two models of one line group: a multi-token model and a next-token model.
+struct ModelSet {
+    name: &'static str,
+    mtp: Arc<dyn Model>,
+    lm: Arc<dyn Model>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut samples = 10_000usize;
     let mut seed = 0u64;
@@ -24,18 +31,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/models/poker");
-    let sets: Vec<(&str, Arc<dyn Model>, Arc<dyn Model>)> = vec![
-        ("exact", load_model("analytic:poker(kind=mtp_lm, heads=2)", None)?, load_model("analytic:poker", None)?),
-        (
-            "transformer",
-            load_model(&format!("{dir}/mtp_lm.safetensors"), None)?,
-            load_model(&format!("{dir}/causal_lm.safetensors"), None)?,
-        ),
+    let sets = [
+        ModelSet {
+            name: "exact",
+            mtp: load_model("analytic:poker(kind=mtp_lm, heads=2)", None)?,
+            lm: load_model("analytic:poker", None)?,
+        },
+        ModelSet {
+            name: "transformer",
+            mtp: load_model(&format!("{dir}/mtp_lm.safetensors"), None)?,
+            lm: load_model(&format!("{dir}/causal_lm.safetensors"), None)?,
+        },
     ];
     println!("{samples} samples per line, seed {seed}\n");
     println!("| model | schedule | invalid pairs | predicted from the marginals | model calls | tokens per sample |");
     println!("|---|---|---|---|---|---|");
-    for (name, mtp, lm) in &sets {
+    for ModelSet { name, mtp, lm } in &sets {
         let predicted = poker::predicted_independent_rate(mtp.as_ref())?;
         for row in poker::run(mtp, lm, samples, seed)? {
             let prediction = if row.schedule == "independent" {

@@ -57,6 +57,9 @@ struct Args {
     /// The seed of every random number (weights, rows, masks).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Rows per minibatch [default: 64].
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
 const KINDS: [ModelKind; 3] = [ModelKind::CausalLm, ModelKind::MaskedLm, ModelKind::MtpLm];
@@ -137,6 +140,7 @@ fn train_one(args: &Args, kind: ModelKind) -> Result<Done, Error> {
     let mut config = TokenTrainConfig::new(kind);
     config.steps = args.steps.unwrap_or(config.steps);
     config.seed = args.seed;
+    config.batch = args.batch.unwrap_or(config.batch);
     println!(
         "{}: {} steps, batch {}, d {}, {} layers, {} attention heads, lr {}, seed {}",
         kind.name(),

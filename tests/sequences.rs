@@ -24,6 +24,19 @@ fn run(
     batch: usize,
     seed: u64,
 ) -> Outputs {
+    run_prompted(source, schedule, params, models, batch, seed, &[])
+}
+
+/// [`run`] with every row starting with `prompt`.
+fn run_prompted(
+    source: &str,
+    schedule: &str,
+    params: &[(&str, Value)],
+    models: &[(&str, &str)],
+    batch: usize,
+    seed: u64,
+    prompt: &[u32],
+) -> Outputs {
     let program = compile("test.sched", source).unwrap_or_else(|e| panic!("{e}"));
     let executable = program.schedule(schedule).and_then(|s| s.bind(params)).unwrap_or_else(|e| panic!("{e}"));
     // Models not given are loaded from the defaults the schedule declares.
@@ -37,7 +50,7 @@ fn run(
             (model.name.as_str(), load_model(spec, None).unwrap_or_else(|e| panic!("{e}")))
         })
         .collect();
-    let options = RunOptions { seed, batch, trace: true, ..RunOptions::default() };
+    let options = RunOptions { seed, batch, trace: true, prompt: prompt.to_vec(), ..RunOptions::default() };
     let jit = executable.run_on(Engine::Jit, &loaded, &options).unwrap_or_else(|e| panic!("{e}"));
     let interpreted = executable.run_on(Engine::Interpreter, &loaded, &options).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rows(&jit), rows(&interpreted), "the engines disagree on {schedule}");
@@ -165,6 +178,13 @@ fn autoregressive_sampling_draws_the_hands_with_their_frequencies() {
         (vec![word("one"), word("pair")], 0.25 / 0.55),
     ]);
     assert_distribution(&rows, 2, &kept, "top-p 0.5");
+    // Min-p 0.5 keeps the first words at least half as likely as the most likely one (0.30): the
+    // same two.
+    let min_p = [("min_p", Value::Float(0.5)), ("temperature", Value::Float(1.0)), ("top_k", Value::Int(0))];
+    let source_min_p = source.replace("sample(temperature, top_k, top_p)", "sample(temperature, top_k, top_p, min_p)");
+    let source_min_p = source_min_p.replace("top_p: float = 0.95,", "top_p: float = 0.95,\n    min_p: float = 0.0,");
+    let rows = self::rows(&run(&source_min_p, "sample_tokens", &min_p, &[], 4000, 3));
+    assert_distribution(&rows, 2, &kept, "min-p 0.5");
     // Top-k 1 is greedy.
     let top_one = [("top_k", Value::Int(1))];
     let rows = self::rows(&run(&source, "sample_tokens", &top_one, &[], 64, 3));
@@ -274,6 +294,13 @@ fn llada_commits_exactly_the_scheduled_number_of_tokens_per_step() {
         }
         assert_eq!(outputs.model_calls, 2 * steps as u64);
     }
+    // Random remasking commits the same counts, at random positions.
+    let random = source.replace("unmask(confidence, temperature)", "unmask(random, temperature)");
+    let params = [("gen_length", Value::Int(10)), ("block", Value::Int(10)), ("steps", Value::Int(4))];
+    let outputs = run(&random, "llada", &params, &[], 3, 9);
+    let masked: Vec<usize> =
+        outputs.token_trace.iter().map(|(_, rows)| rows[0].iter().filter(|&&t| t == mask).count()).collect();
+    assert_eq!(masked, vec![10, 7, 4, 2, 0]);
     // The commit count of each step matches LLaDA's get_num_transfer_tokens.
     assert_eq!(sched::kernels::tokens::transfer_counts(10, 4), vec![3, 3, 2, 2]);
 }
@@ -356,4 +383,26 @@ fn speculative_decoding_reproduces_the_target_model() {
     // A wrong law is rejected by the same test: the draft's own law differs from the target's.
     let (statistic, df) = chi_square(&histogram(&rows, 3), &causal_law(draft, 3), rows.len());
     assert!(statistic > chi_square_critical(df), "the test cannot tell the draft from the target");
+}
+
+#[test]
+fn llada_guidance_masks_the_prompt_in_its_second_call() {
+    let source = r#"
+        schedule guided(lm: model<masked_lm> = "analytic:poker(kind=masked_lm)", cfg: float = 1.0) {
+            let seq = prompt()
+            extend seq by 2 as mask
+            for t, s in grid(1 -> 0, 2) {
+                refine seq.tail(2) from t to s by unmask(confidence, cfg = cfg)
+            }
+            emit seq
+        }
+    "#;
+    let full = word("full");
+    // Conditioned on "full", only "house" can follow; guidance keeps it (un + 2 (cond - un)).
+    let outputs = run_prompted(source, "guided", &[], &[], 4, 0, &[full]);
+    assert_eq!(rows(&outputs), vec![vec![full, word("house"), poker::EOS]; 4]);
+    assert_eq!(outputs.model_calls, 4, "two calls per step: with and without the prompt");
+    let unguided = run_prompted(source, "guided", &[("cfg", Value::Float(0.0))], &[], 4, 0, &[full]);
+    assert_eq!(unguided.model_calls, 2);
+    assert_eq!(rows(&unguided), rows(&outputs));
 }

@@ -97,8 +97,12 @@ pub enum Hook {
     Fmin,
     /// Rust's `f64::max`, which ignores NaN.
     Fmax,
-    /// An operation on token sequences (declared last, so that adding it kept the other ids).
+    /// An operation on token sequences (declared after the others, so that adding it kept their
+    /// ids).
     Tokens,
+    /// The position indices of `positions()` (declared last, so that adding it kept the other
+    /// ids).
+    Positions,
 }
 
 impl Hook {
@@ -136,6 +140,7 @@ impl Hook {
         Hook::Fmin,
         Hook::Fmax,
         Hook::Tokens,
+        Hook::Positions,
     ];
 
     /// The symbol the runtime registers the hook under.
@@ -174,6 +179,7 @@ impl Hook {
             Hook::Fmin => "sched_fmin",
             Hook::Fmax => "sched_fmax",
             Hook::Tokens => "sched_tokens",
+            Hook::Positions => "sched_positions",
         }
     }
 
@@ -491,6 +497,7 @@ impl Emitter<'_, '_> {
             Op::Kernel { .. } => Hook::Kernel,
             Op::VerbDone { .. } => Hook::VerbDone,
             Op::Tokens { .. } => Hook::Tokens,
+            Op::Positions { .. } => Hook::Positions,
         };
         self.call_runtime(hook, Site { block, index }, op, results)
     }

@@ -2,10 +2,11 @@
 //! dependencies through model calls and other non-elementwise operations allow.
 //!
 //! Each instruction gets a level: non-elementwise operations that consume values ("barriers":
-//! model calls, reductions, writes, emits) are one level above their operands; elementwise and
-//! host operations are at the level of their operands. All elementwise operations of one level
-//! form one kernel, placed after that level's barriers and before the next level's. A classic
-//! solver step is then one model call followed by one kernel.
+//! model calls, reductions, writes, emits, anything else that reads a tensor outside a kernel) are
+//! one level above their operands; elementwise and host operations are at the level of their
+//! operands. All elementwise operations of one level form one kernel, placed after that level's
+//! barriers and before the next level's. A classic solver step is then one model call followed by
+//! one kernel.
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,18 +24,21 @@ fn is_elementwise(function: &Function, inst: &Inst) -> bool {
     }
 }
 
-fn is_barrier(inst: &Inst) -> bool {
-    matches!(
-        inst.op,
+fn is_barrier(function: &Function, inst: &Inst) -> bool {
+    match inst.op {
         Op::Field { .. }
-            | Op::Jump { .. }
-            | Op::Reduce(..)
-            | Op::Write(..)
-            | Op::Emit { .. }
-            | Op::VerbDone { .. }
-            | Op::Kernel { .. }
-            | Op::Tokens { .. }
-    )
+        | Op::Jump { .. }
+        | Op::Reduce(..)
+        | Op::Write(..)
+        | Op::Emit { .. }
+        | Op::VerbDone { .. }
+        | Op::Kernel { .. }
+        | Op::Tokens { .. } => true,
+        // Any other operation outside kernels that reads a tensor (a function of per-position
+        // times, `positions()` shaped like a state) reads what a kernel of its operands' level
+        // may compute, so it comes after that kernel.
+        _ => !is_elementwise(function, inst) && inst.op.operands().iter().any(|v| function.ty(*v) == Ty::Tensor),
+    }
 }
 
 pub fn run(function: &mut Function) {
@@ -51,7 +55,7 @@ fn fuse_block(function: &mut Function, insts: Vec<Inst>) -> Vec<Inst> {
     let mut levels = Vec::with_capacity(insts.len());
     for inst in &insts {
         let operand_level = inst.op.operands().iter().map(|v| level_of.get(v).copied().unwrap_or(0)).max().unwrap_or(0);
-        let level = if is_barrier(inst) { operand_level + 1 } else { operand_level };
+        let level = if is_barrier(function, inst) { operand_level + 1 } else { operand_level };
         for result in &inst.results {
             level_of.insert(*result, level);
         }

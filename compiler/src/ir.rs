@@ -196,6 +196,8 @@ pub enum Op {
     Write(VarId, ValueId),
     Unary(UnaryOp, ValueId),
     Binary(BinaryOp, ValueId, ValueId),
+    /// A function of the bound model's interpolant at `t`; like `Coefficient`, a host float, or a
+    /// tensor of per-element values when `t` is a tensor of per-position times.
     Interpolant {
         func: InterpolantFn,
         model: ModelSlot,
@@ -216,6 +218,12 @@ pub enum Op {
     /// A tensor filled with a constant, shaped like `like` (or the schedule's state).
     Fill {
         value: f32,
+        like: Option<ValueId>,
+    },
+    /// A tensor shaped like `like` (or the schedule's state) whose every element holds the index
+    /// of its position along the sequence axis, the first axis after the batch: element
+    /// `(b, p, ...)` is `p` (per-position times of diffusion forcing are arithmetic on it).
+    Positions {
         like: Option<ValueId>,
     },
     /// One model evaluation of the local field at `(x, t)`: the raw output. `verb` is the verb
@@ -340,8 +348,9 @@ pub enum TokenOp {
     Tail,
     /// `seq` with its window reset to the whole sequence. Operand: seq.
     Whole,
-    /// One masked-model call: a candidate token at every masked position of the window and its
-    /// probability. Operands: x, t, temperature; results: tokens, confidence tensor.
+    /// One masked-model call (two with guidance): a candidate token at every masked position of
+    /// the window and its probability. Operands: x, t, temperature, guidance scale; results:
+    /// tokens, confidence tensor.
     Candidates,
     /// Commits some candidates of the window. Operands: x, candidates, confidence, keep (s/t),
     /// then the threshold for [`Remask::Threshold`].
@@ -412,7 +421,7 @@ impl Op {
             Op::Write(_, v) | Op::Unary(_, v) | Op::Reduce(_, v) | Op::GridLen(v) => vec![*v],
             Op::Binary(_, a, b) | Op::GridPoint(a, b) | Op::GridPairEnd(a, b) => vec![*a, *b],
             Op::Interpolant { t, .. } | Op::Coefficient { t, .. } => vec![*t],
-            Op::Noise { like, .. } | Op::Fill { like, .. } => like.iter().copied().collect(),
+            Op::Noise { like, .. } | Op::Fill { like, .. } | Op::Positions { like } => like.iter().copied().collect(),
             Op::Field { x, t, label, .. } => [*x, *t].into_iter().chain(label.iter().copied()).collect(),
             Op::Jump { x, t, s, label, .. } => [*x, *t, *s].into_iter().chain(label.iter().copied()).collect(),
             Op::Grid { from, to, steps, args, .. } => {
@@ -435,7 +444,7 @@ impl Op {
                 m(b);
             }
             Op::Interpolant { t, .. } | Op::Coefficient { t, .. } => m(t),
-            Op::Noise { like, .. } | Op::Fill { like, .. } => like.iter_mut().for_each(m),
+            Op::Noise { like, .. } | Op::Fill { like, .. } | Op::Positions { like } => like.iter_mut().for_each(m),
             Op::Field { x, t, label, .. } => {
                 m(x);
                 m(t);

@@ -26,6 +26,7 @@ use sched_lang::{FileId, Span};
 
 use crate::diagnostics::{CompileError, non_constant_default, unsupported};
 use crate::ir::*;
+use crate::{cse, dce, fold};
 
 /// Lowers one schedule of a checked program.
 pub fn lower(program: &Program, schedule: ScheduleId) -> Result<Function, CompileError> {
@@ -55,10 +56,66 @@ pub fn lower(program: &Program, schedule: ScheduleId) -> Result<Function, Compil
         model_vars: HashMap::new(),
         entry_inits: Vec::new(),
         in_verb: false,
+        tensor_time: None,
+        tensor_steps: Vec::new(),
     };
     lowerer.params(info, ast)?;
     lowerer.block(&ast.body)?;
-    lowerer.finish()
+    let tensor_steps = std::mem::take(&mut lowerer.tensor_steps);
+    let function = lowerer.finish()?;
+    check_per_position_times(&function, &tensor_steps)?;
+    Ok(function)
+}
+
+/// A step inlined with per-position (tensor) times: the values its body defined, its name, and
+/// the time of the verb that runs it.
+struct TensorStep {
+    values: std::ops::Range<u32>,
+    step: String,
+    span: Span,
+}
+
+/// Reports a step that compares or converts a per-position time on the host. A step is checked
+/// with float `t` and `s`, so its body may branch on them (`if s == 0`) or on values computed
+/// from them; with tensor times those operations have no value. The check runs on a copy folded
+/// with the parameters' defaults, so that a branch that folds away (DDIM's `if eta > 0` with eta
+/// 0) is no error; what a run binds otherwise fails at run time, in the verb.
+fn check_per_position_times(function: &Function, steps: &[TensorStep]) -> Result<(), CompileError> {
+    let Some(last) = steps.last() else { return Ok(()) };
+    let mut folded = function.clone();
+    let defaults: Vec<Option<Constant>> = folded.params.iter().map(|p| p.default).collect();
+    fold::bind_params(&mut folded, &defaults);
+    cse::run(&mut folded);
+    fold::run(&mut folded);
+    cse::run(&mut folded);
+    dce::run(&mut folded);
+    let tensor = |value: &ValueId| folded.ty(*value) == Ty::Tensor;
+    for inst in folded.graph.node_weights().flat_map(|block| &block.insts) {
+        let host_operand = match &inst.op {
+            Op::Unary(op, a) if op.elementwise().is_none() => Some(*a).filter(tensor),
+            Op::Binary(op, a, b) if op.elementwise().is_none() => [*a, *b].into_iter().find(tensor),
+            Op::Grid { .. } | Op::GridPoint(..) | Op::GridPairEnd(..) => inst.op.operands().into_iter().find(tensor),
+            // A commit's confidence (its third operand) is the only tensor a token operation takes.
+            Op::Tokens { op: TokenOp::Commit(_), args, .. } => {
+                args.iter().enumerate().find(|(i, v)| *i != 2 && tensor(v)).map(|(_, v)| *v)
+            }
+            Op::Tokens { args, .. } => args.iter().copied().find(tensor),
+            _ => None,
+        };
+        let Some(operand) = host_operand else { continue };
+        let value = inst.results.first().copied().unwrap_or(operand);
+        // The innermost step whose body defined the value (a delegated step's range lies inside
+        // its caller's).
+        let step = steps.iter().filter(|s| s.values.contains(&value.0)).min_by_key(|s| s.values.len()).unwrap_or(last);
+        return Err(unsupported(
+            step.span,
+            &format!("step `{}` with per-position times (it compares or converts a time on the host)", step.step),
+            "a step that branches on its times, or on values computed from them, needs one time for the \
+             whole state; give this verb host times, or use a step without such a branch (`ddim()` with \
+             eta = 0, `euler()`, `flow_euler()`)",
+        ));
+    }
+    Ok(())
 }
 
 /// A model as a verb or builtin uses it: a schedule model slot plus conditioning, whose values
@@ -110,6 +167,11 @@ struct Lowerer<'p> {
     entry_inits: Vec<(VarId, Constant)>,
     /// Whether a verb is being lowered; its model calls name it, for error locations.
     in_verb: bool,
+    /// The last verb given a per-position (tensor) time (its index when done) and the span of
+    /// its tensor times.
+    tensor_time: Option<(u32, Span)>,
+    /// The steps inlined with per-position times, for [`check_per_position_times`].
+    tensor_steps: Vec<TensorStep>,
 }
 
 impl<'p> Lowerer<'p> {
@@ -282,10 +344,6 @@ impl<'p> Lowerer<'p> {
         self.program.name_locals.get(&name.span).and_then(|local| self.local_var(*local))
     }
 
-    fn type_of(&self, expr: &Expr) -> Type {
-        self.program.type_of(self.file(), expr).clone()
-    }
-
     // -----------------------------------------------------------------------------------------
     // Statements
 
@@ -311,6 +369,7 @@ impl<'p> Lowerer<'p> {
                     }
                     let ty = self.ir_ty(&local_ty, name.span)?;
                     let value = self.expr_as(value, ty)?;
+                    let ty = widened(ty, self.func.ty(value));
                     let var = self.new_var(&name.name, ty);
                     self.write(var, value);
                     if let Some(local) = local {
@@ -340,6 +399,7 @@ impl<'p> Lowerer<'p> {
                 self.terminate(Terminator::Branch { cond: initialized, then_block: join, else_block: init_block });
                 self.current = init_block;
                 let value = self.expr_as(init, ty)?;
+                self.check_store(init.span, &name.name, ty, value)?;
                 self.write(var, value);
                 let yes = self.constant(Constant::Bool(true));
                 self.write(flag, yes);
@@ -364,6 +424,7 @@ impl<'p> Lowerer<'p> {
                     }
                 };
                 let new = self.coerce(new, ty);
+                self.check_store(value.span, &target.name, ty, new)?;
                 self.write(var, new);
             }
             StmtKind::If { branches, else_block } => {
@@ -707,16 +768,35 @@ impl<'p> Lowerer<'p> {
         Ok(OptionValue { builtin, args: vars })
     }
 
-    /// A verb's time: a host float (per-position tensor times come with sequences).
+    /// A time: a host float, or a tensor of per-position times (diffusion forcing). A verb's
+    /// tensor time makes the step it runs see tensor `t` and `s`; inside a step, a time computed
+    /// from them is a tensor too, and so are the interpolant functions and model calls at it.
     fn time(&mut self, expr: &Expr) -> Result<ValueId, CompileError> {
-        if self.type_of(expr) == Type::Tensor {
-            return Err(unsupported(
-                expr.span,
-                "per-position (tensor) times",
-                "diffusion forcing runs in the sequences milestone",
-            ));
+        let value = self.expr_as(expr, Ty::F64)?;
+        if self.func.ty(value) == Ty::Tensor && self.frame().step.is_none() {
+            // A verb whose `from` and `to` are both tensors is labelled from one to the other.
+            let verb = self.func.verbs.len() as u32;
+            let span = match self.tensor_time {
+                Some((previous, from)) if previous == verb && from.file == expr.span.file => from.to(expr.span),
+                _ => expr.span,
+            };
+            self.tensor_time = Some((verb, span));
         }
-        self.expr_as(expr, Ty::F64)
+        Ok(value)
+    }
+
+    /// Checks that a store into variable `name` of type `ty` keeps its type: a value computed from
+    /// per-position times is a tensor, which a number variable cannot hold.
+    fn check_store(&self, span: Span, name: &str, ty: Ty, value: ValueId) -> Result<(), CompileError> {
+        let value_ty = self.func.ty(value);
+        if value_ty == ty {
+            return Ok(());
+        }
+        Err(unsupported(
+            span,
+            &format!("storing a {value_ty} in the {ty} variable `{name}`"),
+            "values computed from per-position times are tensors, and a variable keeps its type",
+        ))
     }
 
     fn refine(
@@ -781,6 +861,7 @@ impl<'p> Lowerer<'p> {
     ) -> Result<(), CompileError> {
         let info = self.program.step(step).clone();
         let ast = self.program.step_ast(step);
+        let first_value = self.func.value_types.len() as u32;
         // Arguments are evaluated in the caller's frame, defaults in the step's file.
         let mut arg_values = Vec::new();
         let mut options = HashMap::new();
@@ -812,10 +893,14 @@ impl<'p> Lowerer<'p> {
                     self.constant(constant)
                 }
             };
-            arg_values.push((index, ty, value));
+            arg_values.push((index, widened(ty, self.func.ty(value)), value));
         }
-        let t_var = self.new_var(&format!("{}.t", info.name), Ty::F64);
-        let s_var = self.new_var(&format!("{}.s", info.name), Ty::F64);
+        // Per-position times make `t` and `s` tensors, and with them what the step computes from
+        // them (a float parameter too, as DDIM's noise level passed to `first_order`).
+        let per_position =
+            [t, s].iter().chain(arg_values.iter().map(|(_, _, v)| v)).any(|v| self.func.ty(*v) == Ty::Tensor);
+        let t_var = self.new_var(&format!("{}.t", info.name), self.func.ty(t));
+        let s_var = self.new_var(&format!("{}.s", info.name), self.func.ty(s));
         self.write(t_var, t);
         self.write(s_var, s);
         let mut locals = HashMap::new();
@@ -836,6 +921,11 @@ impl<'p> Lowerer<'p> {
         });
         let result = self.block(&ast.body);
         self.frames.pop();
+        if per_position {
+            let values = first_value..self.func.value_types.len() as u32;
+            let span = self.tensor_time.map_or(info.span, |(_, span)| span);
+            self.tensor_steps.push(TensorStep { values, step: info.name.clone(), span });
+        }
         result
     }
 
@@ -916,9 +1006,11 @@ impl<'p> Lowerer<'p> {
     /// (x̂₀, ε̂) at (x, t) from one (guided) evaluation.
     fn predict(&mut self, model: ModelRef, x: ValueId, t: ValueId) -> (ValueId, ValueId) {
         let m = self.field(model, x, t);
+        // The coefficients have the type of `t`: tensors for per-position times.
+        let ty = self.func.ty(t);
         let part = |this: &mut Self, from_x: Coefficient, from_m: Coefficient| {
-            let a = this.value(Op::Coefficient { which: from_x, model: model.slot, t }, Ty::F64);
-            let b = this.value(Op::Coefficient { which: from_m, model: model.slot, t }, Ty::F64);
+            let a = this.value(Op::Coefficient { which: from_x, model: model.slot, t }, ty);
+            let b = this.value(Op::Coefficient { which: from_m, model: model.slot, t }, ty);
             let ax = this.value(Op::Binary(BinaryOp::Mul, a, x), Ty::Tensor);
             let bm = this.value(Op::Binary(BinaryOp::Mul, b, m), Ty::Tensor);
             this.value(Op::Binary(BinaryOp::Add, ax, bm), Ty::Tensor)
@@ -1162,14 +1254,11 @@ impl<'p> Lowerer<'p> {
                     "x0" => vec![x0],
                     "eps" => vec![eps],
                     _ => {
-                        let da = self.value(
-                            Op::Interpolant { func: InterpolantFn::DAlpha, model: frame.model.slot, t },
-                            Ty::F64,
-                        );
-                        let ds = self.value(
-                            Op::Interpolant { func: InterpolantFn::DSigma, model: frame.model.slot, t },
-                            Ty::F64,
-                        );
+                        let ty = self.func.ty(t);
+                        let da =
+                            self.value(Op::Interpolant { func: InterpolantFn::DAlpha, model: frame.model.slot, t }, ty);
+                        let ds =
+                            self.value(Op::Interpolant { func: InterpolantFn::DSigma, model: frame.model.slot, t }, ty);
                         let a = self.value(Op::Binary(BinaryOp::Mul, da, x0), Ty::Tensor);
                         let b = self.value(Op::Binary(BinaryOp::Mul, ds, eps), Ty::Tensor);
                         vec![self.value(Op::Binary(BinaryOp::Add, a, b), Ty::Tensor)]
@@ -1193,7 +1282,8 @@ impl<'p> Lowerer<'p> {
                     "sigma" => InterpolantFn::Sigma,
                     _ => InterpolantFn::Lambda,
                 };
-                vec![self.value(Op::Interpolant { func, model: frame.model.slot, t }, Ty::F64)]
+                let ty = self.func.ty(t);
+                vec![self.value(Op::Interpolant { func, model: frame.model.slot, t }, ty)]
             }
             "grid" => vec![self.grid(call, args)?],
             "times" => {
@@ -1211,7 +1301,8 @@ impl<'p> Lowerer<'p> {
                 )]
             }
             "positions" => {
-                return Err(unsupported(call.span, "`positions()`", "sequences run in the sequences milestone"));
+                let like = like(self);
+                vec![self.value(Op::Positions { like }, Ty::Tensor)]
             }
             "prompt" => vec![self.token_op(TokenOp::Prompt, Vec::new(), None, Ty::Tokens)],
             "length" | "ended" => {
@@ -1244,6 +1335,7 @@ impl<'p> Lowerer<'p> {
                 let x = self.arg_value(call, args, builtin, 0, Ty::Tokens)?;
                 let t = self.arg_value(call, args, builtin, 1, Ty::F64)?;
                 let temperature = self.arg_value(call, args, builtin, 2, Ty::F64)?;
+                let guidance = self.arg_value(call, args, builtin, 3, Ty::F64)?;
                 let op = TokenOp::Candidates;
                 let site = self.token_site(op);
                 let verb = self.current_verb();
@@ -1251,7 +1343,13 @@ impl<'p> Lowerer<'p> {
                 let confidence = self.func.new_value(Ty::Tensor);
                 let current = self.current;
                 self.func.graph[current].insts.push(Inst {
-                    op: Op::Tokens { op, args: vec![x, t, temperature], model: Some(frame.model.slot), site, verb },
+                    op: Op::Tokens {
+                        op,
+                        args: vec![x, t, temperature, guidance],
+                        model: Some(frame.model.slot),
+                        site,
+                        verb,
+                    },
                     results: vec![tokens, confidence],
                 });
                 vec![tokens, confidence]
@@ -1360,6 +1458,12 @@ impl<'p> Lowerer<'p> {
         }
         Ok((kind, values))
     }
+}
+
+/// The type of a variable the checker typed `ty` that is given a value of type `value`: a float
+/// computed from per-position times is a tensor.
+fn widened(ty: Ty, value: Ty) -> Ty {
+    if ty == Ty::F64 && value == Ty::Tensor { Ty::Tensor } else { ty }
 }
 
 fn host_ty(ty: &Type) -> Ty {

@@ -115,6 +115,7 @@ fn op_text(op: &Op) -> String {
             format!("noise {} site {site} like {}", format!("{dist:?}").to_lowercase(), opt(like))
         }
         Op::Fill { value, like } => format!("fill {value:?} like {}", opt(like)),
+        Op::Positions { like } => format!("positions like {}", opt(like)),
         Op::Field { model, x, t, label, verb } => {
             let label = label.map_or(String::new(), |l| format!(" label {}", v(l)));
             let verb = verb.map_or(String::new(), |verb| format!(" in verb {verb}"));

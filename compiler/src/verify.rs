@@ -3,7 +3,8 @@
 //!
 //! Invariants: every operand is defined earlier in the same block; every value is defined once;
 //! a `Write` stores a value of its variable's type; a branch condition is a bool of its block;
-//! terminators name existing blocks; kernels and slots referenced exist.
+//! terminators name existing blocks; kernels and slots referenced exist; interpolant values and
+//! coefficients have their time's type, and positions are a tensor.
 
 use std::collections::HashSet;
 
@@ -13,6 +14,7 @@ use crate::ir::*;
 pub fn verify(function: &Function) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     let mut defined_anywhere = HashSet::new();
+    let type_of = |value: ValueId| function.value_types.get(value.0 as usize).copied();
     for block_id in function.graph.node_indices() {
         let block = &function.graph[block_id];
         let mut defined = HashSet::new();
@@ -55,6 +57,16 @@ pub fn verify(function: &Function) -> Result<(), Vec<String>> {
                     if model.0 as usize >= function.models.len() =>
                 {
                     errors.push(format!("{}: model m{} does not exist", at(), model.0))
+                }
+                // An interpolant value or a coefficient has the type of its time: a host float, or
+                // a tensor for per-position times.
+                Op::Interpolant { t, .. } | Op::Coefficient { t, .. }
+                    if inst.results.iter().any(|r| type_of(*r) != type_of(*t)) =>
+                {
+                    errors.push(format!("{}: a function of time %{} does not have its time's type", at(), t.0))
+                }
+                Op::Positions { .. } if inst.results.iter().any(|r| type_of(*r) != Some(Ty::Tensor)) => {
+                    errors.push(format!("{}: positions are not a tensor", at()))
                 }
                 _ => {}
             }

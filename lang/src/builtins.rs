@@ -480,7 +480,7 @@ pub const BUILTINS: &[Builtin] = &[
         Int,
         ScheduleOnly,
         Sequence,
-        "The number of positions of a sequence."
+        "The number of positions of a sequence (of tokens: of the shortest row still generating)."
     ),
     syncs(builtin!(
         "ended",
@@ -519,11 +519,16 @@ pub const BUILTINS: &[Builtin] = &[
     calls(
         builtin!(
             "candidates",
-            [p("x", ParamType::Tokens), TIME, d("temperature", ParamType::Float, DefaultValue::Float(0.0))],
+            [
+                p("x", ParamType::Tokens),
+                TIME,
+                d("temperature", ParamType::Float, DefaultValue::Float(0.0)),
+                d("cfg", ParamType::Float, DefaultValue::Float(0.0))
+            ],
             TokensAndTensor,
             StepOnly,
             Sequence,
-            "One masked-model call: a candidate token at every position and its probability (the confidence)."
+            "One masked-model call: a candidate token at every position and its probability (the confidence); with `cfg > 0`, LLaDA's guidance: a second call with the prompt masked, logits un + (cfg + 1)(cond - un)."
         ),
         Capability::Masked,
     ),

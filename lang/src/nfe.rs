@@ -809,6 +809,10 @@ impl<'p> Interp<'p> {
         };
         let key_parts: Vec<u64> = args.iter().flatten().map(identity).collect();
         let passes = self.running.last().map_or(1, |(_, p)| *p);
+        // Guided candidates (`cfg > 0`) make a second call with the prompt masked.
+        let guidance = args.get(3).and_then(|group| group.first()).and_then(|v| num_of(Some(v)));
+        let passes =
+            if builtin.name == "candidates" && guidance.is_some_and(|g| g > 0.0) { 2 * passes } else { passes };
         let key = (family.to_string(), key_parts);
         let fresh = match self.cse.last_mut() {
             Some(seen) => seen.insert(key),

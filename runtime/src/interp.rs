@@ -739,7 +739,8 @@ impl<'a> Machine<'a> {
                     self.candidate_cache.resize(cache_index + 1, None);
                 }
                 let mut cache = self.candidate_cache[cache_index].take();
-                let outcome = sequence::candidates(tokens, &x, host(self, 2), specials, noise, &mut cache);
+                let outcome =
+                    sequence::candidates(tokens, &x, host(self, 2), host(self, 3), specials, noise, &mut cache);
                 self.candidate_cache[cache_index] = cache;
                 let (candidates, confidence, calls) = outcome?;
                 self.count_calls(slot, calls);

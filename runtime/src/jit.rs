@@ -274,15 +274,19 @@ impl HostContext<'_> {
         let host = &self.host_values[site as usize];
         // The instructions that only compute a host number from host operands and the bound
         // models are answered here, from the functions the executor uses, without going through
-        // its value table: they are most of the hook calls of a solver step.
-        // SAFETY: each of these instructions has one host operand, so the caller guarantees a
-        // readable first word.
+        // its value table: they are most of the hook calls of a solver step. A function of a
+        // tensor of per-position times is a tensor and goes through the executor.
+        // SAFETY: each of these instructions has one host operand (an interpolant function or a
+        // coefficient only when its time is a host float), so the caller guarantees a readable
+        // first word.
         let first = || unsafe { operands.read() };
+        let function = self.function;
+        let host_time = |t: &ValueId| function.ty(*t) == Ty::F64;
         let fast = match &inst.op {
-            Op::Interpolant { func, model, .. } => {
+            Op::Interpolant { func, model, t } if host_time(t) => {
                 Some(Ok(interpolant_value(&**self.machine.model(*model), *func, f64::from_bits(first()))))
             }
-            Op::Coefficient { which, model, .. } => {
+            Op::Coefficient { which, model, t } if host_time(t) => {
                 let t = first();
                 let cached = self.coefficients.filter(|(slot, bits, _)| *slot == model.0 && *bits == t);
                 let computed = match cached {
@@ -418,7 +422,8 @@ fn hook_address(hook: Hook) -> *const u8 {
         | Hook::Emit
         | Hook::Kernel
         | Hook::VerbDone
-        | Hook::Tokens => sched_execute as *const u8,
+        | Hook::Tokens
+        | Hook::Positions => sched_execute as *const u8,
         Hook::Exp => unary(sched_exp),
         Hook::Log => unary(sched_log),
         Hook::Expm1 => unary(sched_expm1),

@@ -55,6 +55,25 @@ pub trait Model: Send + Sync {
     /// velocity (the map's limit as s → t); consistency models return x̂₀.
     fn field(&self, x: &Tensor, t: f64, label: Label) -> Result<(Tensor, FieldKind), ModelError>;
 
+    /// The local field when every element of `x` has its own time: `t` has `x`'s shape (the
+    /// per-position times of diffusion forcing). The default makes one [`Model::field`]
+    /// evaluation when every element has the same time and refuses otherwise: a network is told
+    /// one time per evaluation unless it was trained with one per position. Models whose
+    /// coordinates are independent (an analytic Gaussian) override it.
+    fn field_at(&self, x: &Tensor, t: &Tensor, label: Label) -> Result<(Tensor, FieldKind), ModelError> {
+        match uniform_time(t) {
+            Some(time) => self.field(x, time, label),
+            None => {
+                let info = self.info();
+                Err(ModelError::Unsupported {
+                    model: info.source.clone(),
+                    kind: info.kind,
+                    what: "take a different time per position".into(),
+                })
+            }
+        }
+    }
+
     /// Where `x` at time `t` lands at time `s`, in one evaluation. Two-time models only;
     /// consistency models only for `s = 0`.
     fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError>;
@@ -71,6 +90,14 @@ pub trait Model: Send + Sync {
     fn tokens(&self) -> Option<&dyn TokenModel> {
         None
     }
+}
+
+/// The time every element of a tensor of per-position times holds, or `None` when they differ.
+/// A tensor without elements holds any time; it gives 0.
+pub fn uniform_time(t: &Tensor) -> Option<f64> {
+    let first = t.data.first().copied().unwrap_or(0.0);
+    let same = |v: f32| v == first || (v.is_nan() && first.is_nan());
+    t.data.iter().all(|&v| same(v)).then_some(f64::from(first))
 }
 
 /// A model that evaluates on a device's tensors, without copying them to the host.

@@ -21,6 +21,8 @@ use crate::tokens::{TokenModel, TokenRows, Vocab};
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenSeq {
     pub rows: Vec<Vec<u32>>,
+    /// How many leading positions of every row came from the prompt.
+    pub prompt: usize,
     /// The number of last positions a step refines; the whole row when `None`.
     pub window: Option<usize>,
     /// For a draft: per row and draft position, the probabilities over the vocabulary the token
@@ -143,11 +145,12 @@ impl Specials {
 impl TokenSeq {
     /// Rows of the prompt, one per sample.
     pub fn prompt(prompt: &[u32], batch: usize) -> TokenSeq {
-        TokenSeq { rows: vec![prompt.to_vec(); batch], window: None, proposal: None }
+        TokenSeq { rows: vec![prompt.to_vec(); batch], prompt: prompt.len(), window: None, proposal: None }
     }
 
-    fn with_rows(rows: Vec<Vec<u32>>) -> TokenSeq {
-        TokenSeq { rows, window: None, proposal: None }
+    /// New rows after the same prompt, refined whole.
+    fn with_rows(&self, rows: Vec<Vec<u32>>) -> TokenSeq {
+        TokenSeq { rows, prompt: self.prompt, window: None, proposal: None }
     }
 
     /// Whether every row has produced the end token (never, for a vocabulary without one).
@@ -187,7 +190,7 @@ impl TokenSeq {
             SequenceError::Invalid("`extend ... as mask` needs a masked model (no bound model has a mask token)".into())
         })?;
         let rows = self.rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(mask, count)).collect());
-        Ok(TokenSeq::with_rows(rows.collect()))
+        Ok(self.with_rows(rows.collect()))
     }
 }
 
@@ -270,7 +273,7 @@ pub fn extend(
                 row.push(token);
             }
         }
-        return Ok((TokenSeq::with_rows(rows), calls));
+        return Ok((seq.with_rows(rows), calls));
     }
     for j in 0..count {
         let open: Vec<usize> = (0..rows.len()).filter(|&b| !specials.has_ended(&rows[b])).collect();
@@ -290,7 +293,7 @@ pub fn extend(
             }
         }
     }
-    Ok((TokenSeq::with_rows(rows), calls))
+    Ok((seq.with_rows(rows), calls))
 }
 
 /// The input and output of a site's last masked-model call.
@@ -307,19 +310,27 @@ pub struct LogitsCache {
 /// -inf. The confidence tensor has one row per sample and one column per window position of the
 /// longest window. Noise: position `p` of the row draws `uniform(row, p * vocab + v)`.
 ///
+/// With `guidance > 0` (LLaDA's classifier-free guidance), a second call sees the rows with their
+/// prompt masked, and the logits are `un + (guidance + 1) (cond - un)`.
+///
 /// `cache` holds the last call's input and logits: when the rows did not change since, the
 /// logits are reused and no evaluation is made (MDLM's caching; masked models here take no time).
 /// A window without masks needs no call either.
+#[allow(clippy::too_many_arguments, reason = "the operands of one call")]
 pub fn candidates(
     model: &dyn TokenModel,
     x: &TokenSeq,
     temperature: f64,
+    guidance: f64,
     specials: Specials,
     noise: Noise,
     cache: &mut Option<LogitsCache>,
 ) -> Result<(TokenSeq, Tensor, u64), SequenceError> {
     if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(SequenceError::Invalid(format!("candidate temperature {temperature} must be 0 or positive")));
+    }
+    if !(guidance >= 0.0 && guidance.is_finite()) {
+        return Err(SequenceError::Invalid(format!("the guidance scale {guidance} must be 0 or positive")));
     }
     let mask =
         specials.mask.ok_or_else(|| SequenceError::Invalid("unmasking needs a model with a mask token".into()))?;
@@ -331,9 +342,25 @@ pub fn candidates(
         _ if !any_masked => (vec![Vec::new(); x.rows.len()], 0),
         _ => {
             let views: Vec<&[u32]> = x.rows.iter().map(Vec::as_slice).collect();
-            let logits = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
+            let mut logits = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
+            let mut calls = 1;
+            if guidance > 0.0 {
+                let unprompted: Vec<Vec<u32>> = x
+                    .rows
+                    .iter()
+                    .map(|row| row.iter().enumerate().map(|(p, &t)| if p < x.prompt { mask } else { t }).collect())
+                    .collect();
+                let views: Vec<&[u32]> = unprompted.iter().map(Vec::as_slice).collect();
+                let unconditional = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
+                calls += 1;
+                for (row, un_row) in logits.iter_mut().zip(&unconditional) {
+                    for (value, &un) in row.iter_mut().zip(un_row) {
+                        *value = guided(un, *value, guidance);
+                    }
+                }
+            }
             *cache = Some(LogitsCache { rows: x.rows.clone(), logits: logits.clone() });
-            (logits, 1)
+            (logits, calls)
         }
     };
     let width = (0..x.rows.len()).map(|b| x.rows[b].len() - x.window_start(b)).max().unwrap_or(0);
@@ -357,8 +384,22 @@ pub fn candidates(
             confidence[b * width + (p - start)] = probability as f32;
         }
     }
-    let candidates = TokenSeq { rows, window: x.window, proposal: None };
+    let candidates = TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None };
     Ok((candidates, Tensor::new(vec![x.rows.len(), width], confidence), calls))
+}
+
+/// LLaDA's guided logit `un + (scale + 1) (cond - un)`, computed in f64, with its limits where a
+/// call rules a token out: ruled out by the conditional call, it stays ruled out; ruled out only
+/// by the unconditional one, guidance makes it certain (+inf).
+fn guided(un: f32, cond: f32, scale: f64) -> f32 {
+    if cond == f32::NEG_INFINITY {
+        return f32::NEG_INFINITY;
+    }
+    if un == f32::NEG_INFINITY {
+        return f32::INFINITY;
+    }
+    let (un, cond) = (f64::from(un), f64::from(cond));
+    (un + (scale + 1.0) * (cond - un)) as f32
 }
 
 /// Commits some candidates of the window of `x`. `keep` = s/t is the fraction of masked
@@ -425,7 +466,7 @@ pub fn commit(
             row[start + p] = candidates.rows[b][start + p];
         }
     }
-    Ok(TokenSeq { rows, window: x.window, proposal: None })
+    Ok(TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None })
 }
 
 /// `propose(model, seq, k, SAMPLER)`: `k` draft tokens per row with the distributions they were
@@ -473,7 +514,7 @@ pub fn propose(
             }
         }
     }
-    Ok((TokenSeq { rows: drafts, window: None, proposal: Some(proposal) }, calls))
+    Ok((TokenSeq { rows: drafts, prompt: 0, window: None, proposal: Some(proposal) }, calls))
 }
 
 /// `verify(model, seq, draft, SAMPLER)`: one causal call scores every draft position; each row
@@ -505,7 +546,7 @@ pub fn verify(
     let open: Vec<usize> = (0..seq.rows.len()).filter(|&b| !specials.has_ended(&seq.rows[b])).collect();
     let mut rows = seq.rows.clone();
     if open.is_empty() {
-        return Ok((TokenSeq::with_rows(rows), 0));
+        return Ok((seq.with_rows(rows), 0));
     }
     let extended: Vec<Vec<u32>> =
         open.iter().map(|&b| seq.rows[b].iter().chain(&draft.rows[b]).copied().collect()).collect();
@@ -557,7 +598,7 @@ pub fn verify(
         }
         rows[b].extend(accepted);
     }
-    Ok((TokenSeq::with_rows(rows), 1))
+    Ok((seq.with_rows(rows), 1))
 }
 
 /// Causal logits of every draft position and the one after: for each row with `(len, k)`, the
@@ -597,4 +638,123 @@ fn grouped_scores(
 pub fn row_text(row: &[u32], vocab: &Vocab) -> String {
     let words: Vec<String> = row.iter().take_while(|&&t| Some(t) != vocab.eos).map(|&t| vocab.word(t)).collect();
     words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked model over 3 tokens (2 is the mask) that records the rows it is called with and
+    /// prefers token 0 when position 0 holds token 1, token 1 otherwise.
+    struct Recording {
+        vocab: Vocab,
+        calls: std::sync::Mutex<Vec<Vec<u32>>>,
+    }
+
+    impl TokenModel for Recording {
+        fn vocab(&self) -> &Vocab {
+            &self.vocab
+        }
+
+        fn causal_logits(&self, _rows: TokenRows<'_>, _from: usize) -> Result<Vec<f32>, ModelError> {
+            Err(ModelError::Backend { model: "recording".into(), message: "masked only".into() })
+        }
+
+        fn masked_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+            let mut out = Vec::new();
+            for b in 0..rows.batch {
+                let row = rows.row(b);
+                if let Ok(mut calls) = self.calls.lock() {
+                    calls.push(row.to_vec());
+                }
+                let prefers = if row.first() == Some(&1) { 0 } else { 1 };
+                for _ in 0..rows.len {
+                    out.extend((0..3).map(|v| {
+                        if v == prefers {
+                            1.0
+                        } else if v == 2 {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    }));
+                }
+            }
+            Ok(out)
+        }
+
+        fn heads(&self) -> usize {
+            0
+        }
+
+        fn head_logits(&self, _rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+            Err(ModelError::Backend { model: "recording".into(), message: "masked only".into() })
+        }
+    }
+
+    #[test]
+    fn guided_candidates_mask_the_prompt_in_the_second_call() {
+        let model = Recording {
+            vocab: Vocab { size: 3, mask: Some(2), eos: None, words: None },
+            calls: std::sync::Mutex::new(Vec::new()),
+        };
+        let x = TokenSeq { rows: vec![vec![1, 2]], prompt: 1, window: None, proposal: None };
+        let specials = Specials::of(&model.vocab);
+        let noise = Noise { seed: 0, site: 0, step: 0 };
+        let mut cache = None;
+        let (chosen, confidence, calls) =
+            candidates(&model, &x, 0.0, 1.0, specials, noise, &mut cache).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(calls, 2);
+        let seen = model.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        assert_eq!(seen, vec![vec![1, 2], vec![2, 2]], "the second call has the prompt masked");
+        // Conditional logits (1, 0), unconditional (0, 1): guided 0 + 2 (1 - 0) = 2 and 1 + 2 (0 - 1) = -1.
+        assert_eq!(chosen.rows, vec![vec![1, 0]]);
+        let expected = 1.0 / (1.0 + (-3.0f64).exp());
+        assert!((f64::from(confidence.data[1]) - expected).abs() < 1e-6, "{:?}", confidence.data);
+        // The same input again reuses the logits: no call.
+        let (_, _, calls) =
+            candidates(&model, &x, 0.0, 1.0, specials, noise, &mut cache).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(calls, 0);
+    }
+
+    #[test]
+    fn guidance_extrapolates_from_the_unconditional_logits() {
+        assert_eq!(guided(1.0, 2.0, 0.0), 2.0, "scale 0 is the conditional call");
+        assert_eq!(guided(1.0, 2.0, 1.0), 3.0);
+        assert_eq!(guided(-1.0, -3.0, 2.0), -7.0);
+        assert_eq!(guided(0.5, f32::NEG_INFINITY, 1.0), f32::NEG_INFINITY);
+        assert_eq!(guided(f32::NEG_INFINITY, 0.5, 1.0), f32::INFINITY);
+        assert_eq!(guided(f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn length_counts_the_shortest_open_row_and_ended_needs_every_row() {
+        let specials = Specials { mask: Some(9), eos: Some(0) };
+        let seq = TokenSeq { rows: vec![vec![3, 4, 0], vec![3, 4, 5, 6]], prompt: 0, window: None, proposal: None };
+        assert_eq!(seq.length(specials), 4, "the ended row does not count");
+        assert!(!seq.ended(specials));
+        let done = seq.with_rows(vec![vec![3, 0], vec![3, 4, 0]]);
+        assert_eq!(done.length(specials), 3, "all ended: the longest");
+        assert!(done.ended(specials));
+        assert!(!done.ended(Specials { mask: None, eos: None }), "no end token: never ended");
+    }
+
+    #[test]
+    fn the_window_limits_what_a_commit_writes() {
+        let specials = Specials { mask: Some(9), eos: None };
+        let x = TokenSeq { rows: vec![vec![9, 9, 9, 9]], prompt: 0, window: None, proposal: None }
+            .tail(2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let candidates = TokenSeq { rows: vec![vec![1, 2, 3, 4]], ..x.clone() };
+        let confidence = Tensor::new(vec![1, 2], vec![0.5, 0.9]);
+        let noise = Noise { seed: 0, site: 0, step: 0 };
+        let committed = commit(&x, &candidates, &confidence, 0.0, Remask::Confidence, None, specials, noise)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(committed.rows, vec![vec![9, 9, 3, 4]], "keep = 0 commits the whole window, nothing else");
+        let half = commit(&x, &candidates, &confidence, 0.5, Remask::Confidence, None, specials, noise)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(half.rows, vec![vec![9, 9, 9, 4]], "two steps left: one token, the most confident");
+        assert!(x.tail(-1).is_err());
+        assert!(commit(&x, &candidates, &confidence, 1.5, Remask::Posterior, None, specials, noise).is_err());
+    }
 }

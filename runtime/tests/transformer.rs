@@ -287,9 +287,12 @@ fn load_error(path: &Path) -> String {
     }
 }
 
+/// A change to a manifest's TOML values.
+type Edit = Box<dyn FnOnce(&mut toml::Table)>;
+
 #[test]
 fn every_bad_manifest_is_an_error_naming_the_field() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut toml::Table)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "missing_field",
             Box::new(|t| {

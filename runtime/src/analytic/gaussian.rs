@@ -42,6 +42,16 @@ impl Gaussian {
     pub fn std(&self) -> &[f64] {
         &self.std
     }
+
+    /// The posterior of element `k` at the state `xk = alpha x₀_k + sigma ε_k`.
+    fn element_posterior(&self, k: usize, xk: f64, alpha: f64, sigma: f64, out: &mut Posterior) {
+        let var0 = self.std[k] * self.std[k];
+        let v = alpha * alpha * var0 + sigma * sigma;
+        let d = xk - alpha * self.mean[k];
+        out.x0[k] = self.mean[k] + alpha * var0 * d / v;
+        out.eps[k] = sigma * d / v;
+        out.score[k] = -d / v;
+    }
 }
 
 impl Density for Gaussian {
@@ -55,13 +65,24 @@ impl Density for Gaussian {
 
     fn posterior(&self, x: &[f64], alpha: f64, sigma: f64, _label: Option<usize>, out: &mut Posterior) {
         for (k, &xk) in x.iter().enumerate() {
-            let var0 = self.std[k] * self.std[k];
-            let v = alpha * alpha * var0 + sigma * sigma;
-            let d = xk - alpha * self.mean[k];
-            out.x0[k] = self.mean[k] + alpha * var0 * d / v;
-            out.eps[k] = sigma * d / v;
-            out.score[k] = -d / v;
+            self.element_posterior(k, xk, alpha, sigma, out);
         }
+    }
+
+    /// The coordinates are independent, so each element's posterior only needs its own noise
+    /// level: the same regression as [`Density::posterior`], element by element.
+    fn posterior_per_element(
+        &self,
+        x: &[f64],
+        alpha: &[f64],
+        sigma: &[f64],
+        _label: Option<usize>,
+        out: &mut Posterior,
+    ) -> bool {
+        for (k, ((&xk, &a), &s)) in x.iter().zip(alpha).zip(sigma).enumerate() {
+            self.element_posterior(k, xk, a, s, out);
+        }
+        true
     }
 
     fn transport(

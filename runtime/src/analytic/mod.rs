@@ -15,7 +15,7 @@ pub mod spec;
 use sched_lang::types::ModelKind;
 
 use crate::interpolant::Interpolant;
-use crate::model::{FieldKind, Label, Model, ModelError, ModelInfo};
+use crate::model::{FieldKind, Label, Model, ModelError, ModelInfo, uniform_time};
 use crate::tensor::Tensor;
 
 pub use gaussian::Gaussian;
@@ -48,6 +48,21 @@ pub trait Density: Send + Sync {
     /// The posterior at the state `x` of `x = alpha x₀ + sigma ε`, for the data of `label`
     /// (every class when `None`). `label` has been checked against [`Density::num_classes`].
     fn posterior(&self, x: &[f64], alpha: f64, sigma: f64, label: Option<usize>, out: &mut Posterior);
+
+    /// The posterior when every element has its own noise level, `x_k = alpha[k] x₀_k +
+    /// sigma[k] ε_k` (the per-position times of diffusion forcing), with `alpha` and `sigma` as
+    /// long as `x`. Only a density whose coordinates are independent has one: it computes it and
+    /// returns `true`. The default returns `false` and leaves `out` as it was.
+    fn posterior_per_element(
+        &self,
+        _x: &[f64],
+        _alpha: &[f64],
+        _sigma: &[f64],
+        _label: Option<usize>,
+        _out: &mut Posterior,
+    ) -> bool {
+        false
+    }
 
     /// Where the probability-flow ODE takes `x` from the noise level `(alpha, sigma)` of `from` to
     /// that of `to`. The default integrates the ODE numerically ([`transport_by_ode`]).
@@ -95,6 +110,20 @@ pub fn transport_by_ode<D: Density + ?Sized>(
     };
     let (w, stats) = ode::dopri5(field, theta_from, theta_to, &w0, tol)?;
     Ok((w.into_iter().map(|v| v * radius_to).collect(), stats))
+}
+
+/// Element `i` of a local field of kind `kind` from the posterior at the noise level
+/// `(alpha, sigma)`, with the interpolant's derivatives `(d_alpha, d_sigma)` (used by velocity
+/// fields only).
+fn field_output(kind: FieldKind, post: &Posterior, i: usize, level: (f64, f64), derivatives: (f64, f64)) -> f64 {
+    let ((alpha, sigma), (d_alpha, d_sigma)) = (level, derivatives);
+    match kind {
+        FieldKind::Eps => post.eps[i],
+        FieldKind::X0 => post.x0[i],
+        FieldKind::V => alpha * post.eps[i] - sigma * post.x0[i],
+        FieldKind::Velocity => d_alpha * post.x0[i] + d_sigma * post.eps[i],
+        FieldKind::Score => post.score[i],
+    }
 }
 
 /// A [`Density`] presented as a model of a given kind and interpolant.
@@ -212,16 +241,73 @@ impl Model for AnalyticModel {
                 FieldKind::Velocity => (interp.d_alpha(t), interp.d_sigma(t)),
                 _ => (0.0, 0.0),
             };
-            out.extend((0..sample.len()).map(|i| match field_kind {
-                FieldKind::Eps => post.eps[i],
-                FieldKind::X0 => post.x0[i],
-                FieldKind::V => alpha * post.eps[i] - sigma * post.x0[i],
-                FieldKind::Velocity => d_alpha * post.x0[i] + d_sigma * post.eps[i],
-                FieldKind::Score => post.score[i],
-            }));
+            out.extend(
+                (0..sample.len()).map(|i| field_output(field_kind, &post, i, (alpha, sigma), (d_alpha, d_sigma))),
+            );
             Ok(())
         })?;
         Ok((output, field_kind))
+    }
+
+    fn field_at(&self, x: &Tensor, t: &Tensor, label: Label) -> Result<(Tensor, FieldKind), ModelError> {
+        if let Some(time) = uniform_time(t) {
+            return self.field(x, time, label);
+        }
+        let label = self.check_input(x, label)?;
+        if t.shape != x.shape || t.data.len() != x.data.len() {
+            return Err(ModelError::Backend {
+                model: self.info.source.clone(),
+                message: format!("the times have shape {:?}, but the input has shape {:?}", t.shape, x.shape),
+            });
+        }
+        for &time in &t.data {
+            self.check_time(f64::from(time))?;
+        }
+        let kind = self.info.kind;
+        let not_separable = |why: &str| ModelError::Unsupported {
+            model: self.info.source.clone(),
+            kind,
+            what: format!("take a different time per position ({why})"),
+        };
+        let field_kind = match crate::convert::field_kind_of(kind) {
+            Some(_) if kind == ModelKind::Consistency => {
+                return Err(not_separable("a consistency model maps a whole sample from one time"));
+            }
+            Some(field_kind) => field_kind,
+            None => {
+                return Err(ModelError::Unsupported {
+                    model: self.info.source.clone(),
+                    kind,
+                    what: "evaluate a continuous field".into(),
+                });
+            }
+        };
+        let interp = &self.info.interpolant;
+        let per_sample = x.per_sample();
+        let mut post = Posterior::zeros(self.density.size());
+        let (mut sample, mut alpha, mut sigma) = (Vec::new(), Vec::new(), Vec::new());
+        let mut data = Vec::with_capacity(x.len());
+        for b in 0..x.batch() {
+            let times = t.sample(b);
+            sample.clear();
+            sample.extend(x.sample(b).iter().map(|&v| f64::from(v)));
+            alpha.clear();
+            alpha.extend(times.iter().map(|&time| interp.alpha(f64::from(time))));
+            sigma.clear();
+            sigma.extend(times.iter().map(|&time| interp.sigma(f64::from(time))));
+            if !self.density.posterior_per_element(&sample, &alpha, &sigma, label, &mut post) {
+                return Err(not_separable("its coordinates are not independent"));
+            }
+            data.extend((0..per_sample).map(|i| {
+                let time = f64::from(times[i]);
+                let derivatives = match field_kind {
+                    FieldKind::Velocity => (interp.d_alpha(time), interp.d_sigma(time)),
+                    _ => (0.0, 0.0),
+                };
+                field_output(field_kind, &post, i, (alpha[i], sigma[i]), derivatives) as f32
+            }));
+        }
+        Ok((Tensor::new(x.shape.clone(), data), field_kind))
     }
 
     fn jump(&self, x: &Tensor, t: f64, s: f64, label: Label) -> Result<Tensor, ModelError> {

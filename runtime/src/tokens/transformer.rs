@@ -248,6 +248,39 @@ struct Block {
     fc2: Linear,
 }
 
+/// Hands out a network's tensors by name, from a loader's or a trainer's `get`, and records
+/// them in order.
+struct Tensors<F> {
+    get: F,
+    named: Vec<(String, CTensor)>,
+}
+
+impl<F, E> Tensors<F>
+where
+    F: FnMut(&str, &[usize]) -> Result<CTensor, E>,
+{
+    fn tensor(&mut self, name: String, shape: &[usize]) -> Result<CTensor, E> {
+        let tensor = (self.get)(&name, shape)?;
+        self.named.push((name, tensor.clone()));
+        Ok(tensor)
+    }
+
+    /// A LayerNorm of width `d`: `PREFIX.weight` and `PREFIX.bias`.
+    fn norm(&mut self, prefix: &str, d: usize) -> Result<Norm, E> {
+        Ok(Norm {
+            weight: self.tensor(format!("{prefix}.weight"), &[d])?,
+            bias: self.tensor(format!("{prefix}.bias"), &[d])?,
+        })
+    }
+
+    /// A linear layer `input → out`: `PREFIX.weight` `[out, input]` and `PREFIX.bias` `[out]`.
+    fn linear(&mut self, prefix: &str, out: usize, input: usize) -> Result<Linear, E> {
+        let weight = self.tensor(format!("{prefix}.weight"), &[out, input])?;
+        let bias = self.tensor(format!("{prefix}.bias"), &[out])?;
+        Ok(Linear::new(weight, Some(bias)))
+    }
+}
+
 /// The transformer's tensors, and the forward pass both inference and training use.
 struct Network {
     attention_heads: usize,
@@ -266,47 +299,31 @@ impl Network {
     /// Builds the network of `manifest` from `get(name, shape)`, which returns each tensor.
     fn build<E>(
         manifest: &TransformerManifest,
-        mut get: impl FnMut(&str, &[usize]) -> Result<CTensor, E>,
+        get: impl FnMut(&str, &[usize]) -> Result<CTensor, E>,
     ) -> Result<Network, E> {
         let (d, vocab) = (manifest.d_model, manifest.vocab);
-        let mut named = Vec::new();
-        let mut tensor = |name: String, shape: &[usize]| -> Result<CTensor, E> {
-            let t = get(&name, shape)?;
-            named.push((name, t.clone()));
-            Ok(t)
-        };
-        let norm = |prefix: &str, tensor: &mut dyn FnMut(String, &[usize]) -> Result<CTensor, E>| {
-            Ok::<_, E>(Norm {
-                weight: tensor(format!("{prefix}.weight"), &[d])?,
-                bias: tensor(format!("{prefix}.bias"), &[d])?,
-            })
-        };
-        let linear =
-            |prefix: &str, out: usize, input: usize, tensor: &mut dyn FnMut(String, &[usize]) -> Result<CTensor, E>| {
-                let weight = tensor(format!("{prefix}.weight"), &[out, input])?;
-                let bias = tensor(format!("{prefix}.bias"), &[out])?;
-                Ok::<_, E>(Linear::new(weight, Some(bias)))
-            };
-        let embed = tensor("embed.weight".into(), &[vocab, d])?;
-        let pos_embed = tensor("pos_embed.weight".into(), &[manifest.max_len, d])?;
+        let mut t = Tensors { get, named: Vec::new() };
+        let embed = t.tensor("embed.weight".into(), &[vocab, d])?;
+        let pos_embed = t.tensor("pos_embed.weight".into(), &[manifest.max_len, d])?;
         let mut blocks = Vec::with_capacity(manifest.layers);
         for i in 0..manifest.layers {
             let p = format!("blocks.{i}");
             blocks.push(Block {
-                ln1: norm(&format!("{p}.ln1"), &mut tensor)?,
-                q: linear(&format!("{p}.attn.q"), d, d, &mut tensor)?,
-                k: linear(&format!("{p}.attn.k"), d, d, &mut tensor)?,
-                v: linear(&format!("{p}.attn.v"), d, d, &mut tensor)?,
-                out: linear(&format!("{p}.attn.out"), d, d, &mut tensor)?,
-                ln2: norm(&format!("{p}.ln2"), &mut tensor)?,
-                fc1: linear(&format!("{p}.mlp.fc1"), 4 * d, d, &mut tensor)?,
-                fc2: linear(&format!("{p}.mlp.fc2"), d, 4 * d, &mut tensor)?,
+                ln1: t.norm(&format!("{p}.ln1"), d)?,
+                q: t.linear(&format!("{p}.attn.q"), d, d)?,
+                k: t.linear(&format!("{p}.attn.k"), d, d)?,
+                v: t.linear(&format!("{p}.attn.v"), d, d)?,
+                out: t.linear(&format!("{p}.attn.out"), d, d)?,
+                ln2: t.norm(&format!("{p}.ln2"), d)?,
+                fc1: t.linear(&format!("{p}.mlp.fc1"), 4 * d, d)?,
+                fc2: t.linear(&format!("{p}.mlp.fc2"), d, 4 * d)?,
             });
         }
-        let ln_f = norm("ln_f", &mut tensor)?;
-        let unembed = Linear::new(tensor("unembed.weight".into(), &[vocab, d])?, None);
+        let ln_f = t.norm("ln_f", d)?;
+        let unembed = Linear::new(t.tensor("unembed.weight".into(), &[vocab, d])?, None);
         let extra_heads =
-            (1..manifest.heads).map(|i| linear(&format!("heads.{i}"), d, d, &mut tensor)).collect::<Result<_, E>>()?;
+            (1..manifest.heads).map(|i| t.linear(&format!("heads.{i}"), d, d)).collect::<Result<_, E>>()?;
+        let named = t.named;
         Ok(Network {
             attention_heads: manifest.attention_heads,
             embed,
@@ -704,13 +721,13 @@ pub struct TokenTrainConfig {
 
 impl TokenTrainConfig {
     /// The configuration of the shipped poker checkpoints: d 32, 2 layers, 2 attention heads,
-    /// max_len 8, 2 heads for `mtp_lm`, 3000 steps of 256 rows, peak rate 3e-3, seed 0.
+    /// max_len 8, 2 heads for `mtp_lm`, 3000 steps of 64 rows, peak rate 3e-3, seed 0.
     pub fn new(kind: ModelKind) -> TokenTrainConfig {
         TokenTrainConfig {
             kind,
             steps: 3000,
             seed: 0,
-            batch: 256,
+            batch: 64,
             lr: 3e-3,
             d_model: 32,
             layers: 2,

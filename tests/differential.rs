@@ -392,12 +392,8 @@ fn the_comparison_detects_one_ulp() {
     assert!(!differ(outputs(0.5, f64::NAN, 3), outputs(0.5, -f64::NAN, 3), equal, Nans::AnyNan));
 }
 
-/// Every schedule of `examples/` that the compiler supports, with its default models, on seeds 0
-/// and 1 and batches 1 and 4. The compiler does not support sequences yet
-/// (`sched::compile::unsupported`), so these are skipped: every schedule of autoregressive.sched,
-/// block_diffusion.sched, draft_verify.sched, mdlm.sched, mtp_independent.sched and
-/// speculative.sched (token sequences), and `pyramid` and `autoregressive_frames` of
-/// diffusion_forcing.sched (`positions()`, for per-position times).
+/// Every schedule of `examples/`, with its default models, on seeds 0 and 1 and batches 1 and 4.
+/// Every example must compile: a schedule the compiler reports as unsupported fails the test.
 #[test]
 fn examples_give_the_same_bits_on_every_leg() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -433,6 +429,6 @@ fn examples_give_the_same_bits_on_every_leg() {
             ran.push(label);
         }
     }
-    eprintln!("ran {} schedules; skipped (not supported yet): {}", ran.len(), skipped.join(", "));
-    assert!(ran.len() >= 20, "only {} example schedules ran: {}", ran.len(), ran.join(", "));
+    assert!(skipped.is_empty(), "examples the compiler does not support: {}", skipped.join(", "));
+    assert!(ran.len() >= 43, "only {} example schedules ran: {}", ran.len(), ran.join(", "));
 }

@@ -196,13 +196,14 @@ pub enum Op {
     Write(VarId, ValueId),
     Unary(UnaryOp, ValueId),
     Binary(BinaryOp, ValueId, ValueId),
-    /// A function of the bound model's interpolant at `t`; like `Coefficient`, a host float, or a
-    /// tensor of per-element values when `t` is a tensor of per-position times.
+    /// A function of the bound model's interpolant at `t`: a host float, or a tensor of
+    /// per-element values when `t` is a tensor of per-position times.
     Interpolant {
         func: InterpolantFn,
         model: ModelSlot,
         t: ValueId,
     },
+    /// A conversion coefficient at `t`, of `t`'s type like `Interpolant`.
     Coefficient {
         which: Coefficient,
         model: ModelSlot,

@@ -79,7 +79,8 @@ struct TensorStep {
 /// with float `t` and `s`, so its body may branch on them (`if s == 0`) or on values computed
 /// from them; with tensor times those operations have no value. The check runs on a copy folded
 /// with the parameters' defaults, so that a branch that folds away (DDIM's `if eta > 0` with eta
-/// 0) is no error; what a run binds otherwise fails at run time, in the verb.
+/// 0) is no error; a run that binds a parameter which keeps such a branch alive fails at run time
+/// instead (a comparison of a tensor has no value).
 fn check_per_position_times(function: &Function, steps: &[TensorStep]) -> Result<(), CompileError> {
     let Some(last) = steps.last() else { return Ok(()) };
     let mut folded = function.clone();

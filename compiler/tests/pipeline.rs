@@ -57,6 +57,7 @@ fn continuous_examples_compile_through_every_stage() {
         ("examples/consistency.sched", &["consistency", "lcm"]),
         ("examples/hybrid.sched", &["hybrid"]),
         ("examples/adaptive.sched", &["adaptive"]),
+        ("examples/diffusion_forcing.sched", &["pyramid", "full_sequence", "autoregressive_frames"]),
     ];
     for (file, schedules) in continuous {
         for schedule in schedules {

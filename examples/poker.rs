@@ -49,19 +49,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for ModelSet { name, mtp, lm } in &sets {
         let predicted = poker::predicted_independent_rate(mtp.as_ref())?;
         for row in poker::run(mtp, lm, samples, seed)? {
-            let prediction = if row.schedule == "independent" {
-                format!("{:.2} %", 100.0 * predicted)
-            } else {
-                "0 (exact model)".into()
+            let label = match row.schedule {
+                "independent" => "independent heads",
+                "draft_verify" => "draft + verify",
+                other => other,
             };
-            let prediction = if *name == "exact" || row.schedule == "independent" { prediction } else { "—".into() };
+            let prediction = match (row.schedule, *name) {
+                ("independent", _) => format!("{:.2} %", 100.0 * predicted),
+                (_, "exact") => "0".into(),
+                _ => "—".into(),
+            };
+            let invalid = if row.invalid_rate == 0.0 {
+                "0.00 %".to_string()
+            } else {
+                format!("{:.2} ± {:.2} %", 100.0 * row.invalid_rate, 100.0 * row.standard_error)
+            };
             println!(
-                "| {name} | {} | {:.2} ± {:.2} % | {prediction} | {} | {:.2} |",
-                row.schedule,
-                100.0 * row.invalid_rate,
-                100.0 * row.standard_error,
-                row.model_calls,
-                row.tokens_per_sample
+                "| {name} | {label} | {invalid} | {prediction} | {} | {:.2} |",
+                row.model_calls, row.tokens_per_sample
             );
         }
     }

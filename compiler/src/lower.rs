@@ -675,7 +675,8 @@ impl<'p> Lowerer<'p> {
                 return Err(unsupported(
                     word.span,
                     &format!("`extend ... as {}`", word.name),
-                    "continuous sequences are extended by writing their noise into a tensor",
+                    "a continuous sequence has its model's fixed length: start from `gaussian()` over all of it and \
+                     hold the positions not started yet at t = 1 with per-position times (examples/diffusion_forcing.sched)",
                 ));
             }
             ExtendHow::With(sampler) => {

@@ -3,6 +3,9 @@
 //! A checkpoint is `NAME.safetensors` plus a manifest: `NAME.toml` beside it, or, when there is no
 //! such file, the same keys as strings in the safetensors `__metadata__` (recognized by its
 //! `architecture` entry). docs/models.md documents every manifest field and tensor name.
+//! [`CheckpointFile`] reads a checkpoint and its manifest whatever the architecture, and
+//! `load_model` dispatches on the manifest's `architecture`: `"mlp"` is this module's
+//! [`MlpModel`], `"transformer"` the token model of [`crate::tokens::transformer`].
 //!
 //! The network: `input = concat(x flattened, temb(τ), temb(τ₂) for two-time kinds, class embedding)`
 //! → `l1` → SiLU → `l2` → SiLU → `l3` to the flattened sample size, where τ is the model's time

@@ -47,7 +47,8 @@ pub enum LoadError {
 
 /// Loads the model `spec` names: `analytic:...` is an analytic model (docs/models.md), anything
 /// else the path of a checkpoint, resolved against `base_dir` when it is relative and a base is
-/// given (the directory of the `.sched` file that names it, typically).
+/// given (the directory of the `.sched` file that names it, typically). A checkpoint is the MLP or
+/// the transformer token model, as its manifest's `architecture` says.
 pub fn load_model(spec: &str, base_dir: Option<&Path>) -> Result<Arc<dyn Model>, LoadError> {
     if spec.trim_start().starts_with(spec::PREFIX) {
         return spec::parse_model(spec).map_err(|source| LoadError::Spec { spec: spec.trim().into(), source });

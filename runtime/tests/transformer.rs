@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sched_lang::types::ModelKind;
-use sched_runtime::checkpoint::write_safetensors;
+use sched_runtime::checkpoint::{Manifest, MlpModel, TimeInput, write_random_mlp, write_safetensors};
+use sched_runtime::interpolant::Interpolant;
 use sched_runtime::load::load_model;
 use sched_runtime::model::Model;
 use sched_runtime::tokens::poker::{self, EOS, HANDS, MASK, WORDS};
@@ -351,6 +352,13 @@ fn every_bad_manifest_is_an_error_naming_the_field() {
             "`layers = 0`: expected a positive integer",
         ),
         (
+            "huge_layers",
+            Box::new(|t| {
+                t.insert("layers".into(), (1i64 << 40).into());
+            }),
+            "`layers = 1099511627776`: expected at most 16777216",
+        ),
+        (
             "heads_not_dividing",
             Box::new(|t| {
                 t.insert("attention_heads".into(), 3.into());
@@ -406,6 +414,42 @@ fn every_bad_manifest_is_an_error_naming_the_field() {
         let manifest = path.with_extension("toml");
         assert_eq!(load_error(&path), format!("{}: {expected}", manifest.display()), "{name}");
     }
+}
+
+#[test]
+fn each_loader_rejects_the_other_architecture() {
+    let transformer = shipped("causal_lm");
+    let e = MlpModel::load(&transformer).err().expect("not an MLP").to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: `architecture = \"transformer\"`: this is not an MLP checkpoint (`load_model` loads every architecture)",
+            transformer.with_extension("toml").display()
+        )
+    );
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("transformer").join("mlp");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creates the test directory");
+    let mlp = dir.join("velocity.safetensors");
+    let manifest = Manifest {
+        kind: ModelKind::Velocity,
+        interpolant: Interpolant::RectifiedFlow,
+        time_input: TimeInput::T,
+        preconditioning: None,
+        sample_shape: vec![2],
+        time_features: 4,
+        classes: 0,
+    };
+    write_random_mlp(&mlp, &manifest, 1).expect("writes an MLP");
+    assert_eq!(load_model(&mlp.display().to_string(), None).expect("loads the MLP").info().kind, ModelKind::Velocity);
+    let e = TransformerModel::load(&mlp).err().expect("not a transformer").to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: `architecture = \"mlp\"`: this is not a transformer checkpoint (`load_model` loads every architecture)",
+            mlp.with_extension("toml").display()
+        )
+    );
 }
 
 #[test]

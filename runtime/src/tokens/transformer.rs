@@ -26,7 +26,7 @@
 //! L + 1 positions, at most `max_len`. A masked model's input is the row itself.
 //!
 //! Training ([`train_poker`]) runs on candle's autodiff with candle-nn's AdamW, and evaluates the
-//! very network that inference evaluates ([`Network`]), so a trained model and the checkpoint it
+//! very network that inference evaluates (`Network`), so a trained model and the checkpoint it
 //! writes give identical logits.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +63,10 @@ const FIELDS: &[&str] = &[
 
 /// The token model kinds a transformer can have.
 const KINDS: &[&str] = &["causal_lm", "masked_lm", "mtp_lm"];
+
+/// The largest size a manifest may give (vocabulary, width, layers, positions, heads): far above
+/// any model this runs, and small enough that no shape arithmetic overflows.
+const MAX_SIZE: usize = 1 << 24;
 
 /// The ε of every LayerNorm.
 const LN_EPS: f32 = 1e-5;
@@ -154,6 +158,7 @@ impl TransformerManifest {
             match integer(field)? {
                 None => Err(missing(field, what)),
                 Some(0) => Err(bad(field, "expected a positive integer")),
+                Some(n) if n > MAX_SIZE => Err(bad(field, &format!("expected at most {MAX_SIZE}"))),
                 Some(n) => Ok(n),
             }
         };
@@ -305,7 +310,7 @@ impl Network {
         let mut t = Tensors { get, named: Vec::new() };
         let embed = t.tensor("embed.weight".into(), &[vocab, d])?;
         let pos_embed = t.tensor("pos_embed.weight".into(), &[manifest.max_len, d])?;
-        let mut blocks = Vec::with_capacity(manifest.layers);
+        let mut blocks = Vec::new();
         for i in 0..manifest.layers {
             let p = format!("blocks.{i}");
             blocks.push(Block {
@@ -481,16 +486,16 @@ impl TransformerModel {
     /// `max_len`) and returns the network's input `[batch, start + len]`, with the end token
     /// prepended as the start token when `start` is 1.
     fn input(&self, rows: TokenRows<'_>, start: usize) -> Result<CTensor, ModelError> {
-        if rows.ids.len() != rows.batch * rows.len {
+        if rows.batch.checked_mul(rows.len) != Some(rows.ids.len()) {
             return Err(self.error(format!(
                 "the rows hold {} ids, but {} rows of length {} need {}",
                 rows.ids.len(),
                 rows.batch,
                 rows.len,
-                rows.batch * rows.len
+                rows.batch.saturating_mul(rows.len)
             )));
         }
-        let n = rows.len + start;
+        let n = rows.len.saturating_add(start);
         if n > self.manifest.max_len {
             let with_start = if start == 1 { " plus the start token" } else { "" };
             return Err(self.error(format!(
@@ -507,7 +512,7 @@ impl TransformerModel {
                 self.manifest.vocab
             )));
         }
-        let mut ids = Vec::with_capacity(rows.batch * n);
+        let mut ids = Vec::new();
         for b in 0..rows.batch {
             if start == 1 {
                 ids.push(self.manifest.eos_id);
@@ -966,7 +971,8 @@ pub fn save_poker(model: &TransformerModel, dir: &Path) -> Result<PathBuf, LoadE
     Ok(path)
 }
 
-/// The logits of one position as probabilities (a softmax in f64; −∞ logits get 0).
+/// The logits of one position as probabilities: a softmax in f64, where −∞ logits get 0 (at least
+/// one logit must be finite).
 pub fn probabilities(logits: &[f32]) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();

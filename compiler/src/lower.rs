@@ -651,8 +651,8 @@ impl<'p> Lowerer<'p> {
             },
             _ => Err(unsupported(
                 target.span,
-                "refining a part of a sequence",
-                "sequences run in the sequences milestone",
+                "this target",
+                "verbs update variables; `refine` also takes the last positions of a sequence, `SEQ.tail(k)`",
             )),
         }
     }

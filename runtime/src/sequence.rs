@@ -189,13 +189,46 @@ impl TokenSeq {
         let mask = specials.mask.ok_or_else(|| {
             SequenceError::Invalid("`extend ... as mask` needs a masked model (no bound model has a mask token)".into())
         })?;
+        if longest(&self.rows) + count > MAX_ROW_LEN {
+            return Err(SequenceError::Invalid(format!(
+                "`extend` by {count}: rows are limited to {MAX_ROW_LEN} positions"
+            )));
+        }
         let rows = self.rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(mask, count)).collect());
         Ok(self.with_rows(rows.collect()))
     }
 }
 
+/// The most positions a row may have: longer rows are refused rather than allocated.
+pub const MAX_ROW_LEN: usize = 1 << 20;
+
+/// A count of new positions: not negative, and not making a row longer than [`MAX_ROW_LEN`].
 fn non_negative(count: i64, what: &str) -> Result<usize, SequenceError> {
-    usize::try_from(count).map_err(|_| SequenceError::Invalid(format!("`{what}` by {count}: the count is negative")))
+    let count = usize::try_from(count)
+        .map_err(|_| SequenceError::Invalid(format!("`{what}` by {count}: the count is negative")))?;
+    if count > MAX_ROW_LEN {
+        return Err(SequenceError::Invalid(format!(
+            "`{what}` by {count}: rows are limited to {MAX_ROW_LEN} positions"
+        )));
+    }
+    Ok(count)
+}
+
+/// Checks that `positions` positions of `vocab` entries each have distinct noise indices
+/// (`position · vocab + entry` must fit in the 32 bits of the Philox counter word).
+fn noise_room(positions: usize, vocab: usize) -> Result<(), SequenceError> {
+    match positions.checked_mul(vocab) {
+        // The indices are 0 .. positions · vocab, so the last one is positions · vocab - 1.
+        Some(indices) if indices <= u32::MAX as usize + 1 => Ok(()),
+        _ => Err(SequenceError::Invalid(format!(
+            "{positions} positions of a {vocab}-token vocabulary need more than 2^32 noise indices"
+        ))),
+    }
+}
+
+/// The length of the longest row.
+fn longest(rows: &[Vec<u32>]) -> usize {
+    rows.iter().map(Vec::len).max().unwrap_or(0)
 }
 
 /// Evaluates `call` on the rows grouped by length, returning each row's logits. The rows of one
@@ -250,6 +283,7 @@ pub fn extend(
 ) -> Result<(TokenSeq, u64), SequenceError> {
     let count = non_negative(count, "extend")?;
     let vocab = model.vocab().size;
+    noise_room(count, vocab)?;
     let mut rows = seq.rows.clone();
     let mut calls = 0;
     if kind == SamplerKind::Heads {
@@ -335,6 +369,7 @@ pub fn candidates(
     let mask =
         specials.mask.ok_or_else(|| SequenceError::Invalid("unmasking needs a model with a mask token".into()))?;
     let vocab = model.vocab().size;
+    noise_room(longest(&x.rows), vocab)?;
     let any_masked = (0..x.rows.len()).any(|b| x.rows[b][x.window_start(b)..].contains(&mask));
     let (logits, calls) = match cache {
         Some(cached) if cached.rows == x.rows => (cached.logits.clone(), 0),
@@ -482,6 +517,7 @@ pub fn propose(
 ) -> Result<(TokenSeq, u64), SequenceError> {
     let k = non_negative(k, "propose")?;
     let vocab = model.vocab().size;
+    noise_room(k, vocab)?;
     let batch = seq.rows.len();
     let mut drafts: Vec<Vec<u32>> = vec![Vec::with_capacity(k); batch];
     let mut proposal: Vec<Vec<Vec<f64>>> = vec![Vec::with_capacity(k); batch];
@@ -536,6 +572,8 @@ pub fn verify(
     noise: Noise,
 ) -> Result<(TokenSeq, u64), SequenceError> {
     let vocab = model.vocab().size;
+    // Acceptance draws use the indices just past the resampling ones: (k + 2) · vocab in all.
+    noise_room(longest(&draft.rows) + 2, vocab)?;
     if draft.rows.len() != seq.rows.len() {
         return Err(SequenceError::Invalid(format!(
             "the draft has {} rows, the sequence {}",
@@ -755,6 +793,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(half.rows, vec![vec![9, 9, 9, 4]], "two steps left: one token, the most confident");
         assert!(x.tail(-1).is_err());
+        assert!(x.extend_mask(1 << 21, specials).is_err(), "rows are bounded");
+        assert!(noise_room(1 << 16, 1 << 16).is_ok());
+        assert!(noise_room((1 << 16) + 1, 1 << 16).is_err());
         assert!(commit(&x, &candidates, &confidence, 1.5, Remask::Posterior, None, specials, noise).is_err());
     }
 }

@@ -277,7 +277,7 @@ fn manifest_errors() {
     assert_eq!(
         e,
         format!(
-            "{}: token models (`kind = causal_lm`) are a later milestone: only continuous kinds are supported for now",
+            "{}: `kind = causal_lm`: an MLP checkpoint is a continuous model; token models are transformer checkpoints (`architecture = \"transformer\"`, docs/models.md)",
             m.display()
         )
     );

@@ -56,8 +56,10 @@ pub enum SpecError {
     BadValue { key: String, value: String, expected: String },
     #[error("`{key}` does not apply to interpolant {interpolant} (it applies to {applies_to})")]
     NotApplicable { key: String, interpolant: String, applies_to: String },
-    #[error("{what} are a later milestone: {why}")]
-    NotYet { what: String, why: String },
+    #[error(
+        "`{key} = {value}`: an MLP checkpoint is a continuous model; token models are transformer checkpoints (`architecture = \"transformer\"`, docs/models.md)"
+    )]
+    TokenKindInMlp { key: String, value: String },
     #[error("analytic:{model} is a {family} model: kind must be one of {kinds}")]
     KindFamily { model: String, family: String, kinds: String },
     #[error("`{key}` does not apply to kind {kind} (it applies to {applies_to})")]
@@ -79,14 +81,11 @@ pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     }
 }
 
-/// A continuous model kind by name, for checkpoint manifests: token kinds are reported as a later
-/// milestone there (checkpoints are continuous MLPs).
+/// A continuous model kind by name, for MLP checkpoint manifests: a token kind there is an error
+/// that points to the transformer checkpoints.
 pub fn parse_kind(key: &str, value: &str) -> Result<ModelKind, SpecError> {
     match ModelKind::from_name(value) {
-        Some(kind) if kind.is_token_model() => Err(SpecError::NotYet {
-            what: format!("token models (`{key} = {value}`)"),
-            why: "only continuous kinds are supported for now".into(),
-        }),
+        Some(kind) if kind.is_token_model() => Err(SpecError::TokenKindInMlp { key: key.into(), value: value.into() }),
         Some(kind) => Ok(kind),
         None => Err(unknown_kind(key, value, false)),
     }

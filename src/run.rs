@@ -474,11 +474,16 @@ pub fn json(report: &RunReport) -> String {
         .collect();
     let (tokens_per_row, tokens_per_call) = report.token_rate().unzip();
     let t = &report.transfers;
+    let per_row = report.token_rate().map(|(per_row, _)| per_row);
     let models: Vec<serde_json::Value> = report
         .models
         .iter()
         .zip(&report.model_calls_by_model)
-        .map(|((name, source), calls)| serde_json::json!({"name": name, "source": source, "nfe": calls}))
+        .map(|((name, source), &calls)| {
+            // New tokens per call of this model (for speculative decoding, per target call).
+            let tokens_per_call = per_row.filter(|_| calls > 0).map(|n| n / calls as f64);
+            serde_json::json!({"name": name, "source": source, "nfe": calls, "tokens_per_call": tokens_per_call})
+        })
         .collect();
     serde_json::json!({
         "schedule": report.schedule,

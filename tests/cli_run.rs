@@ -148,6 +148,10 @@ fn token_schedules_run_with_prompts_and_report_tokens_per_call() {
     let (target, draft) = (models[0]["nfe"].as_u64().unwrap_or(0), models[1]["nfe"].as_u64().unwrap_or(0));
     assert_eq!(draft, 4 * target, "k = 4 draft calls per verification");
     assert_eq!(speculative["nfe"].as_u64(), Some(target + draft));
+    let per_target_call = models[0]["tokens_per_call"].as_f64().unwrap_or(0.0);
+    let per_row = speculative["new_tokens_per_row"].as_f64().unwrap_or(0.0);
+    assert!((per_target_call - per_row / target as f64).abs() < 1e-12);
+    assert!(per_target_call > 1.0, "verification accepts drafts: {per_target_call} tokens per target call");
     // Words outside the vocabulary are a usage error that lists the vocabulary.
     let out = sched(&["run", "examples/autoregressive.sched", "--prompt", "aces"]);
     assert_eq!(out.status.code(), Some(2));

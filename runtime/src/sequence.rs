@@ -466,6 +466,13 @@ pub fn commit(
         return Err(SequenceError::Invalid("the candidates do not match the sequence".into()));
     }
     let width = confidence.shape.get(1).copied().unwrap_or(0);
+    if confidence.shape.len() != 2 || confidence.data.len() != x.rows.len() * width {
+        return Err(SequenceError::Invalid(format!(
+            "the confidence has shape {:?}; `commit` takes the one `candidates` returns ({} rows by the window)",
+            confidence.shape,
+            x.rows.len()
+        )));
+    }
     let mut rows = x.rows.clone();
     for (b, row) in rows.iter_mut().enumerate() {
         let start = x.window_start(b);
@@ -797,5 +804,7 @@ mod tests {
         assert!(noise_room(1 << 16, 1 << 16).is_ok());
         assert!(noise_room((1 << 16) + 1, 1 << 16).is_err());
         assert!(commit(&x, &candidates, &confidence, 1.5, Remask::Posterior, None, specials, noise).is_err());
+        let wrong = Tensor::new(vec![2, 2], vec![0.0; 4]);
+        assert!(commit(&x, &candidates, &wrong, 0.5, Remask::Confidence, None, specials, noise).is_err());
     }
 }

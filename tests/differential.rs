@@ -12,11 +12,13 @@
 //! - the interpreter on the IR straight out of lowering, with nothing optimized (`Stage::Lower`).
 //!
 //! Their emitted values must be equal bit for bit, and they must fail or succeed together. A NaN
-//! equals only a NaN with the same bits, except between the JIT and the interpreter, where any
-//! NaN equals any NaN: the JIT promises the reference evaluator's bits except for NaN payloads
-//! (`sched_kernels::jit`), and where both operands of an operation are NaN, its result may carry
-//! either one's sign and payload (`x = x + m` with `x` and `m` NaNs of opposite signs, in a kernel
-//! writing `x` in place, gives the interpreter's `x` and the JIT's `m`).
+//! equals only a NaN with the same bits on the emulated device, which runs the interpreter's own
+//! executor; on the other legs any NaN equals any NaN. The JIT promises the reference evaluator's
+//! bits except for NaN payloads (`sched_kernels::jit`), and where both operands of an operation
+//! are NaN, its result may carry either one's sign and payload, which IEEE 754 leaves open: `x =
+//! x + m` with `x` and `m` NaNs of opposite signs, in a kernel writing `x` in place, gives the
+//! interpreter's `x` and the JIT's `m`, and a folded NaN constant times a NaN state gave the
+//! lowered IR the other sign than the optimized one (seen once in about 35 000 programs).
 //!
 //! The JIT and the interpreter must make the same model calls. The less optimized legs may make
 //! more: value numbering merges identical calls of one step into one evaluation, dead-code
@@ -184,7 +186,7 @@ impl Compiled {
             name: "the lowered IR",
             result: interpret(&self.lowered, &self.models, &options),
             calls: Calls::AtLeast,
-            nans: Nans::SameBits,
+            nans: Nans::AnyNan,
         };
         let by_name: Vec<(&str, Arc<dyn Model>)> =
             self.models.iter().map(|(name, model)| (name.as_str(), Arc::clone(model))).collect();
@@ -199,7 +201,7 @@ impl Compiled {
         let emulated =
             Other { name: "the emulated device", result: emulated, calls: Calls::Equal, nans: Nans::SameBits };
         let unfused =
-            Other { name: "the unfused IR (after dce)", result: unfused, calls: Calls::AtLeast, nans: Nans::SameBits };
+            Other { name: "the unfused IR (after dce)", result: unfused, calls: Calls::AtLeast, nans: Nans::AnyNan };
         let (reference_name, reference) = ("the interpreter", run(Engine::Interpreter));
         let others = [jit, emulated, unfused, lowered];
         for other in &others {
@@ -431,4 +433,34 @@ fn examples_give_the_same_bits_on_every_leg() {
     }
     assert!(skipped.is_empty(), "examples the compiler does not support: {}", skipped.join(", "));
     assert!(ran.len() >= 43, "only {} example schedules ran: {}", ran.len(), ran.join(", "));
+}
+
+/// The program that showed a NaN of the other sign on the lowered IR than on the optimized one
+/// (a folded NaN constant times a NaN state): every leg must accept it.
+#[test]
+fn a_nan_of_either_sign_agrees_across_legs() {
+    let source = r#"
+/// A generated schedule.
+schedule main(net: model<eps> = "analytic:gmm(preset=classes, kind=eps, interpolant=vp_cosine)") {
+    let x = gaussian()
+    for t1 in grid(1 -> 0, 1) {
+        for t2, s3 in grid(1 -> 0, 1, trailing) {
+            let v4: float = 1e-3
+            refine x from t2 to s3 by dpmpp_2m() using cfg(net, (1.0 ^ 3), 1)
+            let v5: float = float(3)
+        }
+        refine x from t1 to max(t1 - 0.25, 0.0) by euler_ancestral(1.0) using condition(net, 1)
+    }
+    for t6, s7 in grid(1 -> 0.1, (4 + 1), cosine) {
+        refine x from 0.25 to 0.1 by lcm() using cfg(net, clamp(10, -1.0, 2.5), 0)
+        refine x from t6 to s7 by renoise() using condition(net, 3)
+        x = x
+        x /= (3 % 5)
+    }
+    x *= (-(log(0.0) % 0.7))
+    emit x
+}
+"#;
+    let checked = check_program(&GeneratedProgram { source: source.to_string() }).unwrap_or_else(|e| panic!("{e}"));
+    assert!(checked.ran, "the program runs on every leg");
 }

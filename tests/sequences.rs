@@ -253,11 +253,11 @@ fn first_hitting_unmasking_is_exact_and_one_step_unmasking_is_not() {
         }
     }
     let rows = rows(&outputs);
-    assert!(rows.iter().all(|row| poker::hand_ids().iter().any(|h| row[..2] == [h.0, h.1])));
+    assert!(rows.iter().all(|row| sched::poker::is_hand(row)));
     assert_distribution(&rows, 2, &hand_law(), "first-hitting unmasking");
     // All three positions from their marginals at once: the pairs are independent.
     let rows = self::rows(&run(blocks, "one_step", &[], &[], 20_000, 5));
-    let invalid = rows.iter().filter(|row| !poker::hand_ids().iter().any(|h| row[..2] == [h.0, h.1])).count();
+    let invalid = rows.iter().filter(|row| !sched::poker::is_hand(row)).count();
     let rate = invalid as f64 / rows.len() as f64;
     let predicted = poker::independent_invalid_rate();
     assert!(

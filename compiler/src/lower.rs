@@ -746,23 +746,7 @@ impl<'p> Lowerer<'p> {
         };
         let mut vars = Vec::new();
         for (index, param) in builtin.params.iter().enumerate() {
-            let ty = match param.ty {
-                sched_lang::builtins::ParamType::Int => Ty::I64,
-                sched_lang::builtins::ParamType::Bool => Ty::Bool,
-                _ => Ty::F64,
-            };
-            let value = match self.arg(expr, args, index) {
-                Some(arg) => self.expr_as(&arg.value, ty)?,
-                None => {
-                    let constant = match param.default {
-                        Some(DefaultValue::Int(v)) => Constant::I64(v),
-                        Some(DefaultValue::Float(v)) => Constant::F64(v),
-                        Some(DefaultValue::Bool(v)) => Constant::Bool(v),
-                        _ => return Err(unsupported(expr.span, "this option", "internal")),
-                    };
-                    self.constant(coerce_constant(constant, ty))
-                }
-            };
+            let (value, ty) = self.option_arg(expr, args, index, param, "this option")?;
             let var = self.new_var(&format!("{}.{}", builtin.name, param.name), ty);
             self.write(var, value);
             vars.push(var);
@@ -1439,26 +1423,39 @@ impl<'p> Lowerer<'p> {
         };
         let mut values = Vec::new();
         for (index, param) in builtin.params.iter().enumerate() {
-            let ty = match param.ty {
-                sched_lang::builtins::ParamType::Int => Ty::I64,
-                sched_lang::builtins::ParamType::Bool => Ty::Bool,
-                _ => Ty::F64,
-            };
-            let value = match self.arg(expr, args, index) {
-                Some(arg) => self.expr_as(&arg.value, ty)?,
-                None => {
-                    let constant = match param.default {
-                        Some(DefaultValue::Int(v)) => Constant::I64(v),
-                        Some(DefaultValue::Float(v)) => Constant::F64(v),
-                        Some(DefaultValue::Bool(v)) => Constant::Bool(v),
-                        _ => return Err(unsupported(expr.span, "this spacing", "internal")),
-                    };
-                    self.constant(coerce_constant(constant, ty))
-                }
-            };
-            values.push(value);
+            values.push(self.option_arg(expr, args, index, param, "this spacing")?.0);
         }
         Ok((kind, values))
+    }
+
+    /// Argument `index` of an option (a spacing, sampler or remasking policy) written `expr`: the
+    /// given value, or the parameter's default; with its type. `what` names the option in errors.
+    fn option_arg(
+        &mut self,
+        expr: &Expr,
+        args: &[Arg],
+        index: usize,
+        param: &sched_lang::builtins::BuiltinParam,
+        what: &str,
+    ) -> Result<(ValueId, Ty), CompileError> {
+        let ty = match param.ty {
+            sched_lang::builtins::ParamType::Int => Ty::I64,
+            sched_lang::builtins::ParamType::Bool => Ty::Bool,
+            _ => Ty::F64,
+        };
+        let value = match self.arg(expr, args, index) {
+            Some(arg) => self.expr_as(&arg.value, ty)?,
+            None => {
+                let constant = match param.default {
+                    Some(DefaultValue::Int(v)) => Constant::I64(v),
+                    Some(DefaultValue::Float(v)) => Constant::F64(v),
+                    Some(DefaultValue::Bool(v)) => Constant::Bool(v),
+                    _ => return Err(unsupported(expr.span, what, "internal")),
+                };
+                self.constant(coerce_constant(constant, ty))
+            }
+        };
+        Ok((value, ty))
     }
 }
 

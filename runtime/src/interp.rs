@@ -673,17 +673,10 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The model a token operation calls (its token side is taken with [`token_model_of`]).
     fn token_model(&self, slot: Option<ModelSlot>) -> Result<Arc<dyn Model>, RunError> {
         let slot = slot.ok_or_else(|| RunError::Jit("a token operation that calls a model has none".into()))?;
-        let model = Arc::clone(self.model(slot));
-        if model.tokens().is_none() {
-            let info = model.info();
-            return Err(RunError::ModelKind(
-                info.kind.name().to_string(),
-                format!("`{}` is not a token model, and the schedule generates tokens", info.source),
-            ));
-        }
-        Ok(model)
+        Ok(Arc::clone(self.model(slot)))
     }
 
     fn specials(&self) -> Specials {
@@ -1147,9 +1140,16 @@ impl<'a> Machine<'a> {
 }
 
 /// A function of a model's interpolant at `t`.
-/// The token side of a model the machine checked is a token model.
+/// The token side of a model a token operation calls; binding checks the kind first, so a model
+/// without one is refused here only when a schedule is run without that check.
 fn token_model_of(model: &Arc<dyn Model>) -> Result<&dyn TokenModel, RunError> {
-    model.tokens().ok_or_else(|| RunError::Jit("a checked token model lost its token side".into()))
+    model.tokens().ok_or_else(|| {
+        let info = model.info();
+        RunError::ModelKind(
+            info.kind.name().to_string(),
+            format!("`{}` is not a token model, and the schedule generates tokens", info.source),
+        )
+    })
 }
 
 pub(crate) fn interpolant_value(model: &dyn Model, func: InterpolantFn, t: f64) -> f64 {

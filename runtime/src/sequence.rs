@@ -8,6 +8,8 @@
 //! the indices given on each function, so both engines and any batch size draw the same numbers
 //! for the same row.
 
+use std::borrow::Cow;
+
 use sched_compiler::ir::{Remask, SamplerKind};
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
@@ -79,35 +81,56 @@ impl Choice {
         Ok(Choice::Sample(sampler))
     }
 
-    /// The distribution this choice draws from, given raw logits: the processed softmax, or a
-    /// point mass on the argmax for greedy.
-    fn distribution(&self, logits: &[f32]) -> Vec<f64> {
+    /// The logits this choice draws from: filtered by the sampler's processors, or as they are
+    /// for greedy.
+    fn process<'l>(&self, logits: &'l [f32]) -> Cow<'l, [f32]> {
         match self {
-            Choice::Greedy => {
-                let mut point = vec![0.0; logits.len()];
-                if let Some(p) = point.get_mut(kernels::argmax(logits) as usize) {
-                    *p = 1.0;
-                }
-                point
-            }
+            Choice::Greedy => Cow::Borrowed(logits),
             Choice::Sample(sampler) => {
                 let mut processed = logits.to_vec();
                 kernels::process_logits(&mut processed, sampler);
-                kernels::softmax(&processed)
+                Cow::Owned(processed)
             }
         }
     }
 
-    /// One token from raw logits; `uniform(v)` is the noise of vocabulary entry `v`.
-    fn pick(&self, logits: &[f32], uniform: impl Fn(u32) -> f64) -> u32 {
+    /// The distribution of processed logits: their softmax, or a point mass on the argmax for
+    /// greedy.
+    fn probabilities(&self, processed: &[f32]) -> Vec<f64> {
         match self {
-            Choice::Greedy => kernels::argmax(logits),
-            Choice::Sample(sampler) => {
-                let mut processed = logits.to_vec();
-                kernels::process_logits(&mut processed, sampler);
-                kernels::gumbel_argmax(&processed, uniform)
+            Choice::Greedy => {
+                let mut point = vec![0.0; processed.len()];
+                if let Some(p) = point.get_mut(kernels::argmax(processed) as usize) {
+                    *p = 1.0;
+                }
+                point
             }
+            Choice::Sample(_) => kernels::softmax(processed),
         }
+    }
+
+    /// One token from processed logits; `uniform(v)` is the noise of vocabulary entry `v`.
+    fn pick_processed(&self, processed: &[f32], uniform: impl Fn(u32) -> f64) -> u32 {
+        match self {
+            Choice::Greedy => kernels::argmax(processed),
+            Choice::Sample(_) => kernels::gumbel_argmax(processed, uniform),
+        }
+    }
+
+    /// The distribution this choice draws from, given raw logits.
+    fn distribution(&self, logits: &[f32]) -> Vec<f64> {
+        self.probabilities(&self.process(logits))
+    }
+
+    /// One token from raw logits.
+    fn pick(&self, logits: &[f32], uniform: impl Fn(u32) -> f64) -> u32 {
+        self.pick_processed(&self.process(logits), uniform)
+    }
+
+    /// One token from raw logits and the distribution it was drawn from, processing them once.
+    fn draw(&self, logits: &[f32], uniform: impl Fn(u32) -> f64) -> (u32, Vec<f64>) {
+        let processed = self.process(logits);
+        (self.pick_processed(&processed, uniform), self.probabilities(&processed))
     }
 }
 
@@ -238,15 +261,29 @@ fn grouped(
     per_row: impl Fn(usize) -> usize,
     call: impl Fn(TokenRows<'_>) -> Result<Vec<f32>, ModelError>,
 ) -> Result<Vec<Vec<f32>>, SequenceError> {
+    grouped_by(rows, |b| rows[b].len(), per_row, |_, batch| call(batch))
+}
+
+/// Evaluates `call` once per group of rows with the same `key` (rows of one key have one length),
+/// returning each row's `per_row(key)` logits. The rows of one group form one batch, in their
+/// order.
+fn grouped_by<K: Copy + Ord>(
+    rows: &[&[u32]],
+    key: impl Fn(usize) -> K,
+    per_row: impl Fn(K) -> usize,
+    call: impl Fn(K, TokenRows<'_>) -> Result<Vec<f32>, ModelError>,
+) -> Result<Vec<Vec<f32>>, SequenceError> {
     let mut out: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
-    let mut lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    for len in lengths {
-        let members: Vec<usize> = (0..rows.len()).filter(|&b| rows[b].len() == len).collect();
+    let keys: Vec<K> = (0..rows.len()).map(&key).collect();
+    let mut groups = keys.clone();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        let members: Vec<usize> = (0..rows.len()).filter(|&b| keys[b] == group).collect();
+        let len = members.first().map_or(0, |&b| rows[b].len());
         let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-        let logits = call(TokenRows { ids: &ids, batch: members.len(), len })?;
-        let size = per_row(len);
+        let logits = call(group, TokenRows { ids: &ids, batch: members.len(), len })?;
+        let size = per_row(group);
         if logits.len() != size * members.len() {
             return Err(SequenceError::Invalid(format!(
                 "the model returned {} logits for {} rows of length {len}, expected {}",
@@ -540,8 +577,9 @@ pub fn propose(
         for b in 0..batch {
             for j in 0..k {
                 let scores = &logits[b][j * vocab..(j + 1) * vocab];
-                drafts[b].push(choice.pick(scores, |v| noise.uniform(b, j * vocab + v as usize)));
-                proposal[b].push(choice.distribution(scores));
+                let (token, distribution) = choice.draw(scores, |v| noise.uniform(b, j * vocab + v as usize));
+                drafts[b].push(token);
+                proposal[b].push(distribution);
             }
         }
     } else {
@@ -552,8 +590,9 @@ pub fn propose(
             let logits = next_logits(model, &views)?;
             calls += 1;
             for b in 0..batch {
-                drafts[b].push(choice.pick(&logits[b], |v| noise.uniform(b, j * vocab + v as usize)));
-                proposal[b].push(choice.distribution(&logits[b]));
+                let (token, distribution) = choice.draw(&logits[b], |v| noise.uniform(b, j * vocab + v as usize));
+                drafts[b].push(token);
+                proposal[b].push(distribution);
             }
         }
     }
@@ -654,28 +693,7 @@ fn grouped_scores(
     lengths: &[(usize, usize)],
 ) -> Result<Vec<Vec<f32>>, SequenceError> {
     let vocab = model.vocab().size;
-    let mut out: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
-    let mut shapes: Vec<(usize, usize)> = lengths.to_vec();
-    shapes.sort_unstable();
-    shapes.dedup();
-    for (len, k) in shapes {
-        let members: Vec<usize> = (0..rows.len()).filter(|&b| lengths[b] == (len, k)).collect();
-        let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-        let logits = model.causal_logits(TokenRows { ids: &ids, batch: members.len(), len: len + k }, len)?;
-        let size = (k + 1) * vocab;
-        if logits.len() != size * members.len() {
-            return Err(SequenceError::Invalid(format!(
-                "the model returned {} logits for {} rows, expected {}",
-                logits.len(),
-                members.len(),
-                size * members.len()
-            )));
-        }
-        for (slot, &b) in members.iter().enumerate() {
-            out[b] = logits[slot * size..(slot + 1) * size].to_vec();
-        }
-    }
-    Ok(out)
+    grouped_by(rows, |b| lengths[b], |(_, k)| (k + 1) * vocab, |(len, _), batch| model.causal_logits(batch, len))
 }
 
 /// The text of a row: its words up to the first end token, separated by spaces (the words of

@@ -174,7 +174,7 @@ fn bandwidth(device: &CudaDevice, options: &Options, rows: &mut Rows) -> Result<
     let x = device.upload(&vec![0.5; len])?;
     let eps = device.upload(&vec![0.25; len])?;
     let out = device.alloc(len)?;
-    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.copy(x, out)?))?;
+    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.copy(x, out, len)?))?;
     let copy_gbs = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
     push(rows, "gpu.copy.ms", format!("{copy_ms:.4}"), "ms");
     push(rows, "gpu.copy.bandwidth", format!("{copy_gbs:.1}"), "GB/s");

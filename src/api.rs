@@ -35,6 +35,7 @@ use sched_runtime::device::{Device, DeviceError};
 use sched_runtime::interp::{self, Outputs, ParamValue, RunError, RunOptions};
 use sched_runtime::jit::{JitError, JitProgram};
 use sched_runtime::model::Model;
+use sched_runtime::runs::{self, SeedRuns};
 use sched_runtime::tensor::Tensor;
 
 /// A checked program.
@@ -244,6 +245,47 @@ impl Executable {
         models: &[(&str, Arc<dyn Model>)],
         options: &RunOptions<'_>,
     ) -> Result<Outputs, ApiError> {
+        let bound = self.bind_models(models)?;
+        self.run_bound(engine, &bound, options)
+    }
+
+    /// Runs once per seed, with `options` otherwise. On a device, the runs after the first two
+    /// replay the recorded device work without the host code, as one graph launch each where the
+    /// device has graphs, when the schedule's device work does not depend on the seed or on the
+    /// values it computes ([`sched_runtime::runs`]); the result says whether they did and why not.
+    pub fn run_seeds(
+        &self,
+        engine: Engine,
+        models: &[(&str, Arc<dyn Model>)],
+        options: &RunOptions<'_>,
+        seeds: &[u64],
+    ) -> Result<SeedRuns, ApiError> {
+        let bound = self.bind_models(models)?;
+        let run = |device, seed| {
+            let options = RunOptions { seed, device, ..options.clone() };
+            match engine {
+                Engine::Jit => self.native.run(&self.params, &bound, &options),
+                Engine::Interpreter => interp::run(&self.function, &self.params, &bound, &options),
+            }
+        };
+        Ok(runs::run_seeds(options.device.as_ref(), seeds, run)?)
+    }
+
+    fn run_bound(
+        &self,
+        engine: Engine,
+        bound: &[Arc<dyn Model>],
+        options: &RunOptions<'_>,
+    ) -> Result<Outputs, ApiError> {
+        match engine {
+            Engine::Jit => Ok(self.native.run(&self.params, bound, options)?),
+            Engine::Interpreter => Ok(interp::run(&self.function, &self.params, bound, options)?),
+        }
+    }
+
+    /// The models for the schedule's model parameters, in order, each checked against what the
+    /// schedule asks of it.
+    fn bind_models(&self, models: &[(&str, Arc<dyn Model>)]) -> Result<Vec<Arc<dyn Model>>, ApiError> {
         let mut bound = Vec::new();
         for model in &self.function.models {
             let Some((_, given)) = models.iter().find(|(name, _)| *name == model.name) else {
@@ -257,9 +299,6 @@ impl Executable {
             }
             bound.push(Arc::clone(given));
         }
-        match engine {
-            Engine::Jit => Ok(self.native.run(&self.params, &bound, options)?),
-            Engine::Interpreter => Ok(interp::run(&self.function, &self.params, &bound, options)?),
-        }
+        Ok(bound)
     }
 }

@@ -14,7 +14,7 @@
 //!     const float* in0, ..., const float* in{I-1},   // the kernel's inputs, in order
 //!     float* out0, ..., float* out{O-1},              // the kernel's outputs, in order
 //!     float p0, ..., float p{P-1},                    // scalar params (already rounded to f32 by the host)
-//!     unsigned int seed_lo, unsigned int seed_hi,     // always present: seed as u32 halves
+//!     const unsigned int* seed,                       // always present: the seed's low and high words
 //!     unsigned int site0, unsigned int step0, ..., unsigned int site{S-1}, unsigned int step{S-1}, // one pair per noise slot
 //!     unsigned int per_sample,                        // always present (elements per sample, >= 1)
 //!     unsigned long long len)                         // always present: the number of elements
@@ -23,8 +23,12 @@
 //! with `I`, `O`, `P` and `S` the kernel's inputs, outputs, parameters and noise slots (every
 //! declared one, used or not). The emitted signature has one parameter per line.
 //!
-//! - Every pointer is 16-byte aligned: the launcher guarantees it. An output pointer may equal an
-//!   input pointer (an in-place update), but buffers must not otherwise overlap.
+//! - Every tensor pointer is 16-byte aligned: the launcher guarantees it. An output pointer may
+//!   equal an input pointer (an in-place update), but buffers must not otherwise overlap.
+//! - The seed is read from device memory, `seed[0]` its low and `seed[1]` its high 32 bits, once
+//!   per thread and only by a kernel that draws noise. It is a pointer rather than two scalars so
+//!   that a recorded schedule (a CUDA graph) replays with a new seed by rewriting two words, every
+//!   launch's parameters staying as they were captured.
 //! - The launch is [`elementwise_blocks`]`(len, multiprocessors)` blocks of [`BLOCK_THREADS`]
 //!   threads, with no dynamic shared memory. A grid-stride loop hands each thread groups of
 //!   [`VECTOR_WIDTH`] elements, read and written as one `float4` each; the last group, if
@@ -44,7 +48,7 @@
 //!
 //! ```c
 //! extern "C" __global__ void sched_reduce_partials(
-//!     const float* in0, ..., float p0, ..., unsigned int seed_lo, unsigned int seed_hi,
+//!     const float* in0, ..., float p0, ..., const unsigned int* seed,
 //!     unsigned int site0, unsigned int step0, ..., unsigned int per_sample, unsigned long long len,
 //!     double* partials)            // partials[blockIdx.x]
 //! extern "C" __global__ void sched_reduce_finish(
@@ -80,7 +84,7 @@
 //! functions are CUDA's, whose results may differ from the host libm's in the last bits.
 //!
 //! Noise is a `__device__` copy of [`crate::philox`]: Philox4x32-10 of counter
-//! `[index, sample, step, site]` and key `[seed_lo, seed_hi]`, then [`philox::gaussian`]'s
+//! `[index, sample, step, site]` and key `[seed[0], seed[1]]`, then [`philox::gaussian`]'s
 //! Box-Muller in double or [`philox::uniform`]'s top 24 bits. The block of a noise slot is
 //! computed once per element and shared by every noise node of that slot. The Gaussian function
 //! is `__noinline__`: inlining its double `log` and `cos` into each of the four lanes of the loop
@@ -301,8 +305,7 @@ fn count(n: usize, noun: &str) -> String {
 /// and step per noise slot, the elements per sample and the length.
 fn scalar_parameters(kernel: &ElementwiseKernel) -> Vec<String> {
     let mut parameters: Vec<String> = (0..kernel.params).map(|k| format!("float p{k}")).collect();
-    parameters.push("unsigned int seed_lo".to_string());
-    parameters.push("unsigned int seed_hi".to_string());
+    parameters.push("const unsigned int* seed".to_string());
     for k in 0..kernel.noise_slots {
         parameters.push(format!("unsigned int site{k}"));
         parameters.push(format!("unsigned int step{k}"));
@@ -426,6 +429,9 @@ fn emit_group_loop(code: &mut Code, kernel: &ElementwiseKernel, shape: &Shape, r
     emit!(code, 1, "const unsigned long long groups = len / {W} + (len % {W} != 0 ? 1 : 0);");
     emit!(code, 1, "const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;");
     emit!(code, 1, "const unsigned long long start = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;");
+    if !shape.slots.is_empty() {
+        emit!(code, 1, "const uint2 key = make_uint2(seed[0], seed[1]);");
+    }
     emit!(code, 1, "for (unsigned long long g = start; g < groups; g += stride) {{");
     emit!(code, 2, "// The elements of the group that exist: {W}, or fewer in the last group.");
     emit!(code, 2, "const unsigned int count = g < len / {W} ? {W} : (unsigned int)(len % {W});");
@@ -450,11 +456,7 @@ fn emit_group_loop(code: &mut Code, kernel: &ElementwiseKernel, shape: &Shape, r
     emit!(code, 2, "#pragma unroll");
     emit!(code, 2, "for (unsigned int lane = 0; lane < {W}; ++lane) {{");
     for slot in &shape.slots {
-        emit!(
-            code,
-            3,
-            "const uint4 r{slot} = sched_philox(make_uint4(index, sample, step{slot}, site{slot}), make_uint2(seed_lo, seed_hi));"
-        );
+        emit!(code, 3, "const uint4 r{slot} = sched_philox(make_uint4(index, sample, step{slot}, site{slot}), key);");
     }
     for (j, node) in kernel.nodes.iter().enumerate() {
         emit!(code, 3, "{}", definition(j, *node));

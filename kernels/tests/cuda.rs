@@ -193,8 +193,7 @@ fn expected_signature(inputs: u32, outputs: Option<u32>, params: u32, slots: u32
     for k in 0..params {
         expected.push(format!("float p{k}"));
     }
-    expected.push("unsigned int seed_lo".to_string());
-    expected.push("unsigned int seed_hi".to_string());
+    expected.push("const unsigned int* seed".to_string());
     for k in 0..slots {
         expected.push(format!("unsigned int site{k}"));
         expected.push(format!("unsigned int step{k}"));

@@ -888,11 +888,13 @@ impl MlpModel {
         all().map_err(|e| self.error(e))
     }
 
-    /// The weights of the network uploaded to `device`, uploaded on the first call.
+    /// The weights of the network uploaded to `device` (to the device that holds its buffers, if
+    /// it passes work on to another), uploaded on the first call.
     pub(crate) fn weights_on(
         &self,
         device: &Arc<dyn crate::device::Device>,
     ) -> Result<Arc<crate::device::mlp::DeviceWeights>, ModelError> {
+        let device = &device.holder().unwrap_or_else(|| Arc::clone(device));
         let mut cached = self.on_devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A cached entry holds its device alive, so no other device can have its address.
         if let Some((_, weights)) = cached.iter().find(|(d, _)| std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(device)))

@@ -47,6 +47,7 @@ pub enum NoiseSource {
 }
 
 /// How to run.
+#[derive(Clone)]
 pub struct RunOptions<'a> {
     pub seed: u64,
     pub batch: usize,
@@ -110,6 +111,10 @@ pub struct Outputs {
     pub kernel_launches: u64,
     /// What moved between the host and the device (all zero on the CPU).
     pub transfers: Transfers,
+    /// The emitted tensors that came from the device: each one's name and the ordinal (from 0)
+    /// of the download that brought its final value to the host. A replay of the run
+    /// ([`crate::runs`]) fills them from the same downloads.
+    pub output_downloads: Vec<(String, u64)>,
 }
 
 /// A failure while running.
@@ -269,6 +274,8 @@ pub(crate) struct Machine<'a> {
     site_steps: Vec<u32>,
     replay_next: usize,
     outputs: Vec<Option<OutputValue>>,
+    /// For each output, the ordinal of the download its last emitted value came from.
+    output_downloads: Vec<Option<u64>>,
     trace: Vec<(u32, Tensor)>,
     token_trace: Vec<(u32, Vec<Vec<u32>>)>,
     model_calls: u64,
@@ -321,6 +328,7 @@ impl<'a> Machine<'a> {
             site_steps: vec![0; function.noise_sites as usize],
             replay_next: 0,
             outputs: vec![None; function.outputs.len()],
+            output_downloads: vec![None; function.outputs.len()],
             trace: Vec::new(),
             token_trace: Vec::new(),
             model_calls: 0,
@@ -344,6 +352,13 @@ impl<'a> Machine<'a> {
             .zip(self.outputs)
             .filter_map(|(name, value)| value.map(|v| (name.clone(), v)))
             .collect();
+        let output_downloads = self
+            .function
+            .outputs
+            .iter()
+            .zip(self.output_downloads)
+            .filter_map(|(name, download)| download.map(|d| (name.clone(), d)))
+            .collect();
         Outputs {
             values,
             trace: self.trace,
@@ -352,6 +367,7 @@ impl<'a> Machine<'a> {
             model_calls_by_model: self.model_calls_by_slot,
             kernel_launches: self.kernel_launches,
             transfers: self.transfers,
+            output_downloads,
         }
     }
 
@@ -604,6 +620,7 @@ impl<'a> Machine<'a> {
                 Some(Val::F64(self.grid_value(*g, self.get(*i).i64(), pair_end)?))
             }
             Op::Emit { index, value } => {
+                let download = matches!(self.get(*value), Val::Device(_)).then_some(self.transfers.downloads);
                 let output = match self.host(*value)? {
                     Val::Tensor(t) => OutputValue::Tensor((*t).clone()),
                     Val::F64(v) => OutputValue::F64(v),
@@ -620,6 +637,7 @@ impl<'a> Machine<'a> {
                     Val::Device(_) | Val::Grid(_) => return Ok(()),
                 };
                 self.outputs[*index as usize] = Some(output);
+                self.output_downloads[*index as usize] = download;
                 None
             }
             Op::Kernel { kernel, inputs, params, sites, in_place } => {

@@ -12,6 +12,7 @@ pub mod jit;
 pub mod load;
 pub mod metrics;
 pub mod model;
+pub mod runs;
 pub mod sequence;
 pub mod tensor;
 pub mod tokens;

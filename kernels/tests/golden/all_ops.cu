@@ -67,8 +67,7 @@ extern "C" __global__ void __launch_bounds__(256) sched_elementwise(
     float* out0,
     float* out1,
     float p0,
-    unsigned int seed_lo,
-    unsigned int seed_hi,
+    const unsigned int* seed,
     unsigned int site0,
     unsigned int step0,
     unsigned int per_sample,
@@ -77,6 +76,7 @@ extern "C" __global__ void __launch_bounds__(256) sched_elementwise(
     const unsigned long long groups = len / 4 + (len % 4 != 0 ? 1 : 0);
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     const unsigned long long start = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint2 key = make_uint2(seed[0], seed[1]);
     for (unsigned long long g = start; g < groups; g += stride) {
         // The elements of the group that exist: 4, or fewer in the last group.
         const unsigned int count = g < len / 4 ? 4 : (unsigned int)(len % 4);
@@ -97,7 +97,7 @@ extern "C" __global__ void __launch_bounds__(256) sched_elementwise(
         float y0[4], y1[4];
         #pragma unroll
         for (unsigned int lane = 0; lane < 4; ++lane) {
-            const uint4 r0 = sched_philox(make_uint4(index, sample, step0, site0), make_uint2(seed_lo, seed_hi));
+            const uint4 r0 = sched_philox(make_uint4(index, sample, step0, site0), key);
             const float v0 = x0[lane];
             const float v1 = x1[lane];
             const float v2 = p0;

@@ -48,8 +48,7 @@ __device__ __forceinline__ void sched_store(float* out, const float (&y)[4], uns
 extern "C" __global__ void __launch_bounds__(256) sched_elementwise(
     float* out0,
     float* out1,
-    unsigned int seed_lo,
-    unsigned int seed_hi,
+    const unsigned int* seed,
     unsigned int site0,
     unsigned int step0,
     unsigned int site1,
@@ -60,6 +59,7 @@ extern "C" __global__ void __launch_bounds__(256) sched_elementwise(
     const unsigned long long groups = len / 4 + (len % 4 != 0 ? 1 : 0);
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     const unsigned long long start = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint2 key = make_uint2(seed[0], seed[1]);
     for (unsigned long long g = start; g < groups; g += stride) {
         // The elements of the group that exist: 4, or fewer in the last group.
         const unsigned int count = g < len / 4 ? 4 : (unsigned int)(len % 4);
@@ -76,8 +76,8 @@ extern "C" __global__ void __launch_bounds__(256) sched_elementwise(
         float y0[4], y1[4];
         #pragma unroll
         for (unsigned int lane = 0; lane < 4; ++lane) {
-            const uint4 r0 = sched_philox(make_uint4(index, sample, step0, site0), make_uint2(seed_lo, seed_hi));
-            const uint4 r1 = sched_philox(make_uint4(index, sample, step1, site1), make_uint2(seed_lo, seed_hi));
+            const uint4 r0 = sched_philox(make_uint4(index, sample, step0, site0), key);
+            const uint4 r1 = sched_philox(make_uint4(index, sample, step1, site1), key);
             const float v0 = sched_gaussian(r0);
             const float v1 = sched_uniform(r1);
             y0[lane] = v0;

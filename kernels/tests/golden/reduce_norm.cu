@@ -46,8 +46,7 @@ extern "C" __global__ void __launch_bounds__(256) sched_reduce_partials(
     const float* in0,
     const float* in1,
     float p0,
-    unsigned int seed_lo,
-    unsigned int seed_hi,
+    const unsigned int* seed,
     unsigned int per_sample,
     unsigned long long len,
     double* partials)

@@ -10,17 +10,22 @@
 //! Launches follow the ABI written in [`sched_kernels::cuda`]. All work goes to one stream, so
 //! launches, copies and frees are ordered without events; a download or a reduction waits for
 //! the stream.
+//!
+//! Kernels read the seed from a device word pair (the ABI of [`sched_kernels::cuda`]) that the
+//! device rewrites, in stream order, when a launch brings a new seed. A graph is captured from the
+//! stream ([`Device::capture`]) and replays with a new seed by rewriting the word pair before it
+//! is launched, every captured launch keeping its parameters.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::sys::CUdevice_attribute;
+use cudarc::driver::sys::{CUdevice_attribute, CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 use sched_kernels::cuda as emit;
@@ -28,7 +33,7 @@ use sched_kernels::layers::{self, Activation};
 use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
-use super::{BufferId, Device, DeviceError, Launch, LinearShape, check_counts};
+use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, check_counts};
 
 /// A buffer and the number of elements the runtime asked for (CUDA cannot allocate zero bytes,
 /// so an empty buffer holds one unused element).
@@ -62,6 +67,20 @@ struct ReductionScratch {
     result: CudaSlice<f64>,
 }
 
+/// The seed every kernel reads: its two words on the device and the value they hold.
+struct SeedWords {
+    words: CudaSlice<u32>,
+    value: u64,
+}
+
+/// A captured graph.
+struct Graph(CudaGraph);
+
+// SAFETY: CUDA graph objects are not internally synchronised and must not be used from two threads
+// at once; the device keeps every `Graph` in one mutex and uses it only while holding that lock,
+// so moving one between threads is sound.
+unsafe impl Send for Graph {}
+
 /// One CUDA GPU.
 pub struct CudaDevice {
     context: Arc<CudaContext>,
@@ -79,6 +98,10 @@ pub struct CudaDevice {
     /// products need it).
     blas: Option<CudaBlas>,
     scratch: Mutex<Option<ReductionScratch>>,
+    seed: Mutex<SeedWords>,
+    /// Whether a stream capture runs.
+    capturing: AtomicBool,
+    graphs: Mutex<HashMap<u64, Graph>>,
 }
 
 impl fmt::Debug for CudaDevice {
@@ -150,6 +173,7 @@ impl CudaDevice {
         } else {
             None
         };
+        let words = stream.clone_htod(&[0u32, 0u32]).map_err(driver("allocating the seed"))?;
         Ok(CudaDevice {
             context,
             stream,
@@ -162,6 +186,9 @@ impl CudaDevice {
             ptx,
             blas,
             scratch: Mutex::new(None),
+            seed: Mutex::new(SeedWords { words, value: 0 }),
+            capturing: AtomicBool::new(false),
+            graphs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -185,21 +212,6 @@ impl CudaDevice {
         self.ptx.compilations()
     }
 
-    /// Copies buffer `from` into buffer `to` on the GPU (the bandwidth ceiling of the benchmarks).
-    pub fn copy(&self, from: BufferId, to: BufferId) -> Result<(), DeviceError> {
-        let mut held = lock(&self.buffers);
-        let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
-            return Err(unknown(if from == to { to } else { from }));
-        };
-        if target.len < source.len {
-            return Err(DeviceError::Buffer {
-                buffer: to.0,
-                problem: format!("has {} elements, fewer than the {} copied into it", target.len, source.len),
-            });
-        }
-        self.stream.memcpy_dtod(&source.slice, &mut target.slice).map_err(driver("copying on the GPU"))
-    }
-
     /// Milliseconds of GPU time between the work `work` enqueues on the stream (timed by CUDA
     /// events, so launch overhead on the host is excluded where the GPU stays busy).
     pub fn time(&self, work: impl FnOnce() -> Result<(), DeviceError>) -> Result<f64, DeviceError> {
@@ -212,6 +224,28 @@ impl CudaDevice {
         end.synchronize().map_err(driver("waiting for an event"))?;
         let elapsed = start.elapsed_ms(&end).map_err(driver("reading an event"))?;
         Ok(f64::from(elapsed))
+    }
+
+    /// An error if a stream capture runs: `operation` cannot be part of a graph.
+    fn refuse_while_capturing(&self, operation: &'static str) -> Result<(), DeviceError> {
+        if self.capturing.load(Ordering::Acquire) {
+            return Err(DeviceError::Capturing { operation });
+        }
+        Ok(())
+    }
+
+    /// The device address of the seed words, after making them hold `seed` (a copy on the
+    /// stream, ordered after every earlier launch, when the seed changes).
+    fn seed_address(&self, seed: u64) -> Result<u64, DeviceError> {
+        let mut held = lock(&self.seed);
+        if held.value != seed {
+            self.refuse_while_capturing("changing the seed")?;
+            let words = [seed as u32, (seed >> 32) as u32];
+            self.stream.memcpy_htod(&words, &mut held.words).map_err(driver("copying the seed to the GPU"))?;
+            held.value = seed;
+        }
+        let (address, _guard) = held.words.device_ptr(&self.stream);
+        Ok(address)
     }
 
     fn insert(&self, slice: CudaSlice<f32>, len: usize) -> BufferId {
@@ -262,25 +296,26 @@ impl CudaDevice {
     }
 }
 
-/// The scalar arguments that follow the buffers of every launch: parameters, the seed's halves,
-/// a (site, step) pair per noise slot, elements per sample, and the length.
+/// The scalar arguments that follow the buffers of every launch: parameters, the seed words'
+/// address, a (site, step) pair per noise slot, elements per sample, and the length.
 struct Scalars {
     params: Vec<f32>,
+    seed: u64,
     words: Vec<u32>,
     len: u64,
 }
 
 impl Scalars {
-    fn new(launch: &Launch<'_>) -> Scalars {
-        let NoiseLaunch { seed, per_sample, slots } = launch.noise;
-        let mut words = vec![seed as u32, (seed >> 32) as u32];
+    fn new(launch: &Launch<'_>, seed: u64) -> Scalars {
+        let NoiseLaunch { per_sample, slots, .. } = launch.noise;
+        let mut words = Vec::with_capacity(2 * slots.len() + 1);
         for slot in slots {
             words.extend([slot.site, slot.step]);
         }
         // `check_counts` ensured the per-sample count fits 32 bits when the kernel draws noise;
         // a kernel without noise ignores it.
         words.push(u32::try_from(per_sample.max(1)).unwrap_or(u32::MAX));
-        Scalars { params: launch.params.to_vec(), words, len: launch.len as u64 }
+        Scalars { params: launch.params.to_vec(), seed, words, len: launch.len as u64 }
     }
 
     /// Appends the scalars to a launch's arguments, in the ABI's order.
@@ -288,6 +323,7 @@ impl Scalars {
         for param in &self.params {
             builder.arg(param);
         }
+        builder.arg(&self.seed);
         for word in &self.words {
             builder.arg(word);
         }
@@ -301,6 +337,7 @@ impl Device for CudaDevice {
     }
 
     fn alloc(&self, len: usize) -> Result<BufferId, DeviceError> {
+        self.refuse_while_capturing("allocating a buffer")?;
         // SAFETY: the contents are unspecified by `Device::alloc`'s contract; the executor only
         // allocates buffers a kernel writes before anything reads them.
         let slice = unsafe { self.stream.alloc::<f32>(len.max(1)) }.map_err(driver("allocating a buffer"))?;
@@ -308,12 +345,14 @@ impl Device for CudaDevice {
     }
 
     fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError> {
+        self.refuse_while_capturing("copying to the GPU")?;
         let slice = if data.is_empty() { self.stream.alloc_zeros::<f32>(1) } else { self.stream.clone_htod(data) }
             .map_err(driver("copying to the GPU"))?;
         Ok(self.insert(slice, data.len()))
     }
 
     fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
+        self.refuse_while_capturing("copying from the GPU")?;
         let mut data = {
             let held = lock(&self.buffers);
             let held = held.get(&buffer.0).ok_or_else(|| unknown(buffer))?;
@@ -340,7 +379,7 @@ impl Device for CudaDevice {
         };
         let inputs = self.addresses(launch.inputs, launch.len)?;
         let outputs = self.addresses(launch.outputs, launch.len)?;
-        let scalars = Scalars::new(launch);
+        let scalars = Scalars::new(launch, self.seed_address(launch.noise.seed)?);
         let mut builder = self.stream.launch_builder(&function);
         for address in inputs.iter().chain(&outputs) {
             builder.arg(address);
@@ -353,7 +392,8 @@ impl Device for CudaDevice {
         };
         // SAFETY: the arguments follow the ABI of `sched_kernels::cuda` for this kernel: its
         // input and output addresses (each buffer checked above to hold `len` elements), its
-        // parameters, the noise words and the length, in that order. Outputs that alias inputs
+        // parameters, the address of the two seed words, the noise words and the length, in that
+        // order. Outputs that alias inputs
         // are allowed by that ABI.
         unsafe { builder.launch(config) }.map_err(driver("launching a kernel"))?;
         Ok(())
@@ -361,13 +401,14 @@ impl Device for CudaDevice {
 
     fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
         check_counts(&kernel.body, launch, 0)?;
+        self.refuse_while_capturing("reading a reduction back")?;
         let Loaded::Reduction { partials, finish } =
             self.load(emit::reduction_source(kernel)?, ModuleKind::Reduction)?
         else {
             return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
         };
         let inputs = self.addresses(launch.inputs, launch.len)?;
-        let scalars = Scalars::new(launch);
+        let scalars = Scalars::new(launch, self.seed_address(launch.noise.seed)?);
         let mut scratch = lock(&self.scratch);
         if scratch.is_none() {
             let partials = self
@@ -393,8 +434,8 @@ impl Device for CudaDevice {
             shared_mem_bytes: 0,
         };
         // SAFETY: the arguments follow the ABI of the first reduction pass: input addresses
-        // (checked to hold `len` elements), parameters, noise words, the length and the partials
-        // buffer, which holds REDUCE_MAX_BLOCKS >= `blocks` values.
+        // (checked to hold `len` elements), parameters, the seed words' address, noise words, the
+        // length and the partials buffer, which holds REDUCE_MAX_BLOCKS >= `blocks` values.
         unsafe { first.launch(config(blocks)) }.map_err(driver("launching a reduction"))?;
         let mut second = self.stream.launch_builder(&finish);
         second.arg(&*partial_values);
@@ -502,7 +543,70 @@ impl Device for CudaDevice {
         Ok(())
     }
 
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        let mut held = lock(&self.buffers);
+        let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
+            return Err(unknown(if from == to { to } else { from }));
+        };
+        for (id, buffer) in [(from, &*source), (to, &*target)] {
+            if buffer.len < len {
+                return Err(DeviceError::Buffer {
+                    buffer: id.0,
+                    problem: format!("has {} elements, fewer than the {len} copied", buffer.len),
+                });
+            }
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let source = source.slice.slice(..len);
+        let mut target = target.slice.slice_mut(..len);
+        self.stream.memcpy_dtod(&source, &mut target).map_err(driver("copying on the GPU"))
+    }
+
     fn live_buffers(&self) -> usize {
         lock(&self.buffers).len()
+    }
+
+    fn capture(
+        &self,
+        seed: u64,
+        body: &mut dyn FnMut() -> Result<(), DeviceError>,
+    ) -> Result<Option<GraphId>, DeviceError> {
+        // The seed words must hold the capture's seed before it starts: a copy from host memory
+        // cannot be captured.
+        self.seed_address(seed)?;
+        if self.capturing.swap(true, Ordering::AcqRel) {
+            return Err(DeviceError::Capturing { operation: "starting a capture" });
+        }
+        // Relaxed mode: the capture holds only this device's launches and copies, and the body
+        // makes no other CUDA call that a stricter mode would have to refuse.
+        if let Err(error) = self.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED) {
+            self.capturing.store(false, Ordering::Release);
+            return Err(driver("starting a capture")(error));
+        }
+        let result = body();
+        // The capture ends whatever the body did, so the stream works again after an error.
+        let ended = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        self.capturing.store(false, Ordering::Release);
+        result?;
+        let graph = ended.map_err(driver("instantiating a graph"))?.ok_or_else(|| DeviceError::Driver {
+            action: "capturing a graph",
+            message: "the capture recorded nothing".into(),
+        })?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.graphs).insert(id, Graph(graph));
+        Ok(Some(GraphId(id)))
+    }
+
+    fn replay_graph(&self, graph: GraphId, seed: u64) -> Result<(), DeviceError> {
+        self.seed_address(seed)?;
+        let graphs = lock(&self.graphs);
+        let held = graphs.get(&graph.0).ok_or(DeviceError::UnknownGraph { graph: graph.0 })?;
+        held.0.launch().map_err(driver("launching a graph"))
+    }
+
+    fn free_graph(&self, graph: GraphId) {
+        lock(&self.graphs).remove(&graph.0);
     }
 }

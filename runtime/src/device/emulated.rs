@@ -4,6 +4,12 @@
 //! in a buffer the executor must move explicitly), so the tests run the device path of the
 //! executor without a GPU, and its results must equal the CPU's bit for bit. New buffers are
 //! filled with NaN, so reading a buffer before a kernel wrote it shows up in the results.
+//!
+//! It has graphs, like CUDA's stream capture: while [`Device::capture`] runs its body, launches
+//! and copies are recorded instead of executed and every other operation is an error, and a replay
+//! executes the recording with its own seed. So the replay of recorded schedules
+//! ([`super::replay`]) runs its graph path in CI. [`EmulatedDevice::without_graphs`] makes a
+//! device that has none, for the path that replays launch by launch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,15 +18,57 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use candle_core::{Device as CDevice, Tensor as CTensor};
 use sched_kernels::cpu;
 use sched_kernels::layers::{self, Activation};
-use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
+use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
 
-use super::{BufferId, Device, DeviceError, Launch, LinearShape, check_counts};
+use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, check_counts};
+
+/// An operation recorded while capturing a graph.
+#[derive(Debug)]
+enum Captured {
+    Elementwise {
+        kernel: ElementwiseKernel,
+        len: usize,
+        inputs: Vec<BufferId>,
+        outputs: Vec<BufferId>,
+        params: Vec<f32>,
+        per_sample: usize,
+        slots: Vec<NoiseSlot>,
+    },
+    Linear {
+        x: BufferId,
+        weight: BufferId,
+        out: BufferId,
+        shape: LinearShape,
+    },
+    BiasActivation {
+        data: BufferId,
+        bias: BufferId,
+        len: usize,
+        activation: Activation,
+    },
+    Copy {
+        from: BufferId,
+        to: BufferId,
+        len: usize,
+    },
+}
 
 /// A device that keeps its buffers in host memory.
 #[derive(Debug, Default)]
 pub struct EmulatedDevice {
     buffers: Mutex<HashMap<u64, Vec<f32>>>,
     next_id: AtomicU64,
+    /// Whether [`Device::capture`] makes graphs.
+    no_graphs: bool,
+    /// The operations recorded so far, while a capture runs.
+    capturing: Mutex<Option<Vec<Captured>>>,
+    graphs: Mutex<HashMap<u64, Vec<Captured>>>,
+}
+
+/// Locks a mutex whose data stays consistent across a panic (every update is one insert, remove,
+/// push or replacement).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EmulatedDevice {
@@ -28,10 +76,47 @@ impl EmulatedDevice {
         EmulatedDevice::default()
     }
 
+    /// A device whose [`Device::capture`] returns `None`, as a GPU without graph support would.
+    pub fn without_graphs() -> EmulatedDevice {
+        EmulatedDevice { no_graphs: true, ..EmulatedDevice::default() }
+    }
+
     fn buffers(&self) -> MutexGuard<'_, HashMap<u64, Vec<f32>>> {
-        // A panic while the lock was held cannot leave the map inconsistent: every update is a
-        // single insert or remove.
-        self.buffers.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.buffers)
+    }
+
+    /// Records `operation` if a capture runs, and says whether it did.
+    fn record(&self, operation: impl FnOnce() -> Captured) -> bool {
+        match lock(&self.capturing).as_mut() {
+            Some(recorded) => {
+                recorded.push(operation());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An error if a capture runs: `operation` cannot be part of a graph.
+    fn refuse_while_capturing(&self, operation: &'static str) -> Result<(), DeviceError> {
+        match lock(&self.capturing).as_ref() {
+            Some(_) => Err(DeviceError::Capturing { operation }),
+            None => Ok(()),
+        }
+    }
+
+    /// Executes one recorded operation of a graph with the replay's seed.
+    fn execute(&self, operation: &Captured, seed: u64) -> Result<(), DeviceError> {
+        match operation {
+            Captured::Elementwise { kernel, len, inputs, outputs, params, per_sample, slots } => {
+                let noise = NoiseLaunch { seed, per_sample: *per_sample, slots };
+                self.elementwise(kernel, &Launch { len: *len, inputs, outputs, params, noise })
+            }
+            Captured::Linear { x, weight, out, shape } => self.linear(*x, *weight, *out, *shape),
+            Captured::BiasActivation { data, bias, len, activation } => {
+                self.bias_activation(*data, *bias, *len, *activation)
+            }
+            Captured::Copy { from, to, len } => self.copy(*from, *to, *len),
+        }
     }
 
     fn insert(&self, data: Vec<f32>) -> BufferId {
@@ -69,14 +154,17 @@ impl Device for EmulatedDevice {
     }
 
     fn alloc(&self, len: usize) -> Result<BufferId, DeviceError> {
+        self.refuse_while_capturing("allocating a buffer")?;
         Ok(self.insert(vec![f32::NAN; len]))
     }
 
     fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError> {
+        self.refuse_while_capturing("copying to the device")?;
         Ok(self.insert(data.to_vec()))
     }
 
     fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
+        self.refuse_while_capturing("copying from the device")?;
         self.buffers().get(&buffer.0).cloned().ok_or_else(|| unknown(buffer))
     }
 
@@ -86,6 +174,18 @@ impl Device for EmulatedDevice {
 
     fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
         check_counts(kernel, launch, kernel.outputs.len())?;
+        let recorded = self.record(|| Captured::Elementwise {
+            kernel: kernel.clone(),
+            len: launch.len,
+            inputs: launch.inputs.to_vec(),
+            outputs: launch.outputs.to_vec(),
+            params: launch.params.to_vec(),
+            per_sample: launch.noise.per_sample,
+            slots: launch.noise.slots.to_vec(),
+        });
+        if recorded {
+            return Ok(());
+        }
         let inputs = self.inputs(launch)?;
         let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         let results = cpu::evaluate(kernel, launch.len, &slices, launch.params, &launch.noise)?;
@@ -102,6 +202,7 @@ impl Device for EmulatedDevice {
 
     fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
         check_counts(&kernel.body, launch, 0)?;
+        self.refuse_while_capturing("reading a reduction back")?;
         let inputs = self.inputs(launch)?;
         let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         Ok(cpu::reduce(kernel, launch.len, &slices, launch.params, &launch.noise)?)
@@ -112,6 +213,9 @@ impl Device for EmulatedDevice {
     }
 
     fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
+        if self.record(|| Captured::Linear { x, weight, out, shape }) {
+            return Ok(());
+        }
         let LinearShape { rows, inputs, outputs } = shape;
         let (x_data, w_data) = {
             let buffers = self.buffers();
@@ -145,6 +249,9 @@ impl Device for EmulatedDevice {
         len: usize,
         activation: Activation,
     ) -> Result<(), DeviceError> {
+        if self.record(|| Captured::BiasActivation { data, bias, len, activation }) {
+            return Ok(());
+        }
         let mut buffers = self.buffers();
         let bias = buffers.get(&bias.0).cloned().ok_or_else(|| unknown(bias))?;
         match buffers.get_mut(&data.0) {
@@ -157,7 +264,62 @@ impl Device for EmulatedDevice {
         }
     }
 
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        if self.record(|| Captured::Copy { from, to, len }) {
+            return Ok(());
+        }
+        let mut buffers = self.buffers();
+        let source = match buffers.get(&from.0) {
+            Some(data) if data.len() >= len => data[..len].to_vec(),
+            Some(data) => return Err(short(from, data.len(), len)),
+            None => return Err(unknown(from)),
+        };
+        match buffers.get_mut(&to.0) {
+            Some(data) if data.len() >= len => data[..len].copy_from_slice(&source),
+            Some(data) => return Err(short(to, data.len(), len)),
+            None => return Err(unknown(to)),
+        }
+        Ok(())
+    }
+
     fn live_buffers(&self) -> usize {
         self.buffers().len()
+    }
+
+    fn capture(
+        &self,
+        seed: u64,
+        body: &mut dyn FnMut() -> Result<(), DeviceError>,
+    ) -> Result<Option<GraphId>, DeviceError> {
+        // The seed is a replay's argument here; a CUDA capture needs it to set the device's seed
+        // word before it starts.
+        let _ = seed;
+        if self.no_graphs {
+            return Ok(None);
+        }
+        {
+            let mut capturing = lock(&self.capturing);
+            if capturing.is_some() {
+                return Err(DeviceError::Capturing { operation: "starting a capture" });
+            }
+            *capturing = Some(Vec::new());
+        }
+        let result = body();
+        let recorded = lock(&self.capturing).take().unwrap_or_default();
+        result?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.graphs).insert(id, recorded);
+        Ok(Some(GraphId(id)))
+    }
+
+    fn replay_graph(&self, graph: GraphId, seed: u64) -> Result<(), DeviceError> {
+        let recorded = lock(&self.graphs).remove(&graph.0).ok_or(DeviceError::UnknownGraph { graph: graph.0 })?;
+        let result = recorded.iter().try_for_each(|operation| self.execute(operation, seed));
+        lock(&self.graphs).insert(graph.0, recorded);
+        result
+    }
+
+    fn free_graph(&self, graph: GraphId) {
+        lock(&self.graphs).remove(&graph.0);
     }
 }

@@ -20,10 +20,14 @@
 //!   the last tensor that names them.
 //! - Kernels run in launch order; [`Device::download`] and [`Device::reduce`] return only after
 //!   every earlier launch finished (they are the only synchronisations).
+//! - While [`Device::capture`] runs its body, launches and copies are recorded, not executed, and
+//!   allocating, uploading, downloading and reducing are errors; a captured graph replays the
+//!   recorded work with the seed [`Device::replay_graph`] is given.
 
 pub mod cuda;
 pub mod emulated;
 pub mod mlp;
+pub mod replay;
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,7 +59,17 @@ pub enum DeviceError {
     /// A launch names a buffer the device does not hold, or one too short for the launch.
     #[error("buffer {buffer} {problem}")]
     Buffer { buffer: u64, problem: String },
+    /// An operation that cannot be part of a graph was asked for while capturing one.
+    #[error("{operation} while capturing a graph: a graph holds launches and copies only")]
+    Capturing { operation: &'static str },
+    /// A graph id the device does not hold.
+    #[error("graph {graph} does not exist on the device")]
+    UnknownGraph { graph: u64 },
 }
+
+/// A graph captured by [`Device::capture`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GraphId(pub u64);
 
 /// One launch of a kernel over `len` elements.
 #[derive(Clone, Copy, Debug)]
@@ -101,8 +115,38 @@ pub trait Device: Send + Sync + fmt::Debug {
         len: usize,
         activation: Activation,
     ) -> Result<(), DeviceError>;
+    /// Copies the first `len` elements of buffer `from` into buffer `to` (distinct buffers).
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError>;
     /// How many buffers are allocated now (for leak checks).
     fn live_buffers(&self) -> usize;
+    /// The device that holds this one's buffers when this one only passes work on to it (a
+    /// [`replay::Recorder`]); caches of data on a device, such as a model's weights, keep it
+    /// there, so that they outlive the wrapper and are not uploaded again for each one.
+    fn holder(&self) -> Option<Arc<dyn Device>> {
+        None
+    }
+
+    /// Captures the launches and copies `body` makes as a graph that
+    /// [`replay_graph`](Device::replay_graph) runs again as one unit, or returns `None` where the
+    /// device has no graphs (then `body` is not called). The body's launches must all use `seed`;
+    /// a replay substitutes its own. Nothing the body asks for runs during the capture.
+    fn capture(
+        &self,
+        seed: u64,
+        body: &mut dyn FnMut() -> Result<(), DeviceError>,
+    ) -> Result<Option<GraphId>, DeviceError> {
+        let _ = (seed, body);
+        Ok(None)
+    }
+    /// Runs a captured graph with the seed `seed` in place of the captured one.
+    fn replay_graph(&self, graph: GraphId, seed: u64) -> Result<(), DeviceError> {
+        let _ = seed;
+        Err(DeviceError::UnknownGraph { graph: graph.0 })
+    }
+    /// Releases a captured graph; unknown ids are ignored.
+    fn free_graph(&self, graph: GraphId) {
+        let _ = graph;
+    }
 }
 
 /// The sizes of a linear layer's matrix product.

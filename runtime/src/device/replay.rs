@@ -1,0 +1,498 @@
+//! Recorded runs: what a run asked of its device, as a plan that replays without the host code.
+//!
+//! A schedule whose control flow does not depend on the values it computes asks its device for
+//! the same work on every run with the same parameters: the same launches with the same scalars,
+//! the same uploads of host-computed data (a model's conditioning), the same downloads. Only the
+//! seed changes. So the work of one run, recorded by a [`Recorder`], is a [`Plan`] that a
+//! [`Replay`] runs again with a new seed: launch by launch, or as one graph on a device that has
+//! them (a CUDA graph: one launch of the whole schedule, no host code between its kernels).
+//!
+//! Whether a run can be replayed is decided from its recording, never assumed:
+//! - a reduction read back into host control flow makes the control flow data-dependent;
+//! - an upload after a download means data went to the host and back (a model that runs on the
+//!   host, a token operation), which a replay cannot redo;
+//! - every launch must use the run's seed, so that a replay may substitute its own;
+//! - two runs with different seeds must record equal plans ([`crate::runs`] checks it), which
+//!   catches host-side work that depends on the seed.
+//!
+//! Invariants of a plan:
+//! - its buffers are its own (allocated when a [`Replay`] is made, reused in the order the run
+//!   freed and allocated them), its constants (the data of uploads) and its results (one per
+//!   download, the last step that writes each), except the external buffers it names: buffers that
+//!   existed before the run or outlived it (a model's weights), which must outlive the replay;
+//! - an uploaded buffer that no step writes is read from its constant directly; one that a step
+//!   writes is filled from its constant first, so every replay starts from the same data.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use sched_kernels::layers::Activation;
+use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
+
+use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape};
+
+/// One operation a run asked of its device.
+#[derive(Clone, Debug)]
+enum Recorded {
+    Alloc { buffer: BufferId, len: usize },
+    Upload { buffer: BufferId, data: Vec<f32> },
+    Free { buffer: BufferId },
+    Download { buffer: BufferId, len: usize },
+    Reduce,
+    Elementwise(RecordedLaunch<BufferId>),
+    Linear { x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape },
+    BiasActivation { data: BufferId, bias: BufferId, len: usize, activation: Activation },
+    Copy { from: BufferId, to: BufferId, len: usize },
+}
+
+/// An elementwise launch with its buffers named by `B`, and its parameters as f32 bits (so that
+/// two plans compare exactly, NaN payloads included). A plan's launches have seed 0: a replay
+/// gives the seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RecordedLaunch<B> {
+    kernel: ElementwiseKernel,
+    len: usize,
+    inputs: Vec<B>,
+    outputs: Vec<B>,
+    params: Vec<u32>,
+    seed: u64,
+    per_sample: usize,
+    slots: Vec<NoiseSlot>,
+}
+
+impl<B> RecordedLaunch<B> {
+    fn map<C>(&self, mut name: impl FnMut(&B) -> C) -> RecordedLaunch<C> {
+        RecordedLaunch {
+            kernel: self.kernel.clone(),
+            len: self.len,
+            inputs: self.inputs.iter().map(&mut name).collect(),
+            outputs: self.outputs.iter().map(&mut name).collect(),
+            params: self.params.clone(),
+            seed: self.seed,
+            per_sample: self.per_sample,
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+/// A device that passes everything to another one and records it, one run at a time.
+#[derive(Debug)]
+pub struct Recorder {
+    inner: Arc<dyn Device>,
+    recorded: Mutex<Vec<Recorded>>,
+}
+
+/// What a [`Recorder`] saw during one run.
+#[derive(Debug)]
+pub struct Recording {
+    operations: Vec<Recorded>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update of the log is one push or one replacement, so a panic leaves it consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Recorder {
+    pub fn new(inner: Arc<dyn Device>) -> Recorder {
+        Recorder { inner, recorded: Mutex::new(Vec::new()) }
+    }
+
+    /// The device the recorder passes everything to.
+    pub fn inner(&self) -> &Arc<dyn Device> {
+        &self.inner
+    }
+
+    /// Everything recorded since the last call, which starts a new recording.
+    pub fn take(&self) -> Recording {
+        Recording { operations: std::mem::take(&mut *lock(&self.recorded)) }
+    }
+
+    fn record(&self, operation: Recorded) {
+        lock(&self.recorded).push(operation);
+    }
+}
+
+impl Device for Recorder {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn alloc(&self, len: usize) -> Result<BufferId, DeviceError> {
+        let buffer = self.inner.alloc(len)?;
+        self.record(Recorded::Alloc { buffer, len });
+        Ok(buffer)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError> {
+        let buffer = self.inner.upload(data)?;
+        self.record(Recorded::Upload { buffer, data: data.to_vec() });
+        Ok(buffer)
+    }
+
+    fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
+        let data = self.inner.download(buffer)?;
+        self.record(Recorded::Download { buffer, len: data.len() });
+        Ok(data)
+    }
+
+    fn free(&self, buffer: BufferId) {
+        self.inner.free(buffer);
+        self.record(Recorded::Free { buffer });
+    }
+
+    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
+        self.inner.elementwise(kernel, launch)?;
+        self.record(Recorded::Elementwise(RecordedLaunch {
+            kernel: kernel.clone(),
+            len: launch.len,
+            inputs: launch.inputs.to_vec(),
+            outputs: launch.outputs.to_vec(),
+            params: launch.params.iter().map(|p| p.to_bits()).collect(),
+            seed: launch.noise.seed,
+            per_sample: launch.noise.per_sample,
+            slots: launch.noise.slots.to_vec(),
+        }));
+        Ok(())
+    }
+
+    fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
+        let value = self.inner.reduce(kernel, launch)?;
+        self.record(Recorded::Reduce);
+        Ok(value)
+    }
+
+    fn has_linear(&self) -> bool {
+        self.inner.has_linear()
+    }
+
+    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
+        self.inner.linear(x, weight, out, shape)?;
+        self.record(Recorded::Linear { x, weight, out, shape });
+        Ok(())
+    }
+
+    fn bias_activation(
+        &self,
+        data: BufferId,
+        bias: BufferId,
+        len: usize,
+        activation: Activation,
+    ) -> Result<(), DeviceError> {
+        self.inner.bias_activation(data, bias, len, activation)?;
+        self.record(Recorded::BiasActivation { data, bias, len, activation });
+        Ok(())
+    }
+
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        self.inner.copy(from, to, len)?;
+        self.record(Recorded::Copy { from, to, len });
+        Ok(())
+    }
+
+    fn live_buffers(&self) -> usize {
+        self.inner.live_buffers()
+    }
+
+    fn holder(&self) -> Option<Arc<dyn Device>> {
+        Some(self.inner.holder().unwrap_or_else(|| Arc::clone(&self.inner)))
+    }
+}
+
+/// A buffer as a plan names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// One of the plan's own buffers.
+    Own(usize),
+    /// The buffer holding one of the plan's constants.
+    Constant(usize),
+    /// The buffer of one of the plan's results.
+    Result(usize),
+    /// A buffer of the device that the plan did not create.
+    External(BufferId),
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Elementwise(RecordedLaunch<Slot>),
+    Linear { x: Slot, weight: Slot, out: Slot, shape: LinearShape },
+    BiasActivation { data: Slot, bias: Slot, len: usize, activation: Activation },
+    Copy { from: Slot, to: Slot, len: usize },
+}
+
+/// The device work of one run, replayable with another seed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The lengths of the plan's own buffers.
+    buffers: Vec<usize>,
+    /// The data of its uploads, as f32 bits.
+    constants: Vec<Vec<u32>>,
+    /// The lengths of its results, in the order the run downloaded them.
+    results: Vec<usize>,
+    steps: Vec<Step>,
+}
+
+/// Why a run's recording is not a plan.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReplayable {
+    #[error("a reduction is read back into the host's control flow, which may then differ from run to run")]
+    Reduction,
+    #[error("data goes to the host and back during the run (a model or an operation that runs on the host)")]
+    HostRoundTrip,
+    #[error("a launch uses seed {found}, not the run's seed {expected}")]
+    OtherSeed { expected: u64, found: u64 },
+    #[error("buffer {buffer} is created during the run and outlives it, but a step writes it")]
+    WrittenSurvivor { buffer: u64 },
+}
+
+impl Plan {
+    /// The plan of a recorded run whose launches used `seed`.
+    pub fn new(recording: &Recording, seed: u64) -> Result<Plan, NotReplayable> {
+        let operations = &recording.operations;
+        let mut created = HashSet::new();
+        let mut freed = HashSet::new();
+        let mut written = HashSet::new();
+        let mut downloaded = false;
+        for operation in operations {
+            match operation {
+                Recorded::Alloc { buffer, .. } => {
+                    created.insert(*buffer);
+                }
+                Recorded::Upload { buffer, .. } => {
+                    if downloaded {
+                        return Err(NotReplayable::HostRoundTrip);
+                    }
+                    created.insert(*buffer);
+                }
+                Recorded::Free { buffer } => {
+                    freed.insert(*buffer);
+                }
+                Recorded::Download { .. } => downloaded = true,
+                Recorded::Reduce => return Err(NotReplayable::Reduction),
+                Recorded::Elementwise(launch) => {
+                    if launch.seed != seed && !launch.slots.is_empty() {
+                        return Err(NotReplayable::OtherSeed { expected: seed, found: launch.seed });
+                    }
+                    written.extend(launch.outputs.iter().copied());
+                }
+                Recorded::Linear { out, .. } => {
+                    written.insert(*out);
+                }
+                Recorded::BiasActivation { data, .. } => {
+                    written.insert(*data);
+                }
+                Recorded::Copy { to, .. } => {
+                    written.insert(*to);
+                }
+            }
+        }
+        // A buffer the run created and did not free outlives it (a model's weights, cached on the
+        // device): the plan refers to it as it does to buffers created before the run.
+        let survivors: HashSet<BufferId> = created.difference(&freed).copied().collect();
+        if let Some(buffer) = survivors.iter().find(|b| written.contains(b)) {
+            return Err(NotReplayable::WrittenSurvivor { buffer: buffer.0 });
+        }
+        let mut builder = PlanBuilder::default();
+        for operation in operations {
+            builder.add(operation, &survivors, &written);
+        }
+        Ok(builder.plan)
+    }
+
+    /// How many launches and copies a replay makes.
+    pub fn steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// How many values a replay returns (the run's downloads).
+    pub fn results(&self) -> usize {
+        self.results.len()
+    }
+}
+
+/// Builds a plan from a recording, mapping the run's buffers to the plan's.
+#[derive(Default)]
+struct PlanBuilder {
+    plan: Plan,
+    /// The slot of each buffer the run created and has not freed yet.
+    slots: HashMap<BufferId, Slot>,
+    /// Own buffers free for reuse, by length.
+    free: HashMap<usize, Vec<usize>>,
+}
+
+impl PlanBuilder {
+    fn add(&mut self, operation: &Recorded, survivors: &HashSet<BufferId>, written: &HashSet<BufferId>) {
+        match operation {
+            Recorded::Alloc { buffer, len } => {
+                if !survivors.contains(buffer) {
+                    let own = self.own(*len);
+                    self.slots.insert(*buffer, Slot::Own(own));
+                }
+            }
+            Recorded::Upload { buffer, data } => {
+                if survivors.contains(buffer) {
+                    return;
+                }
+                let constant = self.plan.constants.len();
+                self.plan.constants.push(data.iter().map(|x| x.to_bits()).collect());
+                if written.contains(buffer) {
+                    let own = self.own(data.len());
+                    self.slots.insert(*buffer, Slot::Own(own));
+                    let (from, to) = (Slot::Constant(constant), Slot::Own(own));
+                    self.plan.steps.push(Step::Copy { from, to, len: data.len() });
+                } else {
+                    self.slots.insert(*buffer, Slot::Constant(constant));
+                }
+            }
+            Recorded::Free { buffer } => {
+                if let Some(Slot::Own(own)) = self.slots.remove(buffer) {
+                    self.free.entry(self.plan.buffers[own]).or_default().push(own);
+                }
+            }
+            Recorded::Download { buffer, len } => {
+                let result = self.plan.results.len();
+                self.plan.results.push(*len);
+                let from = self.slot(*buffer);
+                self.plan.steps.push(Step::Copy { from, to: Slot::Result(result), len: *len });
+            }
+            // `Plan::new` returned before building a plan with a reduction.
+            Recorded::Reduce => {}
+            Recorded::Elementwise(launch) => {
+                let mut launch = launch.map(|b| self.slot(*b));
+                launch.seed = 0;
+                self.plan.steps.push(Step::Elementwise(launch));
+            }
+            Recorded::Linear { x, weight, out, shape } => {
+                let step =
+                    Step::Linear { x: self.slot(*x), weight: self.slot(*weight), out: self.slot(*out), shape: *shape };
+                self.plan.steps.push(step);
+            }
+            Recorded::BiasActivation { data, bias, len, activation } => {
+                let (data, bias) = (self.slot(*data), self.slot(*bias));
+                self.plan.steps.push(Step::BiasActivation { data, bias, len: *len, activation: *activation });
+            }
+            Recorded::Copy { from, to, len } => {
+                let step = Step::Copy { from: self.slot(*from), to: self.slot(*to), len: *len };
+                self.plan.steps.push(step);
+            }
+        }
+    }
+
+    /// An own buffer of `len` elements: a freed one of that length, or a new one.
+    fn own(&mut self, len: usize) -> usize {
+        if let Some(own) = self.free.get_mut(&len).and_then(Vec::pop) {
+            return own;
+        }
+        self.plan.buffers.push(len);
+        self.plan.buffers.len() - 1
+    }
+
+    fn slot(&self, buffer: BufferId) -> Slot {
+        self.slots.get(&buffer).copied().unwrap_or(Slot::External(buffer))
+    }
+}
+
+/// A plan made ready on a device: its buffers allocated, its constants uploaded, and, where the
+/// device has graphs, captured as one.
+#[derive(Debug)]
+pub struct Replay {
+    device: Arc<dyn Device>,
+    plan: Plan,
+    own: Vec<BufferId>,
+    constants: Vec<BufferId>,
+    results: Vec<BufferId>,
+    graph: Option<GraphId>,
+}
+
+impl Replay {
+    /// Prepares `plan` on `device` and captures it as a graph if the device has them (the
+    /// capture uses `seed`; every replay gives its own).
+    pub fn new(device: Arc<dyn Device>, plan: Plan, seed: u64) -> Result<Replay, DeviceError> {
+        let mut replay =
+            Replay { device, plan, own: Vec::new(), constants: Vec::new(), results: Vec::new(), graph: None };
+        for &len in &replay.plan.buffers {
+            let buffer = replay.device.alloc(len)?;
+            replay.own.push(buffer);
+        }
+        for constant in &replay.plan.constants {
+            let data: Vec<f32> = constant.iter().map(|&bits| f32::from_bits(bits)).collect();
+            let buffer = replay.device.upload(&data)?;
+            replay.constants.push(buffer);
+        }
+        for &len in &replay.plan.results {
+            let buffer = replay.device.alloc(len)?;
+            replay.results.push(buffer);
+        }
+        let graph = replay.device.capture(seed, &mut || replay.execute(seed))?;
+        replay.graph = graph;
+        Ok(replay)
+    }
+
+    /// Whether the replay runs as one graph of the device.
+    pub fn is_graph(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// The launches and copies of one replay.
+    pub fn steps(&self) -> usize {
+        self.plan.steps()
+    }
+
+    /// Runs the plan with `seed` and returns its results, in the order the recorded run
+    /// downloaded them.
+    pub fn run(&self, seed: u64) -> Result<Vec<Vec<f32>>, DeviceError> {
+        match self.graph {
+            Some(graph) => self.device.replay_graph(graph, seed)?,
+            None => self.execute(seed)?,
+        }
+        self.results.iter().map(|buffer| self.device.download(*buffer)).collect()
+    }
+
+    /// Issues every step of the plan to the device.
+    fn execute(&self, seed: u64) -> Result<(), DeviceError> {
+        for step in &self.plan.steps {
+            match step {
+                Step::Elementwise(recorded) => {
+                    let inputs: Vec<BufferId> = recorded.inputs.iter().map(|s| self.buffer(*s)).collect();
+                    let outputs: Vec<BufferId> = recorded.outputs.iter().map(|s| self.buffer(*s)).collect();
+                    let params: Vec<f32> = recorded.params.iter().map(|&bits| f32::from_bits(bits)).collect();
+                    let noise = NoiseLaunch { seed, per_sample: recorded.per_sample, slots: &recorded.slots };
+                    let launch =
+                        Launch { len: recorded.len, inputs: &inputs, outputs: &outputs, params: &params, noise };
+                    self.device.elementwise(&recorded.kernel, &launch)?;
+                }
+                Step::Linear { x, weight, out, shape } => {
+                    self.device.linear(self.buffer(*x), self.buffer(*weight), self.buffer(*out), *shape)?;
+                }
+                Step::BiasActivation { data, bias, len, activation } => {
+                    self.device.bias_activation(self.buffer(*data), self.buffer(*bias), *len, *activation)?;
+                }
+                Step::Copy { from, to, len } => self.device.copy(self.buffer(*from), self.buffer(*to), *len)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer(&self, slot: Slot) -> BufferId {
+        // Every own, constant and result slot of the plan has its buffer: `new` made one for each
+        // before the first `execute`.
+        match slot {
+            Slot::Own(k) => self.own[k],
+            Slot::Constant(k) => self.constants[k],
+            Slot::Result(k) => self.results[k],
+            Slot::External(buffer) => buffer,
+        }
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let Some(graph) = self.graph {
+            self.device.free_graph(graph);
+        }
+        for buffer in self.own.iter().chain(&self.constants).chain(&self.results) {
+            self.device.free(*buffer);
+        }
+    }
+}

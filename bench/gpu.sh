@@ -88,6 +88,8 @@ run() {
 
     log "one schedule from the CLI on the GPU"
     "$DIST/sched" run examples/ddim.sched --device cuda --batch 65536 --json 2>&1 | tee "$out/cli.json"
+    "$DIST/sched" run examples/ddim.sched --model net=examples/models/eight/eps.safetensors --param eta=1.0 \
+        --device cuda --batch 4096 --runs 8 --json 2>&1 | tee "$out/cli_runs.json"
 
     log "GPU benchmark (benches/gpu.rs)"
     : > "$out/gpu.tsv"

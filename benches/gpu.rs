@@ -21,6 +21,10 @@
 //!    (the MLP through cuBLAS) and on the CPU, best of 3; the checkpoint, the initial noise and the
 //!    GPU's samples (`jit`) go to `--dir` for `bench/diffusers_e2e.py --device cuda`, which runs
 //!    the same weights in PyTorch with diffusers' `DDIMScheduler` on the same GPU.
+//! 5. DDIM-50 (η = 1, so every step draws noise) on the same MLP at batch 1 and at `--batch`:
+//!    a plain run (the JIT's host code launching each kernel) against the replay of its recording
+//!    as one CUDA graph with a new seed (`sched_runtime::device::replay`), and whether the replay
+//!    gave the bits of a plain run with that seed.
 //!
 //! Every time is the median of `--reps` runs (default 10) after one warm-up; kernel times are GPU
 //! time between CUDA events. Results are `key<TAB>value<TAB>unit` lines, appended to `--tsv FILE`
@@ -39,6 +43,7 @@ use sched::kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, NoiseLaunc
 use sched::runtime::checkpoint::write_safetensors;
 use sched::runtime::device::cuda::CudaDevice;
 use sched::runtime::device::emulated::EmulatedDevice;
+use sched::runtime::device::replay::{Plan, Recorder, Replay};
 use sched::runtime::device::{Device, Launch};
 use sched::runtime::interp::OutputValue;
 use sched::runtime::interp::RunOptions;
@@ -235,6 +240,7 @@ fn schedules(device: &Arc<dyn Device>, options: &Options, rows: &mut Rows) -> Re
     let batch = options.batch;
     let common::Inputs { x_init, net, .. } = common::write_inputs(&options.dir, batch)?;
     let executable = program.schedule("ddim_bench")?.bind(&[("x", Value::Tensor(x_init))])?;
+    let mlp = Arc::clone(&net);
     let models = [("net", net)];
     let mut samples = Vec::new();
     for (name, on_gpu) in [("gpu", true), ("cpu", false)] {
@@ -267,6 +273,54 @@ fn schedules(device: &Arc<dyn Device>, options: &Options, rows: &mut Rows) -> Re
         .collect();
     write_safetensors(&options.dir.join("samples.safetensors"), &tensors, None)?;
 
+    replays(device, &program, &mlp, options, rows)
+}
+
+/// Section 5: plain runs against graph replays of their recording.
+fn replays(
+    device: &Arc<dyn Device>,
+    program: &sched::api::Program,
+    net: &Arc<dyn Model>,
+    options: &Options,
+    rows: &mut Rows,
+) -> Result<()> {
+    let executable = program.schedule("ddim_bench")?.bind(&[("eta", Value::Float(1.0))])?;
+    let models = [("net", Arc::clone(net))];
+    for batch in [1, options.batch] {
+        let plain = |seed: u64, device: Arc<dyn Device>| {
+            let run_options = RunOptions { seed, batch, device: Some(device), ..RunOptions::default() };
+            executable.run_on(Engine::Jit, &models, &run_options)
+        };
+        let recorder = Arc::new(Recorder::new(Arc::clone(device)));
+        plain(0, Arc::clone(&recorder) as Arc<dyn Device>)?;
+        let plan = Plan::new(&recorder.take(), 0)?;
+        let replay = Replay::new(Arc::clone(device), plan, 0)?;
+        let mut plain_times = Vec::new();
+        let mut replay_times = Vec::new();
+        let mut same_bits = true;
+        for rep in 0..=options.reps {
+            let seed = 1 + rep as u64;
+            let started = Instant::now();
+            let expected = plain(seed, Arc::clone(device))?;
+            plain_times.push(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            let replayed = replay.run(seed)?;
+            replay_times.push(started.elapsed().as_secs_f64());
+            let Some((_, OutputValue::Tensor(x))) = expected.values.first() else {
+                return Err("the schedule emitted no tensor".into());
+            };
+            same_bits &=
+                replayed.first().is_some_and(|r| r.iter().map(|v| v.to_bits()).eq(x.data.iter().map(|v| v.to_bits())));
+        }
+        let (plain_ms, replay_ms) = (median(plain_times) * 1e3, median(replay_times) * 1e3);
+        let key = format!("gpu.replay.batch{batch}");
+        push(rows, &format!("{key}.plain.ms"), format!("{plain_ms:.3}"), "ms");
+        push(rows, &format!("{key}.graph.ms"), format!("{replay_ms:.3}"), "ms");
+        push(rows, &format!("{key}.speedup"), format!("{:.2}", plain_ms / replay_ms), "x");
+        push(rows, &format!("{key}.graph"), replay.is_graph().to_string(), "");
+        push(rows, &format!("{key}.steps"), replay.steps().to_string(), "");
+        push(rows, &format!("{key}.same_bits"), same_bits.to_string(), "");
+    }
     Ok(())
 }
 

@@ -77,6 +77,12 @@ enum Command {
         /// The seed of the random stream.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Run N times, with seeds SEED, SEED+1, ..., and concatenate the outputs (N × --batch
+        /// samples). On a GPU, runs after the first two replay the recorded work as one CUDA
+        /// graph each when the schedule's work does not depend on the seed or its values;
+        /// `--json` says whether they did, and why not.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        runs: usize,
         /// Write every emitted tensor to a .safetensors file (or the first to a .npy file).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -164,6 +170,7 @@ fn main() -> ExitCode {
             inputs,
             batch,
             seed,
+            runs,
             out,
             plot,
             json,
@@ -180,6 +187,7 @@ fn main() -> ExitCode {
                 inputs,
                 batch,
                 seed,
+                runs,
                 out,
                 plot,
                 json,

@@ -7,10 +7,11 @@ use std::time::Instant;
 use sched_compiler::ir::{Constant, Function, ParamTy, Ty};
 use sched_compiler::pipeline::{self, Stage};
 use sched_lang::check::ScheduleId;
-use sched_runtime::device::Transfers;
-use sched_runtime::interp::{self, NoiseSource, OutputValue, ParamValue, RunOptions};
+use sched_runtime::device::{Device, Transfers};
+use sched_runtime::interp::{self, NoiseSource, OutputValue, Outputs, ParamValue, RunOptions};
 use sched_runtime::jit::JitProgram;
 use sched_runtime::model::Model;
+use sched_runtime::runs::{ReplaySummary, run_seeds};
 use sched_runtime::tensor::Tensor;
 
 use crate::api::{DeviceKind, Engine, compile_folded};
@@ -26,6 +27,8 @@ pub struct RunRequest {
     pub inputs: Vec<String>,
     pub batch: usize,
     pub seed: u64,
+    /// Runs with seeds `seed`, `seed + 1`, ..., whose outputs are concatenated.
+    pub runs: usize,
     pub out: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub json: bool,
@@ -56,6 +59,11 @@ fn failure(message: impl Into<String>) -> RunFailure {
 pub struct RunReport {
     pub schedule: String,
     pub outputs: Vec<(String, OutputValue)>,
+    /// The runs (`--runs`); the counts below are those of the first, the transfers and the time
+    /// those of all of them.
+    pub runs: usize,
+    /// How the runs after the first two went, when there were several.
+    pub replay: Option<ReplaySummary>,
     pub model_calls: u64,
     /// Model evaluations by model parameter, in the order of `models`.
     pub model_calls_by_model: Vec<u64>,
@@ -165,15 +173,34 @@ fn run_function(
         device,
         prompt,
     };
-    let outputs = match request.engine {
-        Engine::Jit => {
-            let native = JitProgram::compile(Arc::clone(function))
-                .map_err(|e| failure(format!("cannot compile to native code: {e}")))?;
-            native.run(params, &models, &options)
-        }
-        Engine::Interpreter => interp::run(function, params, &models, &options),
+    if request.runs == 0 {
+        return Err(usage("--runs must be at least 1"));
     }
-    .map_err(|e| failure(format!("the run failed: {e}")))?;
+    let native = match request.engine {
+        Engine::Jit => Some(
+            JitProgram::compile(Arc::clone(function))
+                .map_err(|e| failure(format!("cannot compile to native code: {e}")))?,
+        ),
+        Engine::Interpreter => None,
+    };
+    let run_once = |device: Option<Arc<dyn Device>>, seed: u64| {
+        let options = RunOptions { seed, device, ..options.clone() };
+        match &native {
+            Some(native) => native.run(params, &models, &options),
+            None => interp::run(function, params, &models, &options),
+        }
+    };
+    let (runs, replay) = if request.runs == 1 {
+        (vec![run_once(options.device.clone(), request.seed)], None)
+    } else {
+        let seeds: Vec<u64> = (0..request.runs as u64).map(|k| request.seed.wrapping_add(k)).collect();
+        let runs = run_seeds(options.device.as_ref(), &seeds, run_once)
+            .map_err(|e| failure(format!("the runs failed: {e}")))?;
+        (runs.runs.into_iter().map(Ok).collect(), Some(runs.replay))
+    };
+    let runs: Vec<Outputs> =
+        runs.into_iter().collect::<Result<_, _>>().map_err(|e| failure(format!("the run failed: {e}")))?;
+    let outputs = concatenated(runs)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -187,6 +214,8 @@ fn run_function(
     Ok(RunReport {
         schedule: function.name.clone(),
         outputs: outputs.values,
+        runs: request.runs,
+        replay,
         model_calls: outputs.model_calls,
         model_calls_by_model: outputs.model_calls_by_model,
         kernel_launches: outputs.kernel_launches,
@@ -202,6 +231,44 @@ fn run_function(
             .map(|(m, model)| (m.name.clone(), model.info().source.clone()))
             .collect(),
     })
+}
+
+/// The outputs of several runs as one: tensors concatenated along the batch axis and token rows
+/// one after another; the counts are the first run's and the transfers the sum of all.
+fn concatenated(runs: Vec<Outputs>) -> Result<Outputs, RunFailure> {
+    let mut runs = runs.into_iter();
+    let Some(mut merged) = runs.next() else { return Err(usage("--runs must be at least 1")) };
+    for run in runs {
+        for ((name, into), (_, value)) in merged.values.iter_mut().zip(run.values) {
+            match (into, value) {
+                (OutputValue::Tensor(into), OutputValue::Tensor(tensor)) if into.shape[1..] == tensor.shape[1..] => {
+                    into.shape[0] += tensor.shape[0];
+                    into.data.extend(tensor.data);
+                }
+                (OutputValue::Tokens { rows: into, text: into_text }, OutputValue::Tokens { rows, text }) => {
+                    into.extend(rows);
+                    if let (Some(into_text), Some(text)) = (into_text, text) {
+                        into_text.extend(text);
+                    }
+                }
+                (into, value) if *into == value => {}
+                (_, value) => {
+                    return Err(failure(format!(
+                        "--runs concatenates tensors and token rows, and output `{name}` ({value:?}) differs from                          run to run; run once per seed instead"
+                    )));
+                }
+            }
+        }
+        let t = &mut merged.transfers;
+        let u = run.transfers;
+        t.uploads += u.uploads;
+        t.upload_bytes += u.upload_bytes;
+        t.downloads += u.downloads;
+        t.download_bytes += u.download_bytes;
+        t.reductions += u.reductions;
+        t.host_model_calls += u.host_model_calls;
+    }
+    Ok(merged)
 }
 
 fn progress_bar(function: &Function) -> indicatif::ProgressBar {
@@ -422,6 +489,14 @@ pub fn summary(report: &RunReport) -> String {
         "schedule {}: {} model calls, {} kernel launches, {:.3} s\n",
         report.schedule, report.model_calls, report.kernel_launches, report.seconds
     );
+    if let Some(replay) = &report.replay {
+        let how = match (&replay.why_not, replay.graph) {
+            (Some(why), _) => format!("none replayed: {why}"),
+            (None, true) => format!("{} replayed as one graph launch each ({} steps)", replay.replays, replay.steps),
+            (None, false) => format!("{} replayed launch by launch ({} steps)", replay.replays, replay.steps),
+        };
+        out.push_str(&format!("  {} runs (the counts are per run): {how}\n", report.runs));
+    }
     for (name, value) in &report.outputs {
         out.push_str(&match value {
             OutputValue::Tensor(t) => {
@@ -502,6 +577,13 @@ pub fn json(report: &RunReport) -> String {
             "host_model_calls": t.host_model_calls,
         },
         "wall_seconds": report.seconds,
+        "runs": report.runs,
+        "replay": report.replay.as_ref().map(|r| serde_json::json!({
+            "replays": r.replays,
+            "graph": r.graph,
+            "steps_per_replay": r.steps,
+            "why_not": r.why_not,
+        })),
         "new_tokens_per_row": tokens_per_row,
         "tokens_per_model_call": tokens_per_call,
         "models": models,

@@ -234,6 +234,48 @@ fn the_device_path_writes_the_cpu_bytes_and_reports_its_transfers() {
     assert_eq!(std::fs::read(&cpu).expect("written"), std::fs::read(&device).expect("written"));
 }
 
+/// `--runs N` writes the samples of N runs with consecutive seeds, one after another; on a device
+/// with a device model, the runs after the first two are replays, and `--json` says so.
+#[test]
+fn runs_concatenate_consecutive_seeds_and_replay_on_a_device() {
+    let common = ["examples/ddim.sched", "--model", "net=examples/models/eight/eps.safetensors", "--param", "steps=6"];
+    let run = |extra: &[&str], out: &PathBuf| -> serde_json::Value {
+        let out = out.to_str().expect("a UTF-8 temp path");
+        let args: Vec<&str> = ["run"]
+            .iter()
+            .chain(&common)
+            .chain(extra)
+            .chain(&["--param", "eta=1.0", "--out", out, "--json"])
+            .copied()
+            .collect();
+        json(&sched(&args))
+    };
+    let all = temp("runs.npy");
+    let report = run(&["--device", "emulated", "--batch", "3", "--seed", "7", "--runs", "4"], &all);
+    assert_eq!(report["runs"], 4);
+    assert_eq!(report["nfe"], 6, "the counts are per run");
+    assert_eq!(report["replay"]["replays"], 2, "{report}");
+    assert_eq!(report["replay"]["graph"], true, "{report}");
+    assert_eq!(report["replay"]["why_not"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["outputs"][0]["shape"], serde_json::json!([12, 2]));
+    let all = sched::run::read_tensor(&all).unwrap_or_else(|f| panic!("{}", f.message));
+    let mut expected = Vec::new();
+    for seed in 7..11 {
+        let one = temp(&format!("run{seed}.npy"));
+        run(&["--device", "emulated", "--batch", "3", "--seed", &seed.to_string()], &one);
+        expected.extend(sched::run::read_tensor(&one).unwrap_or_else(|f| panic!("{}", f.message)).data);
+    }
+    assert_eq!(all.data, expected, "run k has seed 7 + k, replayed or not");
+
+    // On the CPU nothing is replayed, and the reason says so.
+    let report = run(&["--batch", "3", "--runs", "3"], &temp("cpu_runs.npy"));
+    assert_eq!(report["replay"]["replays"], 0);
+    assert!(report["replay"]["why_not"].as_str().is_some_and(|w| w.contains("CPU")), "{report}");
+    let zero = sched(&["run", "examples/ddim.sched", "--runs", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(text(&zero.stderr).contains("--runs must be at least 1"), "{}", text(&zero.stderr));
+}
+
 /// `--device cuda` where CUDA cannot be used is a clear error, not a panic.
 #[test]
 fn cuda_without_a_gpu_is_a_clear_error() {

@@ -304,3 +304,41 @@ fn the_mlp_on_the_gpu_matches_the_host() {
         assert!(worst < 1e-5, "jump {t} -> {s}: the GPU's MLP differs from the host's by {worst}");
     }
 }
+
+/// Runs after the first two of `Executable::run_seeds` replay the recorded work as one CUDA graph
+/// each and give, bit for bit, the plain GPU runs with their seeds (tests/replay.rs checks the
+/// same on the emulated device in CI).
+#[test]
+fn graph_replays_give_the_bits_of_plain_runs() {
+    let Some(device) = gpu("graph_replays_give_the_bits_of_plain_runs") else { return };
+    let device: Arc<dyn Device> = device;
+    let dir = root().join("examples");
+    let cases = [
+        ("ddim.sched", "ddim", "net", "models/eight/eps.safetensors"),
+        ("few_step.sched", "few_step", "fm", "models/eight/flow_map.safetensors"),
+    ];
+    for (case, (file, schedule, model_name, checkpoint)) in cases.into_iter().enumerate() {
+        let source = std::fs::read_to_string(dir.join(file)).expect("the example is readable");
+        let program = compile(file, &source).unwrap_or_else(|d| panic!("{file} does not check:\n{d}"));
+        let executable = program.schedule(schedule).expect("the schedule exists").bind(&[]).expect("binds");
+        let models = [(model_name, load_model(checkpoint, Some(&dir)).expect("the checkpoint loads"))];
+        let seeds = [5, 6, 7, 8];
+        let options = RunOptions { batch: 33, device: Some(Arc::clone(&device)), ..RunOptions::default() };
+        let runs = executable.run_seeds(Engine::Jit, &models, &options, &seeds).expect("the runs succeed");
+        assert_eq!(runs.replay.why_not, None, "{file}");
+        assert!(runs.replay.graph, "{file}: the replays were not CUDA graphs");
+        assert_eq!(runs.replay.replays, 2, "{file}");
+        for (seed, replayed) in seeds.iter().zip(&runs.runs) {
+            let plain = RunOptions { seed: *seed, ..options.clone() };
+            let expected = executable.run_on(Engine::Jit, &models, &plain).expect("the plain run succeeds");
+            if let Some(difference) = difference(&expected, replayed, true) {
+                panic!("{file}: seed {seed}: the replay differs from a plain run: {difference}");
+            }
+        }
+        drop(runs);
+        // Each MLP keeps its weights on the device: the first layer's sample columns, and the
+        // weight and bias of the other two.
+        let weights = 5 * (case + 1);
+        assert_eq!(device.live_buffers(), weights, "{file}: buffers other than the MLPs' weights outlived the runs");
+    }
+}

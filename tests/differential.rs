@@ -365,6 +365,7 @@ fn the_comparison_detects_one_ulp() {
             model_calls_by_model: vec![calls],
             kernel_launches: 0,
             transfers: Default::default(),
+            output_downloads: Vec::new(),
         })
     };
     let differ = |a: Leg, b: Leg, calls, nans| difference(&a, &b, calls, nans).is_some();

@@ -40,6 +40,9 @@ fn bits(outputs: &Outputs) -> Vec<(String, Vec<usize>, Vec<u32>)> {
         .collect()
 }
 
+/// Models bound by parameter name.
+type Models = [(&'static str, Arc<dyn Model>)];
+
 const SEEDS: [u64; 5] = [3, 4, 9, 1 << 40, 4];
 
 /// Runs `SEEDS` through `run_seeds` on `device` and checks every run against a plain run with
@@ -84,8 +87,7 @@ fn replays_give_the_bits_of_plain_runs() {
     let eps = [("net", model("models/eight/eps.safetensors"))];
     let few_step = executable("few_step.sched", "few_step", &[]);
     let flow_map = [("fm", model("models/eight/flow_map.safetensors"))];
-    let cases: [(&str, &Executable, &[(&str, Arc<dyn Model>)]); 2] =
-        [("ddim", &ddim, &eps), ("few_step", &few_step, &flow_map)];
+    let cases: [(&str, &Executable, &Models); 2] = [("ddim", &ddim, &eps), ("few_step", &few_step, &flow_map)];
     for (label, executable, models) in cases {
         let graphs =
             check_replays(executable, models, Arc::new(EmulatedDevice::new()), || Arc::new(EmulatedDevice::new()));

@@ -496,3 +496,91 @@ impl Drop for Replay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sched_kernels::builder::KernelBuilder;
+    use sched_kernels::spec::{BinaryOp, Distribution};
+
+    use super::*;
+    use crate::device::emulated::EmulatedDevice;
+
+    /// `out = in0 + gaussian`.
+    fn noisy() -> ElementwiseKernel {
+        let mut b = KernelBuilder::new();
+        let x = b.input(0);
+        let z = b.noise(Distribution::Gaussian);
+        let out = b.binary(BinaryOp::Add, x, z);
+        b.output(out);
+        b.finish()
+    }
+
+    fn launch<'a>(buffers: &'a [BufferId; 2], seed: u64, slots: &'a [NoiseSlot]) -> Launch<'a> {
+        let noise = NoiseLaunch { seed, per_sample: 1, slots };
+        Launch { len: 3, inputs: &buffers[..1], outputs: &buffers[1..], params: &[], noise }
+    }
+
+    const SLOT: [NoiseSlot; 1] = [NoiseSlot { site: 0, step: 0 }];
+
+    /// Records `out = x + z` with `seed`, on a fresh uploaded `x`, then frees both buffers.
+    fn recorded(recorder: &Recorder, seed: u64) -> Recording {
+        let x = recorder.upload(&[1.0, 2.0, 3.0]).expect("uploads");
+        let out = recorder.alloc(3).expect("allocates");
+        recorder.elementwise(&noisy(), &launch(&[x, out], seed, &SLOT)).expect("launches");
+        recorder.download(out).expect("downloads");
+        recorder.free(x);
+        recorder.free(out);
+        recorder.take()
+    }
+
+    #[test]
+    fn a_plan_reads_constants_in_place_and_replays_with_any_seed() {
+        let device: Arc<dyn Device> = Arc::new(EmulatedDevice::new());
+        let recorder = Recorder::new(Arc::clone(&device));
+        let plan = Plan::new(&recorded(&recorder, 5), 5).expect("replayable");
+        assert_eq!(plan, Plan::new(&recorded(&recorder, 6), 6).expect("replayable"), "the seed is not in the plan");
+        // The uploaded input is never written, so the launch reads its constant: one launch and
+        // the copy of the result.
+        assert_eq!((plan.steps(), plan.results(), plan.buffers.len()), (2, 1, 1));
+        let replay = Replay::new(Arc::clone(&device), plan, 5).expect("prepares");
+        assert!(replay.is_graph());
+        for seed in [5, 9] {
+            let expected = [1.0f32, 2.0, 3.0]
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x + sched_kernels::philox::gaussian(seed, 0, 0, i as u32, 0));
+            assert_eq!(replay.run(seed).expect("replays"), vec![expected.collect::<Vec<f32>>()]);
+        }
+        drop(replay);
+        assert_eq!(device.live_buffers(), 0);
+    }
+
+    #[test]
+    fn recordings_that_cannot_be_replayed_say_why() {
+        let recorder = Recorder::new(Arc::new(EmulatedDevice::new()));
+        let x = recorder.upload(&[1.0, 2.0, 3.0]).expect("uploads");
+        let out = recorder.alloc(3).expect("allocates");
+        recorder.elementwise(&noisy(), &launch(&[x, out], 8, &SLOT)).expect("launches");
+        assert_eq!(Plan::new(&recorder.take(), 7), Err(NotReplayable::OtherSeed { expected: 7, found: 8 }));
+        recorder.download(out).expect("downloads");
+        recorder.upload(&[0.0]).expect("uploads");
+        assert_eq!(Plan::new(&recorder.take(), 8), Err(NotReplayable::HostRoundTrip));
+        // `out` outlives the recording (it is not freed) and a launch writes it.
+        recorder.elementwise(&noisy(), &launch(&[x, out], 8, &SLOT)).expect("launches");
+        let kept = recorder.alloc(3).expect("allocates");
+        recorder.elementwise(&noisy(), &launch(&[x, kept], 8, &SLOT)).expect("launches");
+        assert_eq!(Plan::new(&recorder.take(), 8), Err(NotReplayable::WrittenSurvivor { buffer: kept.0 }));
+    }
+
+    #[test]
+    fn a_capture_holds_launches_and_copies_only() {
+        let device = EmulatedDevice::new();
+        let x = device.upload(&[1.0]).expect("uploads");
+        let refused = device.capture(0, &mut || device.alloc(1).map(|_| ()));
+        assert!(matches!(refused, Err(DeviceError::Capturing { operation: "allocating a buffer" })), "{refused:?}");
+        let refused = device.capture(0, &mut || device.download(x).map(|_| ()));
+        assert!(matches!(refused, Err(DeviceError::Capturing { .. })), "{refused:?}");
+        // After a failed capture the device works as before.
+        assert_eq!(device.download(x).expect("downloads"), vec![1.0]);
+    }
+}

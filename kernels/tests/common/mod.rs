@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
+pub mod host_cuda;
+
 use sched_kernels::builder::KernelBuilder;
 use sched_kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, UnaryOp};
 

@@ -267,6 +267,7 @@ fn concatenated(runs: Vec<Outputs>) -> Result<Outputs, RunFailure> {
         t.download_bytes += u.download_bytes;
         t.reductions += u.reductions;
         t.host_model_calls += u.host_model_calls;
+        t.device_model_calls += u.device_model_calls;
     }
     Ok(merged)
 }
@@ -575,6 +576,7 @@ pub fn json(report: &RunReport) -> String {
             "reductions_read_back": t.reductions,
             "host_syncs": t.syncs(),
             "host_model_calls": t.host_model_calls,
+            "device_model_calls": t.device_model_calls,
         },
         "wall_seconds": report.seconds,
         "runs": report.runs,

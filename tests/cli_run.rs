@@ -276,6 +276,42 @@ fn runs_concatenate_consecutive_seeds_and_replay_on_a_device() {
     assert!(text(&zero.stderr).contains("--runs must be at least 1"), "{}", text(&zero.stderr));
 }
 
+/// The shipped poker transformers evaluated on a device (its matrix products and layer kernels)
+/// give the CPU's tokens in every poker schedule.
+#[test]
+fn transformer_token_schedules_give_the_cpus_tokens_on_a_device() {
+    for (schedule, binding) in [
+        ("independent", "mtp=examples/models/poker/mtp_lm.safetensors"),
+        ("autoregressive", "lm=examples/models/poker/causal_lm.safetensors"),
+        ("draft_verify", "mtp=examples/models/poker/mtp_lm.safetensors"),
+    ] {
+        let run = |device: &str| {
+            json(&sched(&[
+                "run",
+                "examples/poker.sched",
+                "--schedule",
+                schedule,
+                "--model",
+                binding,
+                "--batch",
+                "48",
+                "--seed",
+                "5",
+                "--device",
+                device,
+                "--json",
+            ]))
+        };
+        let (cpu, device) = (run("cpu"), run("emulated"));
+        assert_eq!(device["device"], "emulated");
+        assert_eq!(cpu["outputs"], device["outputs"], "{schedule}: the device's tokens differ from the CPU's");
+        assert_eq!(cpu["nfe"], device["nfe"], "{schedule}");
+        // Every evaluation ran on the device, none on the host.
+        assert_eq!(device["transfers"]["device_model_calls"], device["nfe"], "{schedule}");
+        assert_eq!(device["transfers"]["host_model_calls"], 0, "{schedule}");
+    }
+}
+
 /// `--device cuda` where CUDA cannot be used is a clear error, not a panic.
 #[test]
 fn cuda_without_a_gpu_is_a_clear_error() {

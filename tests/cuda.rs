@@ -342,3 +342,52 @@ fn graph_replays_give_the_bits_of_plain_runs() {
         assert_eq!(device.live_buffers(), weights, "{file}: buffers other than the MLPs' weights outlived the runs");
     }
 }
+
+/// The shipped poker transformers on the GPU (cuBLAS, the LayerNorm, attention and GELU kernels)
+/// give the host's logits to f32 rounding, and a token schedule bound to one gives the host's
+/// tokens (runtime/tests/device_transformer.rs checks the same on the emulated device in CI).
+#[test]
+fn the_transformer_on_the_gpu_matches_the_host() {
+    let Some(device) = gpu("the_transformer_on_the_gpu_matches_the_host") else { return };
+    let device: Arc<dyn Device> = device;
+    let dir = root().join("examples/models/poker");
+    let ids: Vec<u32> = (0..12u32).map(|k| 2 + (k * 7 + 3) % 13).collect();
+    let masked: Vec<u32> = ids.iter().enumerate().map(|(k, &id)| if k % 3 == 1 { 1 } else { id }).collect();
+    for kind in ["causal_lm", "masked_lm", "mtp_lm"] {
+        let path = dir.join(format!("{kind}.safetensors")).display().to_string();
+        let model = load_model(&path, None).expect("the shipped checkpoint loads");
+        let host = model.tokens().expect("a token model");
+        let network = host.on_device().expect("the transformer runs on devices");
+        fn rows(ids: &[u32]) -> sched::runtime::tokens::TokenRows<'_> {
+            sched::runtime::tokens::TokenRows { ids, batch: 4, len: 3 }
+        }
+        let (ids, masked) = (&ids[..], &masked[..]);
+        let pairs = if kind == "masked_lm" {
+            vec![(host.masked_logits(rows(masked)), network.masked_logits_on(&device, rows(masked)))]
+        } else {
+            vec![
+                (host.causal_logits(rows(ids), 0), network.causal_logits_on(&device, rows(ids), 0)),
+                (host.head_logits(rows(ids)), network.head_logits_on(&device, rows(ids))),
+            ]
+        };
+        for (on_host, on_gpu) in pairs {
+            let (on_host, on_gpu) = (on_host.expect("the host evaluates"), on_gpu.expect("the GPU evaluates"));
+            let worst = on_host
+                .iter()
+                .zip(&on_gpu)
+                .map(|(&a, &b)| if a == b { 0.0 } else { f64::from((a - b).abs()) / f64::from(a.abs()).max(1.0) })
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-5, "{kind}: the GPU's logits differ from the host's by {worst}");
+        }
+    }
+    let source = std::fs::read_to_string(root().join("examples/poker.sched")).expect("the example is readable");
+    let program = compile("poker.sched", &source).expect("poker.sched checks");
+    let executable = program.schedule("autoregressive").expect("exists").bind(&[]).expect("binds");
+    let lm = load_model(&dir.join("causal_lm.safetensors").display().to_string(), None).expect("loads");
+    let models = [("lm", lm)];
+    let cpu = RunOptions { seed: 4, batch: 64, ..RunOptions::default() };
+    let on_gpu = RunOptions { device: Some(Arc::clone(&device)), ..cpu.clone() };
+    let expected = executable.run_on(Engine::Jit, &models, &cpu).expect("the CPU run");
+    let actual = executable.run_on(Engine::Jit, &models, &on_gpu).expect("the GPU run");
+    assert_eq!(difference(&expected, &actual, true), None, "the GPU's tokens differ from the CPU's");
+}

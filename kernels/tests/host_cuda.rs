@@ -22,7 +22,9 @@ use sched_kernels::cuda::{
     BLOCK_THREADS, ELEMENTWISE_ENTRY, REDUCE_FINISH_ENTRY, REDUCE_MAX_BLOCKS, REDUCE_PARTIALS_ENTRY, VECTOR_WIDTH,
     elementwise_blocks, elementwise_source, reduction_blocks, reduction_source,
 };
-use sched_kernels::layers::{Activation, BIAS_ACTIVATION_ENTRY, bias_activation, bias_activation_source};
+use sched_kernels::layers::{
+    Activation, BIAS_ACTIVATION_ENTRY, activation_code, bias_activation, bias_activation_source,
+};
 use sched_kernels::{
     BinaryOp, Distribution, ElementwiseKernel, KernelBuilder, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp,
     ReductionKernel, evaluate, reduce,
@@ -781,8 +783,8 @@ fn bias_activation_computes_its_definition() {
                 let mut case = Case::new(module);
                 let data_buffer = case.buffer(Buffer::F32(data.clone()));
                 let bias_buffer = case.buffer(Buffer::F32(bias.clone()));
-                let silu = i32::from(activation == Activation::Silu);
-                let args = vec![data_buffer, bias_buffer, Arg::U32(cols as u32), Arg::U64(len as u64), Arg::I32(silu)];
+                let code = activation_code(activation);
+                let args = vec![data_buffer, bias_buffer, Arg::U32(cols as u32), Arg::U64(len as u64), Arg::I32(code)];
                 case.launch(BIAS_ACTIVATION_ENTRY, grid, BLOCK_THREADS, args);
                 let case = program.case(case);
                 launches.push(BiasLaunch { case, data_buffer, bias_buffer, data, bias, activation, grid });

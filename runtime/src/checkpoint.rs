@@ -484,9 +484,6 @@ fn time_embedding(tau: f64, features: usize, out: &mut Vec<f32>) {
     out.extend((0..features).map(|k| angle(k).cos() as f32));
 }
 
-/// A device the model ran on, and its weights there.
-type OnDevice = (Arc<dyn crate::device::Device>, Arc<crate::device::mlp::DeviceWeights>);
-
 /// One linear layer's weights on the host, row-major.
 pub(crate) struct LayerWeights {
     /// `[outputs, inputs]`.
@@ -504,7 +501,7 @@ pub struct MlpModel {
     l3: Linear,
     class_embed: Option<CTensor>,
     /// The weights uploaded to each device the model ran on.
-    on_devices: std::sync::Mutex<Vec<OnDevice>>,
+    on_devices: crate::device::PerDevice<crate::device::mlp::DeviceWeights>,
 }
 
 /// The tensors of one safetensors file, checked one by one against what the manifest needs.
@@ -691,7 +688,7 @@ impl MlpModel {
             l2: Linear::new(w2, Some(b2)),
             l3: Linear::new(w3, Some(b3)),
             class_embed,
-            on_devices: std::sync::Mutex::new(Vec::new()),
+            on_devices: crate::device::PerDevice::default(),
         })
     }
 
@@ -894,16 +891,7 @@ impl MlpModel {
         &self,
         device: &Arc<dyn crate::device::Device>,
     ) -> Result<Arc<crate::device::mlp::DeviceWeights>, ModelError> {
-        let device = &device.holder().unwrap_or_else(|| Arc::clone(device));
-        let mut cached = self.on_devices.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A cached entry holds its device alive, so no other device can have its address.
-        if let Some((_, weights)) = cached.iter().find(|(d, _)| std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(device)))
-        {
-            return Ok(Arc::clone(weights));
-        }
-        let weights = Arc::new(crate::device::mlp::DeviceWeights::upload(self, device)?);
-        cached.push((Arc::clone(device), Arc::clone(&weights)));
-        Ok(weights)
+        self.on_devices.get_or_upload(device, |device| crate::device::mlp::DeviceWeights::upload(self, device))
     }
 }
 

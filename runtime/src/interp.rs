@@ -26,7 +26,7 @@ use crate::grid::{Grid, materialize};
 use crate::model::{Model, ModelError, uniform_time};
 use crate::sequence::{self, Choice, Noise, Specials, TokenSeq};
 use crate::tensor::Tensor;
-use crate::tokens::{TokenModel, Vocab};
+use crate::tokens::{OnDevice, TokenModel, Vocab};
 
 /// A value given for a schedule parameter.
 #[derive(Clone, Debug)]
@@ -507,6 +507,7 @@ impl<'a> Machine<'a> {
 
     pub(crate) fn execute(&mut self, inst: &Inst) -> Result<(), RunError> {
         if let Some(output) = self.evaluate_on_device(&inst.op)? {
+            self.transfers.device_model_calls += 1;
             if let Op::Field { model, .. } | Op::Jump { model, .. } = inst.op {
                 self.count_calls(Some(model), 1);
             }
@@ -731,10 +732,16 @@ impl<'a> Machine<'a> {
             TokenOp::Extend(kind) => {
                 let model = self.token_model(slot)?;
                 let choice = sampler_args(self, 2, kind)?;
-                let tokens = token_model_of(&model)?;
+                let device = self.device.clone();
+                let bound = on_device(token_model_of(&model)?, device.as_ref());
+                let tokens = bound.model();
+                let evaluated_on_device = matches!(bound, BoundTokenModel::Device(_));
                 let (extended, calls) =
                     sequence::extend(tokens, &*seq(self, 0)?, int(self, 1), kind, choice, specials, noise)?;
                 self.count_calls(slot, calls);
+                if evaluated_on_device {
+                    self.transfers.device_model_calls += calls;
+                }
                 Val::Tokens(Arc::new(extended))
             }
             TokenOp::Length => Val::I64(seq(self, 0)?.length(specials)),
@@ -743,7 +750,10 @@ impl<'a> Machine<'a> {
             TokenOp::Whole => Val::Tokens(Arc::new(seq(self, 0)?.whole())),
             TokenOp::Candidates => {
                 let model = self.token_model(slot)?;
-                let tokens = token_model_of(&model)?;
+                let device = self.device.clone();
+                let bound = on_device(token_model_of(&model)?, device.as_ref());
+                let tokens = bound.model();
+                let evaluated_on_device = matches!(bound, BoundTokenModel::Device(_));
                 let x = seq(self, 0)?;
                 let cache_index = site.unwrap_or(0) as usize;
                 if cache_index >= self.candidate_cache.len() {
@@ -755,6 +765,9 @@ impl<'a> Machine<'a> {
                 self.candidate_cache[cache_index] = cache;
                 let (candidates, confidence, calls) = outcome?;
                 self.count_calls(slot, calls);
+                if evaluated_on_device {
+                    self.transfers.device_model_calls += calls;
+                }
                 if let [tokens_result, confidence_result] = inst.results.as_slice() {
                     self.values[tokens_result.0 as usize] = Some(Val::Tokens(Arc::new(candidates)));
                     self.values[confidence_result.0 as usize] = Some(Val::Tensor(Arc::new(confidence)));
@@ -782,18 +795,30 @@ impl<'a> Machine<'a> {
             TokenOp::Propose(kind) => {
                 let model = self.token_model(slot)?;
                 let choice = sampler_args(self, 2, kind)?;
-                let tokens = token_model_of(&model)?;
+                let device = self.device.clone();
+                let bound = on_device(token_model_of(&model)?, device.as_ref());
+                let tokens = bound.model();
+                let evaluated_on_device = matches!(bound, BoundTokenModel::Device(_));
                 let (draft, calls) = sequence::propose(tokens, &*seq(self, 0)?, int(self, 1), kind, choice, noise)?;
                 self.count_calls(slot, calls);
+                if evaluated_on_device {
+                    self.transfers.device_model_calls += calls;
+                }
                 Val::Tokens(Arc::new(draft))
             }
             TokenOp::Verify(kind) => {
                 let model = self.token_model(slot)?;
                 let choice = sampler_args(self, 2, kind)?;
-                let tokens = token_model_of(&model)?;
+                let device = self.device.clone();
+                let bound = on_device(token_model_of(&model)?, device.as_ref());
+                let tokens = bound.model();
+                let evaluated_on_device = matches!(bound, BoundTokenModel::Device(_));
                 let (verified, calls) =
                     sequence::verify(tokens, &*seq(self, 0)?, &*seq(self, 1)?, choice, specials, noise)?;
                 self.count_calls(slot, calls);
+                if evaluated_on_device {
+                    self.transfers.device_model_calls += calls;
+                }
                 Val::Tokens(Arc::new(verified))
             }
         };
@@ -1158,6 +1183,29 @@ impl<'a> Machine<'a> {
 }
 
 /// A function of a model's interpolant at `t`.
+/// A token model as a run calls it: on the run's device when the model has a device evaluation.
+enum BoundTokenModel<'a> {
+    Host(&'a dyn TokenModel),
+    Device(OnDevice<'a>),
+}
+
+impl BoundTokenModel<'_> {
+    fn model(&self) -> &dyn TokenModel {
+        match self {
+            BoundTokenModel::Host(model) => *model,
+            BoundTokenModel::Device(on_device) => on_device,
+        }
+    }
+}
+
+/// `model` bound to the run's device, if there is one and the model runs on devices.
+fn on_device<'a>(model: &'a dyn TokenModel, device: Option<&'a Arc<dyn Device>>) -> BoundTokenModel<'a> {
+    match (device, model.on_device()) {
+        (Some(device), Some(network)) => BoundTokenModel::Device(OnDevice { model, device, network }),
+        _ => BoundTokenModel::Host(model),
+    }
+}
+
 /// The token side of a model a token operation calls; binding checks the kind first, so a model
 /// without one is refused here only when a schedule is run without that check.
 fn token_model_of(model: &Arc<dyn Model>) -> Result<&dyn TokenModel, RunError> {

@@ -130,7 +130,7 @@ fn replayable(
 
 /// The outputs of a replay: the recorded run's (its model calls and kernel launches are the
 /// replay's too), with each emitted tensor's data from the replay's result of the same download,
-/// and the replay's transfers: its downloads only.
+/// and the replay's transfers: its downloads only, and the device evaluations it repeated.
 fn refilled(template: &Outputs, results: Vec<Vec<f32>>) -> Outputs {
     let mut outputs = template.clone();
     for (name, download) in &template.output_downloads {
@@ -141,6 +141,11 @@ fn refilled(template: &Outputs, results: Vec<Vec<f32>>) -> Outputs {
         }
     }
     let download_bytes = results.iter().map(|r| 4 * r.len() as u64).sum();
-    outputs.transfers = Transfers { downloads: results.len() as u64, download_bytes, ..Transfers::default() };
+    outputs.transfers = Transfers {
+        downloads: results.len() as u64,
+        download_bytes,
+        device_model_calls: template.transfers.device_model_calls,
+        ..Transfers::default()
+    };
     outputs
 }

@@ -29,7 +29,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use sched_kernels::cuda as emit;
-use sched_kernels::layers::{self, Activation};
+use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
@@ -47,7 +47,8 @@ struct Buffer {
 enum ModuleKind {
     Elementwise,
     Reduction,
-    BiasActivation,
+    /// A layer kernel with one entry point of this name.
+    Layer(&'static str),
 }
 
 /// The loaded functions of one kernel's module.
@@ -268,7 +269,7 @@ impl CudaDevice {
                 finish: function(emit::REDUCE_FINISH_ENTRY)?,
             },
             ModuleKind::Elementwise => Loaded::Single(function(emit::ELEMENTWISE_ENTRY)?),
-            ModuleKind::BiasActivation => Loaded::Single(function(layers::BIAS_ACTIVATION_ENTRY)?),
+            ModuleKind::Layer(entry) => Loaded::Single(function(entry)?),
         };
         lock(&self.modules).insert(source, loaded.clone());
         Ok(loaded)
@@ -517,7 +518,7 @@ impl Device for CudaDevice {
         activation: Activation,
     ) -> Result<(), DeviceError> {
         let source = layers::bias_activation_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::BiasActivation)? else {
+        let Loaded::Single(function) = self.load(source, ModuleKind::Layer(layers::BIAS_ACTIVATION_ENTRY))? else {
             return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
         };
         let cols = lock(&self.buffers).get(&bias.0).map(|b| b.len).ok_or_else(|| unknown(bias))?;
@@ -528,9 +529,9 @@ impl Device for CudaDevice {
         let [bias_address] = self.addresses(&[bias], cols)?[..] else { return Err(unknown(bias)) };
         let cols = u32::try_from(cols)
             .map_err(|_| DeviceError::Buffer { buffer: bias.0, problem: "has more than 2^32 elements".into() })?;
-        let (len, silu) = (len as u64, i32::from(activation == Activation::Silu));
+        let (len, code) = (len as u64, layers::activation_code(activation));
         let mut builder = self.stream.launch_builder(&function);
-        builder.arg(&data_address).arg(&bias_address).arg(&cols).arg(&len).arg(&silu);
+        builder.arg(&data_address).arg(&bias_address).arg(&cols).arg(&len).arg(&code);
         let config = LaunchConfig {
             grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
             block_dim: (emit::BLOCK_THREADS, 1, 1),
@@ -539,6 +540,113 @@ impl Device for CudaDevice {
         // SAFETY: the arguments follow `sched_bias_activation`'s signature: `data` holds `len`
         // elements and `bias` `cols >= 1` (both checked above); the grid-stride loop stays in
         // bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
+        Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        x: BufferId,
+        weight: BufferId,
+        bias: BufferId,
+        out: BufferId,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), DeviceError> {
+        if x == out {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both the input and the output of a LayerNorm".into(),
+            });
+        }
+        let len = rows
+            .checked_mul(width)
+            .ok_or(DeviceError::Buffer { buffer: x.0, problem: format!("{rows} rows of {width} elements overflow") })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let source = layers::layer_norm_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Layer(layers::LN_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [x_address, out_address] = self.addresses(&[x, out], len)?[..] else { return Err(unknown(x)) };
+        let [weight_address, bias_address] = self.addresses(&[weight, bias], width)?[..] else {
+            return Err(unknown(weight));
+        };
+        let width = u32::try_from(width)
+            .map_err(|_| DeviceError::Buffer { buffer: weight.0, problem: "has more than 2^32 elements".into() })?;
+        let rows = rows as u64;
+        let mut builder = self.stream.launch_builder(&function);
+        builder
+            .arg(&x_address)
+            .arg(&weight_address)
+            .arg(&bias_address)
+            .arg(&out_address)
+            .arg(&rows)
+            .arg(&width)
+            .arg(&eps);
+        // One thread per row: `elementwise_blocks` sizes a grid for one thread per group of
+        // VECTOR_WIDTH elements, so it is asked for that many elements per row.
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(rows * emit::VECTOR_WIDTH as u64, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_layer_norm`'s signature: `x` and `out` hold
+        // `rows * width` elements and `weight` and `bias` `width` (all checked above), `out` is
+        // not `x`, and the grid-stride loop over rows stays in bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: BufferId,
+        k: BufferId,
+        v: BufferId,
+        out: BufferId,
+        shape: AttentionShape,
+    ) -> Result<(), DeviceError> {
+        if [q, k, v].contains(&out) {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both an input and the output of attention".into(),
+            });
+        }
+        let AttentionShape { batch, len, heads, head_dim, causal } = shape;
+        let too_big =
+            || DeviceError::Buffer { buffer: out.0, problem: format!("attention of shape {shape:?} is too large") };
+        let elements =
+            [batch, len, heads, head_dim].iter().try_fold(1usize, |n, &k| n.checked_mul(k)).ok_or_else(too_big)?;
+        let threads = batch.checked_mul(len).and_then(|n| n.checked_mul(heads)).ok_or_else(too_big)?;
+        if elements == 0 {
+            return Ok(());
+        }
+        let source = layers::attention_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Layer(layers::ATTENTION_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [q, k, v, out] = self.addresses(&[q, k, v, out], elements)?[..] else { return Err(unknown(out)) };
+        let size = |n: usize| u32::try_from(n).map_err(|_| too_big());
+        let (batch, len, heads, head_dim) = (size(batch)?, size(len)?, size(heads)?, size(head_dim)?);
+        let causal = i32::from(causal);
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&q).arg(&k).arg(&v).arg(&out).arg(&batch).arg(&len).arg(&heads).arg(&head_dim).arg(&causal);
+        // One thread per (row, head, query), sized as for the LayerNorm's rows.
+        let config = LaunchConfig {
+            grid_dim: (
+                emit::elementwise_blocks(threads as u64 * emit::VECTOR_WIDTH as u64, self.multiprocessors),
+                1,
+                1,
+            ),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_attention`'s signature: `q`, `k`, `v` and `out`
+        // each hold `batch * len * heads * head_dim` elements (checked above), `out` is none of
+        // the inputs, and the grid-stride loop over (row, head, query) stays in bounds for any
+        // grid.
         unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
         Ok(())
     }

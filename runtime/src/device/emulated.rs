@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use candle_core::{Device as CDevice, Tensor as CTensor};
 use sched_kernels::cpu;
-use sched_kernels::layers::{self, Activation};
+use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
 
 use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, check_counts};
@@ -50,6 +50,16 @@ enum Captured {
         from: BufferId,
         to: BufferId,
         len: usize,
+    },
+    LayerNorm {
+        buffers: [BufferId; 4],
+        rows: usize,
+        width: usize,
+        eps: f32,
+    },
+    Attention {
+        buffers: [BufferId; 4],
+        shape: AttentionShape,
     },
 }
 
@@ -116,6 +126,31 @@ impl EmulatedDevice {
                 self.bias_activation(*data, *bias, *len, *activation)
             }
             Captured::Copy { from, to, len } => self.copy(*from, *to, *len),
+            Captured::LayerNorm { buffers: [x, weight, bias, out], rows, width, eps } => {
+                self.layer_norm(*x, *weight, *bias, *out, *rows, *width, *eps)
+            }
+            Captured::Attention { buffers: [q, k, v, out], shape } => self.attention(*q, *k, *v, *out, *shape),
+        }
+    }
+
+    /// A copy of the first `len` elements of a buffer.
+    fn read(&self, buffer: BufferId, len: usize) -> Result<Vec<f32>, DeviceError> {
+        match self.buffers().get(&buffer.0) {
+            Some(data) if data.len() >= len => Ok(data[..len].to_vec()),
+            Some(data) => Err(short(buffer, data.len(), len)),
+            None => Err(unknown(buffer)),
+        }
+    }
+
+    /// Writes `data` to the start of a buffer.
+    fn write(&self, buffer: BufferId, data: &[f32]) -> Result<(), DeviceError> {
+        match self.buffers().get_mut(&buffer.0) {
+            Some(values) if values.len() >= data.len() => {
+                values[..data.len()].copy_from_slice(data);
+                Ok(())
+            }
+            Some(values) => Err(short(buffer, values.len(), data.len())),
+            None => Err(unknown(buffer)),
         }
     }
 
@@ -280,6 +315,44 @@ impl Device for EmulatedDevice {
             None => return Err(unknown(to)),
         }
         Ok(())
+    }
+
+    fn layer_norm(
+        &self,
+        x: BufferId,
+        weight: BufferId,
+        bias: BufferId,
+        out: BufferId,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), DeviceError> {
+        if self.record(|| Captured::LayerNorm { buffers: [x, weight, bias, out], rows, width, eps }) {
+            return Ok(());
+        }
+        let len = rows * width;
+        let (x, weight, bias) = (self.read(x, len)?, self.read(weight, width)?, self.read(bias, width)?);
+        let mut result = vec![0.0; len];
+        layers::layer_norm(&x, &weight, &bias, eps, &mut result);
+        self.write(out, &result)
+    }
+
+    fn attention(
+        &self,
+        q: BufferId,
+        k: BufferId,
+        v: BufferId,
+        out: BufferId,
+        shape: AttentionShape,
+    ) -> Result<(), DeviceError> {
+        if self.record(|| Captured::Attention { buffers: [q, k, v, out], shape }) {
+            return Ok(());
+        }
+        let len = shape.batch * shape.len * shape.heads * shape.head_dim;
+        let (q, k, v) = (self.read(q, len)?, self.read(k, len)?, self.read(v, len)?);
+        let mut result = vec![0.0; len];
+        layers::attention(&q, &k, &v, shape, &mut result);
+        self.write(out, &result)
     }
 
     fn live_buffers(&self) -> usize {

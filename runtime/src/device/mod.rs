@@ -28,12 +28,13 @@ pub mod cuda;
 pub mod emulated;
 pub mod mlp;
 pub mod replay;
+pub mod transformer;
 
 use std::fmt;
 use std::sync::Arc;
 
 use sched_kernels::KernelError;
-use sched_kernels::layers::Activation;
+use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::nvrtc::NvrtcError;
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
@@ -115,6 +116,30 @@ pub trait Device: Send + Sync + fmt::Debug {
         len: usize,
         activation: Activation,
     ) -> Result<(), DeviceError>;
+    /// LayerNorm of each row of `width` elements of `x` (`rows` rows) into `out`, with the scale
+    /// `weight` and shift `bias` (`width` elements each) and `eps` as
+    /// [`sched_kernels::layers::layer_norm`] defines it; `out` is not `x`.
+    #[allow(clippy::too_many_arguments, reason = "the buffers and sizes of one layer")]
+    fn layer_norm(
+        &self,
+        x: BufferId,
+        weight: BufferId,
+        bias: BufferId,
+        out: BufferId,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), DeviceError>;
+    /// Multi-head attention of `q`, `k` and `v` into `out`, each `[batch, len, heads * head_dim]`,
+    /// as [`sched_kernels::layers::attention`] defines it; `out` is none of the inputs.
+    fn attention(
+        &self,
+        q: BufferId,
+        k: BufferId,
+        v: BufferId,
+        out: BufferId,
+        shape: AttentionShape,
+    ) -> Result<(), DeviceError>;
     /// Copies the first `len` elements of buffer `from` into buffer `to` (distinct buffers).
     fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError>;
     /// How many buffers are allocated now (for leak checks).
@@ -170,12 +195,56 @@ pub struct Transfers {
     pub reductions: u64,
     /// Model evaluations that ran on the host and so copied their input down and output up.
     pub host_model_calls: u64,
+    /// Model evaluations that ran on the device (a network's matrix products and layer kernels).
+    pub device_model_calls: u64,
 }
 
 impl Transfers {
     /// Synchronisations of the host with the device: downloads and reductions.
     pub fn syncs(&self) -> u64 {
         self.downloads + self.reductions
+    }
+}
+
+/// What a model keeps on each device it ran on (its weights), by the device that holds the
+/// buffers ([`Device::holder`]), so a wrapper of a device finds the data uploaded through
+/// another. Each entry holds its device alive.
+pub struct PerDevice<T> {
+    entries: std::sync::Mutex<Vec<DeviceEntry<T>>>,
+}
+
+/// A device, and what a model keeps there.
+type DeviceEntry<T> = (Arc<dyn Device>, Arc<T>);
+
+impl<T> Default for PerDevice<T> {
+    fn default() -> Self {
+        PerDevice { entries: std::sync::Mutex::new(Vec::new()) }
+    }
+}
+
+impl<T> fmt::Debug for PerDevice<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PerDevice").finish_non_exhaustive()
+    }
+}
+
+impl<T> PerDevice<T> {
+    /// The data on `device`'s holder, made by `upload` there on the first call.
+    pub fn get_or_upload<E>(
+        &self,
+        device: &Arc<dyn Device>,
+        upload: impl FnOnce(&Arc<dyn Device>) -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        let device = &device.holder().unwrap_or_else(|| Arc::clone(device));
+        // Every update is one push, so a panic elsewhere leaves the list consistent.
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // An entry holds its device alive, so no other device can have its address.
+        if let Some((_, data)) = entries.iter().find(|(d, _)| std::ptr::addr_eq(Arc::as_ptr(d), Arc::as_ptr(device))) {
+            return Ok(Arc::clone(data));
+        }
+        let data = Arc::new(upload(device)?);
+        entries.push((Arc::clone(device), Arc::clone(&data)));
+        Ok(data)
     }
 }
 

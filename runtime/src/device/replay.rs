@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sched_kernels::layers::Activation;
+use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
 
 use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape};
@@ -43,6 +43,8 @@ enum Recorded {
     Linear { x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape },
     BiasActivation { data: BufferId, bias: BufferId, len: usize, activation: Activation },
     Copy { from: BufferId, to: BufferId, len: usize },
+    LayerNorm { buffers: [BufferId; 4], rows: usize, width: usize, eps: u32 },
+    Attention { buffers: [BufferId; 4], shape: AttentionShape },
 }
 
 /// An elementwise launch with its buffers named by `B`, and its parameters as f32 bits (so that
@@ -190,6 +192,34 @@ impl Device for Recorder {
         Ok(())
     }
 
+    fn layer_norm(
+        &self,
+        x: BufferId,
+        weight: BufferId,
+        bias: BufferId,
+        out: BufferId,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), DeviceError> {
+        self.inner.layer_norm(x, weight, bias, out, rows, width, eps)?;
+        self.record(Recorded::LayerNorm { buffers: [x, weight, bias, out], rows, width, eps: eps.to_bits() });
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: BufferId,
+        k: BufferId,
+        v: BufferId,
+        out: BufferId,
+        shape: AttentionShape,
+    ) -> Result<(), DeviceError> {
+        self.inner.attention(q, k, v, out, shape)?;
+        self.record(Recorded::Attention { buffers: [q, k, v, out], shape });
+        Ok(())
+    }
+
     fn live_buffers(&self) -> usize {
         self.inner.live_buffers()
     }
@@ -219,6 +249,8 @@ enum Step {
     Linear { x: Slot, weight: Slot, out: Slot, shape: LinearShape },
     BiasActivation { data: Slot, bias: Slot, len: usize, activation: Activation },
     Copy { from: Slot, to: Slot, len: usize },
+    LayerNorm { slots: [Slot; 4], rows: usize, width: usize, eps: u32 },
+    Attention { slots: [Slot; 4], shape: AttentionShape },
 }
 
 /// The device work of one run, replayable with another seed.
@@ -284,6 +316,9 @@ impl Plan {
                 }
                 Recorded::Copy { to, .. } => {
                     written.insert(*to);
+                }
+                Recorded::LayerNorm { buffers: [.., out], .. } | Recorded::Attention { buffers: [.., out], .. } => {
+                    written.insert(*out);
                 }
             }
         }
@@ -375,6 +410,14 @@ impl PlanBuilder {
             Recorded::Copy { from, to, len } => {
                 let step = Step::Copy { from: self.slot(*from), to: self.slot(*to), len: *len };
                 self.plan.steps.push(step);
+            }
+            Recorded::LayerNorm { buffers, rows, width, eps } => {
+                let slots = buffers.map(|b| self.slot(b));
+                self.plan.steps.push(Step::LayerNorm { slots, rows: *rows, width: *width, eps: *eps });
+            }
+            Recorded::Attention { buffers, shape } => {
+                let slots = buffers.map(|b| self.slot(b));
+                self.plan.steps.push(Step::Attention { slots, shape: *shape });
             }
         }
     }
@@ -469,6 +512,14 @@ impl Replay {
                     self.device.bias_activation(self.buffer(*data), self.buffer(*bias), *len, *activation)?;
                 }
                 Step::Copy { from, to, len } => self.device.copy(self.buffer(*from), self.buffer(*to), *len)?,
+                Step::LayerNorm { slots, rows, width, eps } => {
+                    let [x, weight, bias, out] = slots.map(|s| self.buffer(s));
+                    self.device.layer_norm(x, weight, bias, out, *rows, *width, f32::from_bits(*eps))?;
+                }
+                Step::Attention { slots, shape } => {
+                    let [q, k, v, out] = slots.map(|s| self.buffer(s));
+                    self.device.attention(q, k, v, out, *shape)?;
+                }
             }
         }
         Ok(())

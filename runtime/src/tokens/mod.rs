@@ -14,6 +14,9 @@ pub mod poker;
 pub mod table;
 pub mod transformer;
 
+use std::sync::Arc;
+
+use crate::device::Device;
 use crate::model::ModelError;
 
 /// A model's vocabulary: its size, its special tokens and, when known, the text of each token.
@@ -83,4 +86,52 @@ pub trait TokenModel: Send + Sync {
     /// at position `len + i` given the row, marginally over the positions in between (head 0 is
     /// the next-token distribution). `batch × heads × vocab` entries. One evaluation.
     fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+
+    /// The model's evaluation on a device, when it has one (the transformer's network runs on a
+    /// device's matrix products and layer kernels).
+    fn on_device(&self) -> Option<&dyn DeviceTokenModel> {
+        None
+    }
+}
+
+/// A token model whose network runs on a device. Each method is [`TokenModel`]'s of the same
+/// name, evaluated on `device`, with the logits returned to the host.
+pub trait DeviceTokenModel: Send + Sync {
+    fn causal_logits_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        from: usize,
+    ) -> Result<Vec<f32>, ModelError>;
+    fn masked_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+    fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+}
+
+/// A token model bound to a run's device: every evaluation runs its network there.
+pub struct OnDevice<'a> {
+    pub model: &'a dyn TokenModel,
+    pub device: &'a Arc<dyn Device>,
+    pub network: &'a dyn DeviceTokenModel,
+}
+
+impl TokenModel for OnDevice<'_> {
+    fn vocab(&self) -> &Vocab {
+        self.model.vocab()
+    }
+
+    fn causal_logits(&self, rows: TokenRows<'_>, from: usize) -> Result<Vec<f32>, ModelError> {
+        self.network.causal_logits_on(self.device, rows, from)
+    }
+
+    fn masked_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+        self.network.masked_logits_on(self.device, rows)
+    }
+
+    fn heads(&self) -> usize {
+        self.model.heads()
+    }
+
+    fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+        self.network.head_logits_on(self.device, rows)
+    }
 }

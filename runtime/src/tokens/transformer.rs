@@ -30,6 +30,7 @@
 //! writes give identical logits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{D, Device, Tensor as CTensor, Var};
@@ -40,11 +41,13 @@ use tokenizers::Tokenizer;
 
 use crate::analytic::spec::did_you_mean;
 use crate::checkpoint::{Architecture, CheckpointFile, ManifestTable, architecture_of, write_safetensors};
+use crate::device::PerDevice;
+use crate::device::transformer::DeviceTransformer;
 use crate::interpolant::Interpolant;
 use crate::load::LoadError;
 use crate::model::{FieldKind, Label, Model, ModelError, ModelInfo};
 use crate::tensor::Tensor;
-use crate::tokens::{TokenModel, TokenRows, Vocab, poker};
+use crate::tokens::{DeviceTokenModel, TokenModel, TokenRows, Vocab, poker};
 
 /// The manifest fields of a transformer, for "did you mean" on unknown ones.
 const FIELDS: &[&str] = &[
@@ -397,6 +400,8 @@ pub struct TransformerModel {
     vocab: Vocab,
     network: Network,
     tokenizer: Option<Tokenizer>,
+    /// The network's weights on each device it ran on.
+    on_devices: PerDevice<DeviceTransformer>,
 }
 
 impl TransformerModel {
@@ -440,7 +445,7 @@ impl TransformerModel {
             source,
         };
         let vocab = Vocab { size: manifest.vocab, mask: manifest.mask_id, eos: Some(manifest.eos_id), words };
-        TransformerModel { info, manifest, vocab, network, tokenizer }
+        TransformerModel { info, manifest, vocab, network, tokenizer, on_devices: PerDevice::default() }
     }
 
     pub fn manifest(&self) -> &TransformerManifest {
@@ -483,9 +488,9 @@ impl TransformerModel {
     }
 
     /// Checks `rows` (their size, their ids, and their length plus `start` positions against
-    /// `max_len`) and returns the network's input `[batch, start + len]`, with the end token
+    /// `max_len`) and returns the network's input ids `[batch, start + len]`, with the end token
     /// prepended as the start token when `start` is 1.
-    fn input(&self, rows: TokenRows<'_>, start: usize) -> Result<CTensor, ModelError> {
+    fn input(&self, rows: TokenRows<'_>, start: usize) -> Result<Vec<u32>, ModelError> {
         if rows.batch.checked_mul(rows.len) != Some(rows.ids.len()) {
             return Err(self.error(format!(
                 "the rows hold {} ids, but {} rows of length {} need {}",
@@ -519,12 +524,149 @@ impl TransformerModel {
             }
             ids.extend_from_slice(rows.row(b));
         }
-        CTensor::from_vec(ids, (rows.batch, n), &Device::Cpu).map_err(|e| self.error(e))
+        Ok(ids)
     }
 
-    fn flat(&self, logits: candle_core::Result<CTensor>) -> Result<Vec<f32>, ModelError> {
-        logits.and_then(|l| l.flatten_all()?.to_vec1::<f32>()).map_err(|e| self.error(e))
+    /// The tensor of the checkpoint named `name`, as f32 values in row-major order.
+    pub(crate) fn tensor(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        let (_, tensor) = self
+            .network
+            .named
+            .iter()
+            .find(|(n, _)| n == name)
+            .ok_or_else(|| self.error(format!("the network has no tensor `{name}`")))?;
+        tensor.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| self.error(e))
     }
+
+    /// The network's weights uploaded to `device` (to the device that holds its buffers, if it
+    /// passes work on to another), uploaded on the first call.
+    pub(crate) fn weights_on(
+        &self,
+        device: &Arc<dyn crate::device::Device>,
+    ) -> Result<Arc<DeviceTransformer>, ModelError> {
+        self.on_devices.get_or_upload(device, |device| DeviceTransformer::upload(self, device))
+    }
+
+    /// Evaluates the network on the host (candle on the CPU).
+    fn evaluate(&self, evaluation: &Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError> {
+        let Evaluation { ids, batch, n, causal, ref positions, ref heads } = *evaluation;
+        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let input = CTensor::from_vec(ids.to_vec(), (batch, n), &Device::Cpu)?;
+            let hidden = self.network.hidden(&input, causal)?.narrow(1, positions.start, positions.len())?;
+            heads.clone().map(|head| self.network.logits(&hidden, head)?.flatten_all()?.to_vec1::<f32>()).collect()
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    /// [`TokenModel::causal_logits`] with the network evaluated by `evaluate`.
+    pub(crate) fn causal_logits_with(
+        &self,
+        rows: TokenRows<'_>,
+        from: usize,
+        evaluate: impl FnOnce(&Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError>,
+    ) -> Result<Vec<f32>, ModelError> {
+        if self.manifest.kind == ModelKind::MaskedLm {
+            return Err(self.unsupported("score next tokens (it is bidirectional)"));
+        }
+        if from > rows.len {
+            return Err(self.error(format!("cannot score from position {from} of rows of length {}", rows.len)));
+        }
+        let ids = self.input(rows, 1)?;
+        if rows.batch == 0 {
+            return Ok(Vec::new());
+        }
+        // Output j of the input [eos] ++ row predicts row[j].
+        let evaluation = Evaluation {
+            ids: &ids,
+            batch: rows.batch,
+            n: rows.len + 1,
+            causal: true,
+            positions: from..rows.len + 1,
+            heads: 0..1,
+        };
+        Ok(evaluate(&evaluation)?.swap_remove(0))
+    }
+
+    /// [`TokenModel::masked_logits`] with the network evaluated by `evaluate`.
+    pub(crate) fn masked_logits_with(
+        &self,
+        rows: TokenRows<'_>,
+        evaluate: impl FnOnce(&Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let Some(mask) = self.manifest.mask_id.filter(|_| self.manifest.kind == ModelKind::MaskedLm) else {
+            return Err(self.unsupported("score masked positions (it is not a masked_lm)"));
+        };
+        let ids = self.input(rows, 0)?;
+        if rows.batch == 0 || rows.len == 0 {
+            return Ok(Vec::new());
+        }
+        let evaluation = Evaluation {
+            ids: &ids,
+            batch: rows.batch,
+            n: rows.len,
+            causal: false,
+            positions: 0..rows.len,
+            heads: 0..1,
+        };
+        let mut logits = evaluate(&evaluation)?.swap_remove(0);
+        let vocab = self.manifest.vocab;
+        for (position, &token) in logits.chunks_exact_mut(vocab).zip(rows.ids) {
+            if token == mask {
+                position[mask as usize] = f32::NEG_INFINITY;
+            } else {
+                // An observed token: a point mass on it.
+                position.fill(f32::NEG_INFINITY);
+                position[token as usize] = 0.0;
+            }
+        }
+        Ok(logits)
+    }
+
+    /// [`TokenModel::head_logits`] with the network evaluated by `evaluate`.
+    pub(crate) fn head_logits_with(
+        &self,
+        rows: TokenRows<'_>,
+        evaluate: impl FnOnce(&Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError>,
+    ) -> Result<Vec<f32>, ModelError> {
+        if self.manifest.kind == ModelKind::MaskedLm {
+            return Err(self.unsupported("score next tokens from heads (it is bidirectional)"));
+        }
+        let ids = self.input(rows, 1)?;
+        if rows.batch == 0 {
+            return Ok(Vec::new());
+        }
+        let heads = self.manifest.heads;
+        let evaluation = Evaluation {
+            ids: &ids,
+            batch: rows.batch,
+            n: rows.len + 1,
+            causal: true,
+            positions: rows.len..rows.len + 1,
+            heads: 0..heads,
+        };
+        let per_head = evaluate(&evaluation)?;
+        // Each head's logits are [batch, vocab]; the result is [batch, heads, vocab].
+        let vocab = self.manifest.vocab;
+        let mut logits = Vec::with_capacity(rows.batch * heads * vocab);
+        for b in 0..rows.batch {
+            for head in &per_head {
+                logits.extend_from_slice(head.get(b * vocab..(b + 1) * vocab).unwrap_or_default());
+            }
+        }
+        Ok(logits)
+    }
+}
+
+/// One evaluation of a transformer's network: the ids `[batch, n]` and the mask, and which
+/// positions and heads to return. The result has one entry per head, each the logits
+/// `[batch, positions.len(), vocab]` flattened.
+pub(crate) struct Evaluation<'a> {
+    pub ids: &'a [u32],
+    pub batch: usize,
+    pub n: usize,
+    pub causal: bool,
+    pub positions: std::ops::Range<usize>,
+    pub heads: std::ops::Range<usize>,
 }
 
 /// Reads the tokenizer at `path`, checks that it has exactly `vocab` tokens, and returns it with
@@ -628,45 +770,11 @@ impl TokenModel for TransformerModel {
     }
 
     fn causal_logits(&self, rows: TokenRows<'_>, from: usize) -> Result<Vec<f32>, ModelError> {
-        if self.manifest.kind == ModelKind::MaskedLm {
-            return Err(self.unsupported("score next tokens (it is bidirectional)"));
-        }
-        if from > rows.len {
-            return Err(self.error(format!("cannot score from position {from} of rows of length {}", rows.len)));
-        }
-        let input = self.input(rows, 1)?;
-        if rows.batch == 0 {
-            return Ok(Vec::new());
-        }
-        // Output j of the input [eos] ++ row predicts row[j].
-        self.flat(
-            self.network
-                .hidden(&input, true)
-                .and_then(|h| h.narrow(1, from, rows.len + 1 - from))
-                .and_then(|h| self.network.logits(&h, 0)),
-        )
+        self.causal_logits_with(rows, from, |e| self.evaluate(e))
     }
 
     fn masked_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
-        let Some(mask) = self.manifest.mask_id.filter(|_| self.manifest.kind == ModelKind::MaskedLm) else {
-            return Err(self.unsupported("score masked positions (it is not a masked_lm)"));
-        };
-        let input = self.input(rows, 0)?;
-        if rows.batch == 0 || rows.len == 0 {
-            return Ok(Vec::new());
-        }
-        let mut logits = self.flat(self.network.hidden(&input, false).and_then(|h| self.network.logits(&h, 0)))?;
-        let vocab = self.manifest.vocab;
-        for (position, &token) in logits.chunks_exact_mut(vocab).zip(rows.ids) {
-            if token == mask {
-                position[mask as usize] = f32::NEG_INFINITY;
-            } else {
-                // An observed token: a point mass on it.
-                position.fill(f32::NEG_INFINITY);
-                position[token as usize] = 0.0;
-            }
-        }
-        Ok(logits)
+        self.masked_logits_with(rows, |e| self.evaluate(e))
     }
 
     fn heads(&self) -> usize {
@@ -674,20 +782,11 @@ impl TokenModel for TransformerModel {
     }
 
     fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
-        if self.manifest.kind == ModelKind::MaskedLm {
-            return Err(self.unsupported("score next tokens from heads (it is bidirectional)"));
-        }
-        let input = self.input(rows, 1)?;
-        if rows.batch == 0 {
-            return Ok(Vec::new());
-        }
-        let run = || -> candle_core::Result<CTensor> {
-            let last = self.network.hidden(&input, true)?.narrow(1, rows.len, 1)?.squeeze(1)?;
-            let heads =
-                (0..self.manifest.heads).map(|i| self.network.logits(&last, i)).collect::<Result<Vec<_>, _>>()?;
-            CTensor::stack(&heads, 1)
-        };
-        self.flat(run())
+        self.head_logits_with(rows, |e| self.evaluate(e))
+    }
+
+    fn on_device(&self) -> Option<&dyn DeviceTokenModel> {
+        Some(self)
     }
 }
 

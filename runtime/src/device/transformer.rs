@@ -1,0 +1,296 @@
+//! The transformer token model ([`crate::tokens::transformer`]) on a device: its matrix products
+//! through [`Device::linear`] (cuBLAS on a GPU), biases and GELUs through
+//! [`Device::bias_activation`], LayerNorms and attention through their layer kernels
+//! ([`sched_kernels::layers`]), and residual additions as elementwise kernels.
+//!
+//! The input embeddings (a token's row plus its position's row) are gathered and added on the
+//! host, as candle adds them, and uploaded once per evaluation; everything after runs on the
+//! device, and the logits of the positions the caller asked for come back. The network computes
+//! what candle computes on the CPU in the same order of layers; the matrix products and the
+//! attention's sums run in another order, so the logits agree to f32 rounding, not bit for bit.
+
+use std::sync::Arc;
+
+use sched_kernels::builder::KernelBuilder;
+use sched_kernels::layers::{Activation, AttentionShape};
+use sched_kernels::spec::{BinaryOp, ElementwiseKernel, NoiseLaunch};
+
+use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape};
+use crate::model::{Model, ModelError};
+use crate::tokens::transformer::{Evaluation, TransformerModel};
+use crate::tokens::{DeviceTokenModel, TokenRows};
+
+/// The ε of every LayerNorm of the network (as on the host).
+const LN_EPS: f32 = 1e-5;
+
+/// A linear layer's weight `[outputs, inputs]` and bias on the device.
+struct Linear {
+    weight: DeviceTensor,
+    bias: Option<DeviceTensor>,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// A LayerNorm's scale and shift on the device.
+struct Norm {
+    weight: DeviceTensor,
+    bias: DeviceTensor,
+}
+
+struct Block {
+    ln1: Norm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    ln2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// The transformer's weights on one device, and the embeddings on the host.
+pub struct DeviceTransformer {
+    /// `embed.weight`, `[vocab, d]`, on the host: the input rows are gathered there.
+    embed: Vec<f32>,
+    /// `pos_embed.weight`, `[max_len, d]`, on the host.
+    pos_embed: Vec<f32>,
+    blocks: Vec<Block>,
+    ln_f: Norm,
+    unembed: Linear,
+    /// The extra layers of heads 1.. of an `mtp_lm`.
+    extra_heads: Vec<Linear>,
+    d: usize,
+    attention_heads: usize,
+    vocab: usize,
+}
+
+impl std::fmt::Debug for DeviceTransformer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTransformer")
+            .field("d", &self.d)
+            .field("layers", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(model: &TransformerModel, error: DeviceError) -> ModelError {
+    ModelError::Backend { model: model.info().source.clone(), message: error.to_string() }
+}
+
+fn upload(device: &Arc<dyn Device>, data: &[f32], shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
+    Ok(DeviceTensor::new(shape, device.upload(data)?, Arc::clone(device)))
+}
+
+fn alloc(device: &Arc<dyn Device>, shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
+    let len = shape.iter().product();
+    Ok(DeviceTensor::new(shape, device.alloc(len)?, Arc::clone(device)))
+}
+
+/// `out0 = in0 + in1`: a residual connection (launched with `in0` as its output, in place).
+fn add_kernel() -> ElementwiseKernel {
+    let mut b = KernelBuilder::new();
+    let (x, y) = (b.input(0), b.input(1));
+    let sum = b.binary(BinaryOp::Add, x, y);
+    b.output(sum);
+    b.finish()
+}
+
+impl DeviceTransformer {
+    /// Uploads `model`'s weights to `device`.
+    pub(crate) fn upload(model: &TransformerModel, device: &Arc<dyn Device>) -> Result<DeviceTransformer, ModelError> {
+        let manifest = model.manifest();
+        let d = manifest.d_model;
+        let weight = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, ModelError> {
+            upload(device, &model.tensor(name)?, shape).map_err(|e| backend(model, e))
+        };
+        let linear = |prefix: &str, outputs: usize, inputs: usize| -> Result<Linear, ModelError> {
+            Ok(Linear {
+                weight: weight(&format!("{prefix}.weight"), vec![outputs, inputs])?,
+                bias: Some(weight(&format!("{prefix}.bias"), vec![outputs])?),
+                inputs,
+                outputs,
+            })
+        };
+        let norm = |prefix: &str| -> Result<Norm, ModelError> {
+            Ok(Norm {
+                weight: weight(&format!("{prefix}.weight"), vec![d])?,
+                bias: weight(&format!("{prefix}.bias"), vec![d])?,
+            })
+        };
+        let blocks = (0..manifest.layers)
+            .map(|i| {
+                let p = format!("blocks.{i}");
+                Ok(Block {
+                    ln1: norm(&format!("{p}.ln1"))?,
+                    q: linear(&format!("{p}.attn.q"), d, d)?,
+                    k: linear(&format!("{p}.attn.k"), d, d)?,
+                    v: linear(&format!("{p}.attn.v"), d, d)?,
+                    out: linear(&format!("{p}.attn.out"), d, d)?,
+                    ln2: norm(&format!("{p}.ln2"))?,
+                    fc1: linear(&format!("{p}.mlp.fc1"), 4 * d, d)?,
+                    fc2: linear(&format!("{p}.mlp.fc2"), d, 4 * d)?,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        let unembed = Linear {
+            weight: weight("unembed.weight", vec![manifest.vocab, d])?,
+            bias: None,
+            inputs: d,
+            outputs: manifest.vocab,
+        };
+        Ok(DeviceTransformer {
+            embed: model.tensor("embed.weight")?,
+            pos_embed: model.tensor("pos_embed.weight")?,
+            blocks,
+            ln_f: norm("ln_f")?,
+            unembed,
+            extra_heads: (1..manifest.heads).map(|i| linear(&format!("heads.{i}"), d, d)).collect::<Result<_, _>>()?,
+            d,
+            attention_heads: manifest.attention_heads,
+            vocab: manifest.vocab,
+        })
+    }
+
+    /// The logits of an evaluation: for each of its heads, `[batch, positions, vocab]`.
+    fn evaluate(&self, device: &Arc<dyn Device>, evaluation: &Evaluation<'_>) -> Result<Vec<Vec<f32>>, DeviceError> {
+        let Evaluation { ids, batch, n, causal, ref positions, ref heads } = *evaluation;
+        let (d, rows) = (self.d, batch * n);
+        // The input rows: the token's embedding plus the position's, added as candle adds them.
+        let mut input = Vec::with_capacity(rows * d);
+        for (k, &id) in ids.iter().enumerate() {
+            let (token, position) = (id as usize * d, (k % n) * d);
+            let (Some(token), Some(position)) =
+                (self.embed.get(token..token + d), self.pos_embed.get(position..position + d))
+            else {
+                return Err(DeviceError::Buffer { buffer: 0, problem: format!("token {id} at {k} has no embedding") });
+            };
+            input.extend(token.iter().zip(position).map(|(t, p)| t + p));
+        }
+        let x = upload(device, &input, vec![rows, d])?;
+        let attention =
+            AttentionShape { batch, len: n, heads: self.attention_heads, head_dim: d / self.attention_heads, causal };
+        for block in &self.blocks {
+            let h = self.norm(device, &x, &block.ln1, rows)?;
+            let (q, k, v) = (
+                self.linear(device, &h, &block.q, rows, Activation::Identity)?,
+                self.linear(device, &h, &block.k, rows, Activation::Identity)?,
+                self.linear(device, &h, &block.v, rows, Activation::Identity)?,
+            );
+            let attended = alloc(device, vec![rows, d])?;
+            device.attention(q.buffer(), k.buffer(), v.buffer(), attended.buffer(), attention)?;
+            let out = self.linear(device, &attended, &block.out, rows, Activation::Identity)?;
+            self.add_into(device, &x, &out)?;
+            let h = self.norm(device, &x, &block.ln2, rows)?;
+            let hidden = self.linear(device, &h, &block.fc1, rows, Activation::Gelu)?;
+            let out = self.linear(device, &hidden, &block.fc2, rows, Activation::Identity)?;
+            self.add_into(device, &x, &out)?;
+        }
+        heads
+            .clone()
+            .map(|head| {
+                let logits = match head.checked_sub(1).map(|extra| self.extra_heads.get(extra)) {
+                    None => self.head(device, &x, rows)?,
+                    Some(Some(layer)) => {
+                        // h + gelu(heads.i(h)), as a new tensor: `x` serves the other heads.
+                        let branch = self.linear(device, &x, layer, rows, Activation::Gelu)?;
+                        let sum = alloc(device, vec![rows, d])?;
+                        let launch = Launch {
+                            len: rows * d,
+                            inputs: &[x.buffer(), branch.buffer()],
+                            outputs: &[sum.buffer()],
+                            params: &[],
+                            noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
+                        };
+                        device.elementwise(&add_kernel(), &launch)?;
+                        self.head(device, &sum, rows)?
+                    }
+                    Some(None) => {
+                        return Err(DeviceError::Buffer {
+                            buffer: 0,
+                            problem: format!("head {head} does not exist ({} heads)", self.extra_heads.len() + 1),
+                        });
+                    }
+                };
+                let mut selected = Vec::with_capacity(batch * positions.len() * self.vocab);
+                for b in 0..batch {
+                    let rows = b * n + positions.start..b * n + positions.end;
+                    selected.extend_from_slice(
+                        logits.get(rows.start * self.vocab..rows.end * self.vocab).unwrap_or_default(),
+                    );
+                }
+                Ok(selected)
+            })
+            .collect()
+    }
+
+    /// The logits of every position from hidden states `h`: `unembed(ln_f(h))`, on the host.
+    fn head(&self, device: &Arc<dyn Device>, h: &DeviceTensor, rows: usize) -> Result<Vec<f32>, DeviceError> {
+        let normed = self.norm(device, h, &self.ln_f, rows)?;
+        let logits = self.linear(device, &normed, &self.unembed, rows, Activation::Identity)?;
+        device.download(logits.buffer())
+    }
+
+    fn norm(
+        &self,
+        device: &Arc<dyn Device>,
+        x: &DeviceTensor,
+        norm: &Norm,
+        rows: usize,
+    ) -> Result<DeviceTensor, DeviceError> {
+        let out = alloc(device, vec![rows, self.d])?;
+        device.layer_norm(x.buffer(), norm.weight.buffer(), norm.bias.buffer(), out.buffer(), rows, self.d, LN_EPS)?;
+        Ok(out)
+    }
+
+    /// `activation(x wᵀ + b)` for `rows` rows.
+    fn linear(
+        &self,
+        device: &Arc<dyn Device>,
+        x: &DeviceTensor,
+        layer: &Linear,
+        rows: usize,
+        activation: Activation,
+    ) -> Result<DeviceTensor, DeviceError> {
+        let out = alloc(device, vec![rows, layer.outputs])?;
+        let shape = LinearShape { rows, inputs: layer.inputs, outputs: layer.outputs };
+        device.linear(x.buffer(), layer.weight.buffer(), out.buffer(), shape)?;
+        if let Some(bias) = &layer.bias {
+            device.bias_activation(out.buffer(), bias.buffer(), rows * layer.outputs, activation)?;
+        }
+        Ok(out)
+    }
+
+    /// `x += y`, elementwise.
+    fn add_into(&self, device: &Arc<dyn Device>, x: &DeviceTensor, y: &DeviceTensor) -> Result<(), DeviceError> {
+        let launch = Launch {
+            len: x.len(),
+            inputs: &[x.buffer(), y.buffer()],
+            outputs: &[x.buffer()],
+            params: &[],
+            noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
+        };
+        device.elementwise(&add_kernel(), &launch)
+    }
+}
+
+impl DeviceTokenModel for TransformerModel {
+    fn causal_logits_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        from: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let network = self.weights_on(device)?;
+        self.causal_logits_with(rows, from, |e| network.evaluate(device, e).map_err(|error| backend(self, error)))
+    }
+
+    fn masked_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+        let network = self.weights_on(device)?;
+        self.masked_logits_with(rows, |e| network.evaluate(device, e).map_err(|error| backend(self, error)))
+    }
+
+    fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+        let network = self.weights_on(device)?;
+        self.head_logits_with(rows, |e| network.evaluate(device, e).map_err(|error| backend(self, error)))
+    }
+}

@@ -3,6 +3,7 @@
 pub mod builder;
 pub mod cpu;
 pub mod cuda;
+pub mod cuda_tokens;
 mod display;
 pub mod jit;
 pub mod layers;

@@ -235,11 +235,12 @@ impl CudaDevice {
         Ok(())
     }
 
-    /// The device address of the seed words, after making them hold `seed` (a copy on the
-    /// stream, ordered after every earlier launch, when the seed changes).
-    fn seed_address(&self, seed: u64) -> Result<u64, DeviceError> {
+    /// The device address of the seed words, after making them hold `seed` when given (a copy on
+    /// the stream, ordered after every earlier launch, when the seed changes). A kernel that
+    /// draws no noise gives none: it never reads the words.
+    fn seed_address(&self, seed: Option<u64>) -> Result<u64, DeviceError> {
         let mut held = lock(&self.seed);
-        if held.value != seed {
+        if let Some(seed) = seed.filter(|&seed| seed != held.value) {
             self.refuse_while_capturing("changing the seed")?;
             let words = [seed as u32, (seed >> 32) as u32];
             self.stream.memcpy_htod(&words, &mut held.words).map_err(driver("copying the seed to the GPU"))?;
@@ -380,7 +381,8 @@ impl Device for CudaDevice {
         };
         let inputs = self.addresses(launch.inputs, launch.len)?;
         let outputs = self.addresses(launch.outputs, launch.len)?;
-        let scalars = Scalars::new(launch, self.seed_address(launch.noise.seed)?);
+        let seed = (kernel.noise_slots > 0).then_some(launch.noise.seed);
+        let scalars = Scalars::new(launch, self.seed_address(seed)?);
         let mut builder = self.stream.launch_builder(&function);
         for address in inputs.iter().chain(&outputs) {
             builder.arg(address);
@@ -409,7 +411,8 @@ impl Device for CudaDevice {
             return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
         };
         let inputs = self.addresses(launch.inputs, launch.len)?;
-        let scalars = Scalars::new(launch, self.seed_address(launch.noise.seed)?);
+        let seed = (kernel.body.noise_slots > 0).then_some(launch.noise.seed);
+        let scalars = Scalars::new(launch, self.seed_address(seed)?);
         let mut scratch = lock(&self.scratch);
         if scratch.is_none() {
             let partials = self
@@ -683,7 +686,7 @@ impl Device for CudaDevice {
     ) -> Result<Option<GraphId>, DeviceError> {
         // The seed words must hold the capture's seed before it starts: a copy from host memory
         // cannot be captured.
-        self.seed_address(seed)?;
+        self.seed_address(Some(seed))?;
         if self.capturing.swap(true, Ordering::AcqRel) {
             return Err(DeviceError::Capturing { operation: "starting a capture" });
         }
@@ -708,7 +711,7 @@ impl Device for CudaDevice {
     }
 
     fn replay_graph(&self, graph: GraphId, seed: u64) -> Result<(), DeviceError> {
-        self.seed_address(seed)?;
+        self.seed_address(Some(seed))?;
         let graphs = lock(&self.graphs);
         let held = graphs.get(&graph.0).ok_or(DeviceError::UnknownGraph { graph: graph.0 })?;
         held.0.launch().map_err(driver("launching a graph"))

@@ -361,12 +361,11 @@ impl Device for EmulatedDevice {
 
     fn capture(
         &self,
-        seed: u64,
+        // The seed is each replay's argument here; a CUDA capture needs it to set the device's
+        // seed words before it starts.
+        _seed: u64,
         body: &mut dyn FnMut() -> Result<(), DeviceError>,
     ) -> Result<Option<GraphId>, DeviceError> {
-        // The seed is a replay's argument here; a CUDA capture needs it to set the device's seed
-        // word before it starts.
-        let _ = seed;
         if self.no_graphs {
             return Ok(None);
         }

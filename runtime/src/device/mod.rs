@@ -157,21 +157,17 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// a replay substitutes its own. Nothing the body asks for runs during the capture.
     fn capture(
         &self,
-        seed: u64,
-        body: &mut dyn FnMut() -> Result<(), DeviceError>,
+        _seed: u64,
+        _body: &mut dyn FnMut() -> Result<(), DeviceError>,
     ) -> Result<Option<GraphId>, DeviceError> {
-        let _ = (seed, body);
         Ok(None)
     }
     /// Runs a captured graph with the seed `seed` in place of the captured one.
-    fn replay_graph(&self, graph: GraphId, seed: u64) -> Result<(), DeviceError> {
-        let _ = seed;
+    fn replay_graph(&self, graph: GraphId, _seed: u64) -> Result<(), DeviceError> {
         Err(DeviceError::UnknownGraph { graph: graph.0 })
     }
     /// Releases a captured graph; unknown ids are ignored.
-    fn free_graph(&self, graph: GraphId) {
-        let _ = graph;
-    }
+    fn free_graph(&self, _graph: GraphId) {}
 }
 
 /// The sizes of a linear layer's matrix product.

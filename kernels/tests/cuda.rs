@@ -10,43 +10,18 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{BINARY, UNARY, ddim_kernel, random_kernel};
+use common::emitted::{ARCH, check_golden_files, compile, nvrtc_or_skip, ptx_entry, signature};
+use common::random::Random;
+use common::{REDUCTIONS, all_ops_kernel, ddim_kernel, noise_kernel, reduction_body};
 use sched_kernels::cuda::{
     BLOCK_THREADS, ELEMENTWISE_ENTRY, REDUCE_FINISH_ENTRY, REDUCE_MAX_BLOCKS, REDUCE_PARTIALS_ENTRY, VECTOR_WIDTH,
     elementwise_blocks, elementwise_source, reduction_blocks, reduction_source,
 };
 use sched_kernels::nvrtc::{self, NvrtcError, PtxCache};
-use sched_kernels::{
-    BinaryOp, Distribution, ElementwiseKernel, KernelBuilder, KernelError, Node, NodeId, ReduceOp, ReductionKernel,
-};
-
-/// The architecture the NVRTC tests compile for.
-const ARCH: &str = "sm_90";
+use sched_kernels::{BinaryOp, Distribution, ElementwiseKernel, KernelError, Node, NodeId, ReduceOp, ReductionKernel};
 
 /// The number of random kernels compiled by NVRTC.
 const RANDOM_KERNELS: usize = 120;
-
-/// The reduction operations with the names of their golden files.
-const REDUCTIONS: [(ReduceOp, &str); 4] = [
-    (ReduceOp::Mean, "reduce_mean.cu"),
-    (ReduceOp::Rms, "reduce_rms.cu"),
-    (ReduceOp::Norm, "reduce_norm.cu"),
-    (ReduceOp::MaxAbs, "reduce_max_abs.cu"),
-];
-
-/// Returns whether libnvrtc can be loaded, printing why `test` is skipped if not. CI installs
-/// libnvrtc and sets `SCHED_REQUIRE_NVRTC`, which makes a missing library a failure.
-fn nvrtc_or_skip(test: &str) -> bool {
-    let available = nvrtc::available();
-    if !available {
-        assert!(
-            std::env::var_os("SCHED_REQUIRE_NVRTC").is_none(),
-            "{test}: libnvrtc not found, and SCHED_REQUIRE_NVRTC is set"
-        );
-        println!("skipping {test}: libnvrtc not found (see docs/gpu.md)");
-    }
-    available
-}
 
 /// The emitted source of a kernel that the test knows to be valid.
 fn source(kernel: &ElementwiseKernel) -> String {
@@ -57,52 +32,6 @@ fn source(kernel: &ElementwiseKernel) -> String {
 fn reduction(op: ReduceOp, body: &ElementwiseKernel) -> String {
     let kernel = ReductionKernel { body: body.clone(), op };
     reduction_source(&kernel).unwrap_or_else(|e| panic!("the reduction is valid, but the emitter says: {e}"))
-}
-
-/// A kernel that applies every unary and binary operation, draws a uniform and a Gaussian value
-/// from the same noise slot, and uses a constant.
-fn all_ops_kernel() -> ElementwiseKernel {
-    let mut nodes = vec![Node::Input(0), Node::Input(1), Node::Param(0), Node::constant(0.5)];
-    let mut terms = Vec::new();
-    for op in UNARY {
-        terms.push(NodeId(nodes.len() as u32));
-        nodes.push(Node::Unary(op, NodeId(0)));
-    }
-    for op in BINARY {
-        terms.push(NodeId(nodes.len() as u32));
-        nodes.push(Node::Binary(op, NodeId(1), NodeId(3)));
-    }
-    terms.push(NodeId(nodes.len() as u32));
-    nodes.push(Node::Noise(Distribution::Uniform, 0));
-    terms.push(NodeId(nodes.len() as u32));
-    nodes.push(Node::Noise(Distribution::Gaussian, 0));
-    let mut sum = NodeId(2);
-    for term in terms {
-        nodes.push(Node::Binary(BinaryOp::Add, sum, term));
-        sum = NodeId(nodes.len() as u32 - 1);
-    }
-    ElementwiseKernel { inputs: 2, params: 1, noise_slots: 1, nodes, outputs: vec![sum, NodeId(0)] }
-}
-
-/// A kernel with no inputs that writes a Gaussian and a uniform draw of two slots.
-fn noise_kernel() -> ElementwiseKernel {
-    ElementwiseKernel {
-        inputs: 0,
-        params: 0,
-        noise_slots: 2,
-        nodes: vec![Node::Noise(Distribution::Gaussian, 0), Node::Noise(Distribution::Uniform, 1)],
-        outputs: vec![NodeId(0), NodeId(1)],
-    }
-}
-
-/// The body of the golden reductions: `in0 - p0 * in1`.
-fn reduction_body() -> ElementwiseKernel {
-    let mut b = KernelBuilder::new();
-    let (x, y, p) = (b.input(0), b.input(1), b.param(0));
-    let scaled = b.binary(BinaryOp::Mul, p, y);
-    let difference = b.binary(BinaryOp::Sub, x, scaled);
-    b.output(difference);
-    b.finish()
 }
 
 /// The golden files and their emitted texts.
@@ -116,51 +45,9 @@ fn goldens() -> Vec<(&'static str, String)> {
     files
 }
 
-/// A line-by-line comparison of two texts: the differing lines, at most 40 of them.
-fn diff(expected: &str, got: &str) -> String {
-    let (expected, got): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
-    let mut report = String::new();
-    let mut shown = 0;
-    for i in 0..expected.len().max(got.len()) {
-        let (e, g) = (expected.get(i), got.get(i));
-        if e != g && shown < 40 {
-            shown += 1;
-            report += &format!("line {}:\n", i + 1);
-            if let Some(e) = e {
-                report += &format!("  - {e}\n");
-            }
-            if let Some(g) = g {
-                report += &format!("  + {g}\n");
-            }
-        }
-    }
-    report
-}
-
 #[test]
 fn emitted_sources_match_the_golden_files() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden");
-    let bless = std::env::var_os("SCHED_BLESS").is_some();
-    let mut failures = Vec::new();
-    for (name, text) in goldens() {
-        let path = dir.join(name);
-        if bless {
-            fs::create_dir_all(&dir).expect("the golden folder can be created");
-            fs::write(&path, &text).expect("the golden file can be written");
-            continue;
-        }
-        match fs::read_to_string(&path) {
-            Ok(expected) if expected == text => {}
-            Ok(expected) => failures.push(format!("{} differs:\n{}", path.display(), diff(&expected, &text))),
-            Err(e) => failures.push(format!("cannot read {}: {e}", path.display())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "the emitted CUDA C differs from the golden files; if the change is intended, rerun with SCHED_BLESS=1 \
-         (`SCHED_BLESS=1 cargo test -p sched-kernels --test cuda`)\n\n{}",
-        failures.join("\n")
-    );
+    check_golden_files(goldens(), "cuda");
 }
 
 #[test]
@@ -168,15 +55,6 @@ fn emission_is_deterministic() {
     for (name, text) in goldens().into_iter().zip(goldens()) {
         assert_eq!(name.1, text.1, "{}", name.0);
     }
-}
-
-/// The parameters of `entry` in `source`: the text between `entry(` and the next `)`, split at
-/// commas and trimmed.
-fn signature(source: &str, entry: &str) -> Vec<String> {
-    let head = format!(" {entry}(");
-    let start = source.find(&head).unwrap_or_else(|| panic!("no `{entry}(` in:\n{source}")) + head.len();
-    let end = source[start..].find(')').unwrap_or_else(|| panic!("`{entry}(` is not closed")) + start;
-    source[start..end].split(',').map(|p| p.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
 }
 
 /// The parameters the ABI of the module documentation gives a kernel with `inputs` inputs,
@@ -307,37 +185,6 @@ fn invalid_kernels_are_errors() {
     assert_eq!(reduction_source(&reduction), Err(KernelError::ReductionOutputs { outputs: 2 }));
 }
 
-/// A small deterministic generator of test material (SplitMix64).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// The raw material of `common::random_kernel`.
-    fn kernel(&mut self, wild: bool) -> ElementwiseKernel {
-        let count = 1 + self.below(27) as usize;
-        let raw: Vec<(u8, u32, u32, u32, f32)> = (0..count)
-            .map(|_| {
-                let kind = self.below(6) as u8;
-                let (a, b, c) = (self.next() as u32, self.next() as u32, self.next() as u32);
-                (kind, a, b, c, f32::from_bits(self.next() as u32))
-            })
-            .collect();
-        let outputs: Vec<u32> = (0..self.below(4)).map(|_| self.next() as u32).collect();
-        random_kernel(&raw, &outputs, wild, true)
-    }
-}
-
 #[test]
 fn wild_kernels_are_rejected_exactly_when_validation_rejects_them() {
     let mut random = Random(17);
@@ -370,24 +217,9 @@ fn launch_shapes() {
     assert_eq!(reduction_blocks(u64::MAX), REDUCE_MAX_BLOCKS);
 }
 
-/// Compiles a source that must compile, with the test's name in the failure.
-fn compile(source: &str, what: &str) -> String {
-    match nvrtc::compile_ptx(source, ARCH) {
-        Ok(ptx) => ptx,
-        Err(e) => panic!("{what} does not compile: {e}\n{source}"),
-    }
-}
-
-/// The PTX of the entry point `entry`, from its `.entry` line to its closing brace, if defined.
-fn entry<'a>(ptx: &'a str, entry: &str) -> Option<&'a str> {
-    let start = ptx.find(&format!(".visible .entry {entry}("))?;
-    let length = ptx[start..].find("\n}\n")?;
-    Some(&ptx[start..start + length])
-}
-
 /// Whether the PTX defines the entry point `name`.
 fn has_entry(ptx: &str, name: &str) -> bool {
-    entry(ptx, name).is_some()
+    ptx_entry(ptx, name).is_some()
 }
 
 #[test]
@@ -410,7 +242,7 @@ fn golden_kernels_compile_to_ptx() {
             continue;
         }
         for entry_name in [ELEMENTWISE_ENTRY, REDUCE_PARTIALS_ENTRY, REDUCE_FINISH_ENTRY] {
-            let body = entry(&ptx, entry_name).unwrap_or_default();
+            let body = ptx_entry(&ptx, entry_name).unwrap_or_default();
             assert!(!body.contains(".local"), "{entry_name} of {name} uses local memory:\n{body}");
         }
     }

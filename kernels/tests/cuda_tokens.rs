@@ -12,22 +12,20 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::emitted::{check_golden_files, compile, nvrtc_or_skip, signature};
 use common::host_cuda::{Arg, Buffer, Case, CaseId, Module, ModuleId, Outputs, Program, host_cxx_or_skip};
+use common::random::Random;
 use sched_kernels::cuda::BLOCK_THREADS;
 use sched_kernels::cuda_tokens::{
     Choose, Filters, Logits, Report, SAMPLE_ENTRY, SELECT_THRESHOLD_ENTRY, SELECT_TOP_K_ENTRY, SELECT_TRANSFER_ENTRY,
     SampleKernel, VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY, sample_scratch_bytes, sample_source, select_source,
     verify_scratch_bytes, verify_source,
 };
-use sched_kernels::nvrtc;
 use sched_kernels::philox::uniform_f64;
 use sched_kernels::tokens::{
     Nucleus, Sampler, accept_draft, argmax, gumbel_argmax, process_logits, residual, sample_probs, softmax,
     threshold_positions, top_k_positions,
 };
-
-/// The architecture the NVRTC tests compile for.
-const ARCH: &str = "sm_90";
 
 /// Every filter, with each nucleus rule.
 const ALL_KEEP: Filters = Filters { top_k: true, top_p: Some(Nucleus::KeepCrossing), min_p: true };
@@ -93,51 +91,9 @@ fn every_sample_kernel() -> Vec<SampleKernel> {
     kernels
 }
 
-/// A line-by-line comparison of two texts: the differing lines, at most 40 of them.
-fn diff(expected: &str, got: &str) -> String {
-    let (expected, got): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), got.lines().collect());
-    let mut report = String::new();
-    let mut shown = 0;
-    for i in 0..expected.len().max(got.len()) {
-        let (e, g) = (expected.get(i), got.get(i));
-        if e != g && shown < 40 {
-            shown += 1;
-            report += &format!("line {}:\n", i + 1);
-            if let Some(e) = e {
-                report += &format!("  - {e}\n");
-            }
-            if let Some(g) = g {
-                report += &format!("  + {g}\n");
-            }
-        }
-    }
-    report
-}
-
 #[test]
 fn emitted_sources_match_the_golden_files() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden");
-    let bless = std::env::var_os("SCHED_BLESS").is_some();
-    let mut failures = Vec::new();
-    for (name, text) in goldens() {
-        let path = dir.join(name);
-        if bless {
-            fs::create_dir_all(&dir).expect("the golden folder can be created");
-            fs::write(&path, &text).expect("the golden file can be written");
-            continue;
-        }
-        match fs::read_to_string(&path) {
-            Ok(expected) if expected == text => {}
-            Ok(expected) => failures.push(format!("{} differs:\n{}", path.display(), diff(&expected, &text))),
-            Err(e) => failures.push(format!("cannot read {}: {e}", path.display())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "the emitted CUDA C differs from the golden files; if the change is intended, rerun with SCHED_BLESS=1 \
-         (`SCHED_BLESS=1 cargo test -p sched-kernels --test cuda_tokens`)\n\n{}",
-        failures.join("\n")
-    );
+    check_golden_files(goldens(), "cuda_tokens");
 }
 
 /// The text depends on the description only, and distinct descriptions give distinct texts, so
@@ -156,15 +112,6 @@ fn each_description_has_its_own_deterministic_text() {
     assert_eq!(sorted.len(), texts.len(), "two descriptions give the same text");
     assert_eq!(select_source(), select_source());
     assert_eq!(verify_source(), verify_source());
-}
-
-/// The parameters of `entry` in `source`: the text between `entry(` and the next `)`, split at
-/// commas, with whitespace normalized.
-fn signature(source: &str, entry: &str) -> Vec<String> {
-    let head = format!(" {entry}(");
-    let start = source.find(&head).unwrap_or_else(|| panic!("no `{entry}(` in:\n{source}")) + head.len();
-    let end = source[start..].find(')').unwrap_or_else(|| panic!("`{entry}(` is not closed")) + start;
-    source[start..end].split(',').map(|p| p.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
 }
 
 /// The entry points that the ```c blocks of the module documentation of cuda_tokens.rs declare,
@@ -267,28 +214,6 @@ fn constants_are_exact() {
     }
 }
 
-/// Returns whether libnvrtc can be loaded, printing why `test` is skipped if not. CI installs
-/// libnvrtc and sets `SCHED_REQUIRE_NVRTC`, which makes a missing library a failure.
-fn nvrtc_or_skip(test: &str) -> bool {
-    let available = nvrtc::available();
-    if !available {
-        assert!(
-            std::env::var_os("SCHED_REQUIRE_NVRTC").is_none(),
-            "{test}: libnvrtc not found, and SCHED_REQUIRE_NVRTC is set"
-        );
-        println!("skipping {test}: libnvrtc not found (see docs/gpu.md)");
-    }
-    available
-}
-
-/// Compiles a source that must compile, with `what` in the failure.
-fn compile(source: &str, what: &str) -> String {
-    match nvrtc::compile_ptx(source, ARCH) {
-        Ok(ptx) => ptx,
-        Err(e) => panic!("{what} does not compile: {e}\n{source}"),
-    }
-}
-
 /// The PTX functions and entry points, each as its name line and its body up to the closing
 /// brace at the start of a line.
 fn ptx_functions(ptx: &str) -> Vec<(&str, &str)> {
@@ -379,55 +304,6 @@ fn sampling_modules_of_every_shape_compile_to_ptx() {
     });
     println!("{} sampling modules compiled in {:?} on {threads} threads", kernels.len(), start.elapsed());
 }
-
-/// A small deterministic generator of test material (SplitMix64).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A uniform f64 on [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<T: Copy>(&mut self, values: &[T]) -> T {
-        values[self.below(values.len() as u64) as usize]
-    }
-}
-
-/// Declarations the host shim lacks, added before each module's text in its namespace (see the
-/// report of `host_execution_needs`).
-const HOST_PRELUDE: &str = "inline double __longlong_as_double(long long bits) {\n    return std::bit_cast<double>(bits);\n}\n\
-                            inline long long __double_as_longlong(double x) {\n    return std::bit_cast<long long>(x);\n}\n";
-
-/// A module for the host: the prelude, the emitted text, and `wrappers`, entry points of the test
-/// that take the double parameters from a buffer (the harness passes no double scalar).
-fn host_module(source: &str, wrappers: &str, entries: &[&str]) -> Module {
-    Module::new(format!("{HOST_PRELUDE}{source}{wrappers}"), entries)
-}
-
-/// The entry point of a sampling module for the host: the doubles `temperature`, `top_p` and
-/// `min_p` come from a buffer.
-const SAMPLE_WRAPPER: &str = r#"
-__global__ void test_sample_rows(const float* logits, const unsigned int* noise_sample,
-    const unsigned int* noise_position, const unsigned int* seed, unsigned int site, unsigned int step,
-    const double* scalars, unsigned long long top_k, unsigned int rows, unsigned int vocab, double* scratch,
-    unsigned int* token, double* probability) {
-    sched_sample_rows(logits, noise_sample, noise_position, seed, site, step, scalars[0], top_k, scalars[1],
-        scalars[2], rows, vocab, scratch, token, probability);
-}
-"#;
 
 /// Rows of logits that exercise the definitions' special cases, `vocab` entries each.
 fn logit_rows(random: &mut Random, vocab: usize) -> Vec<Vec<f32>> {
@@ -559,7 +435,6 @@ impl SampleCase {
         let samples = case.buffer(Buffer::U32(self.samples.clone()));
         let positions = case.buffer(Buffer::U32(self.positions.clone()));
         let seed = case.buffer(Buffer::U32(vec![self.seed as u32, (self.seed >> 32) as u32]));
-        let scalars = case.buffer(Buffer::F64(vec![self.params.temperature, self.params.top_p, self.params.min_p]));
         let vocab = u32::try_from(self.vocab).expect("a small vocabulary");
         let slot = sample_scratch_bytes(&self.kernel, vocab) as usize;
         let scratch = case.buffer(Buffer::F64(vec![SENTINEL_F64; (self.grid as usize * slot).div_ceil(8)]));
@@ -573,15 +448,17 @@ impl SampleCase {
             seed,
             Arg::U32(self.site),
             Arg::U32(self.step),
-            scalars,
+            Arg::F64(self.params.temperature),
             Arg::U64(self.params.top_k),
+            Arg::F64(self.params.top_p),
+            Arg::F64(self.params.min_p),
             Arg::U32(rows as u32),
             Arg::U32(vocab),
             scratch,
             token,
             probability,
         ];
-        case.launch("test_sample_rows", self.grid, BLOCK_THREADS, args);
+        case.launch(SAMPLE_ENTRY, self.grid, BLOCK_THREADS, args);
         self.id = Some(program.case(case));
     }
 
@@ -646,10 +523,10 @@ fn sampling_modules_compute_the_reference_tokens_on_the_host() {
     let mut program = Program::new();
     let mut cases = Vec::new();
     let seeds = [0, 0x1234_5678, 0xdead_beef_0000_0001, u64::MAX];
-    // The host runs a block's 256 threads as real threads, so every barrier costs about a
-    // millisecond on a small machine: each case takes some of the special rows, in turn.
+    // The host runs a block's 256 threads as fibers, and every barrier switches through all of
+    // them: each case takes some of the special rows, in turn, to keep the run short.
     for (k, kernel) in host_samplers().into_iter().enumerate() {
-        let module = program.module(host_module(&sample_source(&kernel), SAMPLE_WRAPPER, &["test_sample_rows"]));
+        let module = program.module(Module::new(sample_source(&kernel), &[SAMPLE_ENTRY]));
         // The module with every filter runs every parameter set; the others one each.
         let every_set = kernel.logits == Logits::Processed(ALL_KEEP) && kernel.choose == Choose::Gumbel;
         for (vocab, taken) in [(1, 12), (5, 6), (300, 4)] {
@@ -757,19 +634,6 @@ fn sampling_modules_compute_the_reference_tokens_on_the_host() {
     println!("{rows} rows in {} cases: compiled in {:?}, ran in {:?}", cases.len(), outputs.compile, outputs.execute);
 }
 
-/// The selection entry points of the host that take their double parameter from a buffer.
-const SELECT_WRAPPERS: &str = r#"
-__global__ void test_select_transfer(const double* confidence, const unsigned int* eligible, const double* keep,
-    unsigned int rows, unsigned int width, unsigned int* selected) {
-    sched_select_transfer(confidence, eligible, keep[0], rows, width, selected);
-}
-
-__global__ void test_select_threshold(const double* confidence, const unsigned int* eligible,
-    const double* threshold, unsigned int rows, unsigned int width, unsigned int* selected) {
-    sched_select_threshold(confidence, eligible, threshold[0], rows, width, selected);
-}
-"#;
-
 /// Rows of confidences with ties, NaN, infinities and signed zeros, `width` entries each.
 fn confidence_rows(random: &mut Random, width: usize) -> Vec<Vec<f64>> {
     let specials = [0.0, -0.0, 0.25, 1.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e-300];
@@ -847,8 +711,8 @@ fn selection_computes_the_reference_positions_on_the_host() {
     };
     let mut random = Random(0x5e1e);
     let mut program = Program::new();
-    let entries = [SELECT_TOP_K_ENTRY, "test_select_transfer", "test_select_threshold"];
-    let module = program.module(host_module(&select_source(), SELECT_WRAPPERS, &entries));
+    let entries = [SELECT_TOP_K_ENTRY, SELECT_TRANSFER_ENTRY, SELECT_THRESHOLD_ENTRY];
+    let module = program.module(Module::new(select_source(), &entries));
     let rules = [
         Rule::TopK,
         Rule::Transfer(0.0),
@@ -887,7 +751,7 @@ fn selection_computes_the_reference_positions_on_the_host() {
             let eligible_arg = case.buffer(Buffer::U32(eligible_words));
             let rule_arg = match rule {
                 Rule::TopK => case.buffer(Buffer::U32(counts.clone())),
-                Rule::Transfer(value) | Rule::Threshold(value) => case.buffer(Buffer::F64(vec![value])),
+                Rule::Transfer(value) | Rule::Threshold(value) => Arg::F64(value),
             };
             let selected = case.buffer(Buffer::U32(vec![7; taken * width]));
             let entry = match rule {
@@ -1059,7 +923,7 @@ fn verification_computes_the_reference_tokens_on_the_host() {
     };
     let mut random = Random(0x5fec);
     let mut program = Program::new();
-    let module = program.module(host_module(&verify_source(), "", &[VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY]));
+    let module = program.module(Module::new(verify_source(), &[VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY]));
     let mut cases = Vec::new();
     for greedy in [true, false] {
         let shapes = [(1, 2, 6, false), (4, 0, 4, true), (4, 3, 40, true), (50, 2, 30, true), (300, 4, 8, false)];

@@ -5,15 +5,19 @@
 //! Each test compiles one C++ program with the host's C++ compiler (`CXX`, else `c++`, else
 //! `g++`) and skips, saying why, when there is none; CI sets `SCHED_REQUIRE_HOST_CXX=1`, which
 //! makes a missing compiler a failure. The programs are kept under the target directory's
-//! `tmp/host_cuda/<test>/` for inspection.
+//! `tmp/host_cuda/<program>/<process id>/` for inspection (see `Program::run`).
 
 mod common;
 
 use std::fs;
 use std::path::PathBuf;
 
-use common::host_cuda::{Arg, Buffer, Case, CaseId, HostCxx, Module, ModuleId, Outputs, Program, host_cxx_or_skip};
-use common::{BINARY, UNARY, ddim_kernel, ramp, random_kernel};
+use common::host_cuda::{
+    Arg, Buffer, Case, CaseId, Module, ModuleId, Outputs, Program, check_output, compare, host_cxx_or_skip, sentinel,
+};
+use common::{
+    REDUCTIONS, all_ops_kernel, ddim_kernel, in_place_ddim_kernel, noise_kernel, ramp, random_kernel, reduction_body,
+};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -25,10 +29,7 @@ use sched_kernels::cuda::{
 use sched_kernels::layers::{
     Activation, BIAS_ACTIVATION_ENTRY, activation_code, bias_activation, bias_activation_source,
 };
-use sched_kernels::{
-    BinaryOp, Distribution, ElementwiseKernel, KernelBuilder, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp,
-    ReductionKernel, evaluate, reduce,
-};
+use sched_kernels::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel, evaluate, reduce};
 
 /// The multiprocessors of the emulated device: one, so that [`elementwise_blocks`] caps the grid
 /// at 16 blocks and the grid-stride loop runs several times over the longest launches.
@@ -40,69 +41,6 @@ const LENGTHS: [usize; 8] = [0, 1, 3, 4, 5, 1023, 4096 + 7, 2 * 16 * 1024 + 7];
 
 /// The seeds of the noise: zero, a low word only, both words, and all ones.
 const SEEDS: [u64; 4] = [0, 0x1234_5678, 0xdead_beef_0000_0001, u64::MAX];
-
-/// The reductions of the golden files.
-const REDUCTIONS: [(ReduceOp, &str); 4] = [
-    (ReduceOp::Mean, "reduce_mean.cu"),
-    (ReduceOp::Rms, "reduce_rms.cu"),
-    (ReduceOp::Norm, "reduce_norm.cu"),
-    (ReduceOp::MaxAbs, "reduce_max_abs.cu"),
-];
-
-/// The bits written over every output buffer before a launch, and into the padding after its
-/// `len` elements, which no launch may touch: a signalling NaN, which no arithmetic produces.
-const SENTINEL: u32 = 0x7fa5_5a5a;
-
-/// Elements of padding after the `len` elements of every output buffer.
-const PADDING: usize = 9;
-
-/// A kernel that applies every unary and binary operation, draws a uniform and a Gaussian value
-/// from the same noise slot, and uses a constant: the kernel of `golden/all_ops.cu`, as
-/// `tests/cuda.rs` builds it.
-fn all_ops_kernel() -> ElementwiseKernel {
-    let mut nodes = vec![Node::Input(0), Node::Input(1), Node::Param(0), Node::constant(0.5)];
-    let mut terms = Vec::new();
-    for op in UNARY {
-        terms.push(NodeId(nodes.len() as u32));
-        nodes.push(Node::Unary(op, NodeId(0)));
-    }
-    for op in BINARY {
-        terms.push(NodeId(nodes.len() as u32));
-        nodes.push(Node::Binary(op, NodeId(1), NodeId(3)));
-    }
-    terms.push(NodeId(nodes.len() as u32));
-    nodes.push(Node::Noise(Distribution::Uniform, 0));
-    terms.push(NodeId(nodes.len() as u32));
-    nodes.push(Node::Noise(Distribution::Gaussian, 0));
-    let mut sum = NodeId(2);
-    for term in terms {
-        nodes.push(Node::Binary(BinaryOp::Add, sum, term));
-        sum = NodeId(nodes.len() as u32 - 1);
-    }
-    ElementwiseKernel { inputs: 2, params: 1, noise_slots: 1, nodes, outputs: vec![sum, NodeId(0)] }
-}
-
-/// A kernel with no inputs that writes a Gaussian and a uniform draw of two slots: the kernel of
-/// `golden/noise.cu`.
-fn noise_kernel() -> ElementwiseKernel {
-    ElementwiseKernel {
-        inputs: 0,
-        params: 0,
-        noise_slots: 2,
-        nodes: vec![Node::Noise(Distribution::Gaussian, 0), Node::Noise(Distribution::Uniform, 1)],
-        outputs: vec![NodeId(0), NodeId(1)],
-    }
-}
-
-/// The body of the golden reductions, `in0 - p0 * in1`.
-fn reduction_body() -> ElementwiseKernel {
-    let mut b = KernelBuilder::new();
-    let (x, y, p) = (b.input(0), b.input(1), b.param(0));
-    let scaled = b.binary(BinaryOp::Mul, p, y);
-    let difference = b.binary(BinaryOp::Sub, x, scaled);
-    b.output(difference);
-    b.finish()
-}
 
 /// Checks that a golden file holds exactly `emitted`, the emitter's text for the test's kernel,
 /// so that this test runs the kernels whose text `tests/cuda.rs` checks.
@@ -156,37 +94,6 @@ fn varied(len: usize, offset: f32) -> Vec<f32> {
     values
 }
 
-/// Compares values bit for bit, except that any NaN matches any NaN: which of two NaN operands
-/// x86 returns (`a + b` with `a = NaN` and `b = -NaN`, say) depends on the order in which the
-/// compiler puts them in the instruction, which IEEE 754 leaves open. It is not a property of the
-/// emitted text: the CPU evaluator's own loops give one or the other depending on whether LLVM
-/// vectorizes them, and a GPU returns its canonical NaN. Returns how many NaNs differ in their
-/// bits.
-fn compare(got: &[f32], expected: &[f32]) -> Result<usize, String> {
-    if got.len() != expected.len() {
-        return Err(format!("{} values, expected {}", got.len(), expected.len()));
-    }
-    let differs = |(g, e): (&f32, &f32)| g.to_bits() != e.to_bits() && !(g.is_nan() && e.is_nan());
-    if let Some(i) = got.iter().zip(expected).position(differs) {
-        let mismatches = got.iter().zip(expected).filter(|&pair| differs(pair)).count();
-        return Err(format!(
-            "element {i} is {:?} ({:#010x}), expected {:?} ({:#010x}); {mismatches} of {} elements differ",
-            got[i],
-            got[i].to_bits(),
-            expected[i],
-            expected[i].to_bits(),
-            got.len()
-        ));
-    }
-    Ok(got.iter().zip(expected).filter(|(g, e)| g.to_bits() != e.to_bits()).count())
-}
-
-/// The buffer that `buffer` (an [`Arg::Buffer`]) passes in case `case`, after the case's launches.
-fn buffer_after(outputs: &Outputs, case: CaseId, buffer: Arg) -> &Buffer {
-    let Arg::Buffer(k) = buffer else { panic!("{buffer:?} is not a buffer") };
-    &outputs.case(case)[k]
-}
-
 /// One launch of an elementwise kernel and its arguments.
 #[derive(Clone)]
 struct Elementwise<'a> {
@@ -234,11 +141,10 @@ impl Elementwise<'_> {
     fn place(&self, program: &mut Program, module: ModuleId) -> Placed {
         let mut case = Case::new(module);
         let inputs: Vec<Arg> = self.inputs.iter().map(|x| case.buffer(Buffer::F32(x.clone()))).collect();
-        let sentinel = vec![f32::from_bits(SENTINEL); self.len + PADDING];
         let outputs: Vec<Arg> = (0..self.kernel.outputs.len())
             .map(|k| match self.in_place.iter().find(|&&(_, output)| output == k) {
                 Some(&(input, _)) => inputs[input],
-                None => case.buffer(Buffer::F32(sentinel.clone())),
+                None => case.buffer(sentinel(self.len)),
             })
             .collect();
         let mut args: Vec<Arg> = inputs.iter().chain(&outputs).copied().collect();
@@ -285,18 +191,12 @@ impl Elementwise<'_> {
     fn check(&self, placed: &Placed, outputs: &Outputs, what: &str) -> usize {
         let mut nan_differences = 0;
         for (k, (&buffer, expected)) in placed.outputs.iter().zip(self.expected()).enumerate() {
-            let got = buffer_after(outputs, placed.case, buffer).as_f32();
+            let got = outputs.buffer(placed.case, buffer).as_f32();
             let what = format!(
                 "{what}, output {k}, len {}, seed {:#x}, per_sample {}, in place {:?}",
                 self.len, self.seed, self.per_sample, self.in_place
             );
-            match compare(&got[..self.len], &expected) {
-                Ok(nans) => nan_differences += nans,
-                Err(e) => panic!("{what}: {e}"),
-            }
-            if let Some(i) = got[self.len..].iter().position(|v| v.to_bits() != SENTINEL) {
-                panic!("{what}: the padding element {} after the output is overwritten", self.len + i);
-            }
+            nan_differences += check_output(got, &expected, &what);
         }
         nan_differences
     }
@@ -440,7 +340,7 @@ impl Reduce<'_> {
     /// The partials and the result of one run.
     fn results<'b>(&self, placed: &ReducePlaced, outputs: &'b Outputs, run: usize) -> (&'b [f64], f64) {
         let case = placed.runs[run];
-        (buffer_after(outputs, case, placed.partials).as_f64(), buffer_after(outputs, case, placed.result).as_f64()[0])
+        (outputs.buffer(case, placed.partials).as_f64(), outputs.buffer(case, placed.result).as_f64()[0])
     }
 
     /// A description of the reduction for failure messages.
@@ -484,14 +384,6 @@ impl Reduce<'_> {
     }
 }
 
-/// Runs `program`, panicking with the compiler's or the program's message if it fails, and prints
-/// how long it took.
-fn run(program: &Program, cxx: &HostCxx, name: &str) -> Outputs {
-    let outputs = program.run(cxx, name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    println!("{name}: compiled in {:?}, ran in {:?}", outputs.compile, outputs.execute);
-    outputs
-}
-
 #[test]
 fn golden_kernels_compute_the_cpu_evaluators_bits() {
     let Some(cxx) = host_cxx_or_skip("golden_kernels_compute_the_cpu_evaluators_bits") else {
@@ -529,7 +421,7 @@ fn golden_kernels_compute_the_cpu_evaluators_bits() {
             }
         }
     }
-    let outputs = run(&program, &cxx, "golden_kernels");
+    let outputs = program.run_or_panic(&cxx, "golden_kernels");
     let nans: usize = launches.iter().map(|(name, launch, placed)| launch.check(placed, &outputs, name)).sum();
     println!("{} launches match; {nans} NaNs differ in their bits", launches.len());
     for (name, kernel, _) in &goldens {
@@ -544,19 +436,7 @@ fn in_place_updates_compute_the_cpu_evaluators_bits() {
     };
     // The DDIM step of `tests/in_place.rs`, which writes its state over input 0 and a second
     // output elsewhere, and the all-operations kernel, which writes input 0 back over input 1.
-    let ddim = {
-        let mut b = KernelBuilder::new();
-        let (x, e, p0, p1, p2) = (b.input(0), b.input(1), b.param(0), b.param(1), b.param(2));
-        let z = b.noise(Distribution::Gaussian);
-        let ax = b.binary(BinaryOp::Mul, p0, x);
-        let be = b.binary(BinaryOp::Mul, p1, e);
-        let cz = b.binary(BinaryOp::Mul, p2, z);
-        let sum = b.binary(BinaryOp::Add, ax, be);
-        let out = b.binary(BinaryOp::Add, sum, cz);
-        b.output(out);
-        b.output(ax);
-        b.finish()
-    };
+    let ddim = in_place_ddim_kernel();
     let all_ops = all_ops_kernel();
     let shapes = [
         (&ddim, vec![0.9, -0.3, 0.05], vec![(0, 0)]),
@@ -583,7 +463,7 @@ fn in_place_updates_compute_the_cpu_evaluators_bits() {
             launches.push((launch, placed));
         }
     }
-    let outputs = run(&program, &cxx, "in_place");
+    let outputs = program.run_or_panic(&cxx, "in_place");
     let nans: usize = launches.iter().map(|(launch, placed)| launch.check(placed, &outputs, "in place")).sum();
     println!("{} launches match; {nans} NaNs differ in their bits", launches.len());
 }
@@ -662,7 +542,7 @@ fn random_kernels_compute_the_cpu_evaluators_bits() {
         }
         launches.push((launch, placed));
     }
-    let outputs = run(&program, &cxx, "random_kernels");
+    let outputs = program.run_or_panic(&cxx, "random_kernels");
     for (k, (launch, placed)) in launches.iter().enumerate() {
         launch.check(placed, &outputs, &format!("random kernel {k}\n{}", launch.kernel));
     }
@@ -729,7 +609,7 @@ fn reductions_compute_the_cpu_evaluators_values_in_a_fixed_order() {
             reductions.push((reduce, placed));
         }
     }
-    let outputs = run(&program, &cxx, "reductions");
+    let outputs = program.run_or_panic(&cxx, "reductions");
     for (reduce, placed) in &reductions {
         reduce.check_against_model(placed, &outputs);
         reduce.check_against_cpu(placed, &outputs);
@@ -791,17 +671,17 @@ fn bias_activation_computes_its_definition() {
             }
         }
     }
-    let outputs = run(&program, &cxx, "bias_activation");
+    let outputs = program.run_or_panic(&cxx, "bias_activation");
     for launch in &launches {
         let (data, bias) = (&launch.data, &launch.bias);
         let what =
             format!("{:?}, {} elements, {} columns, {} blocks", launch.activation, data.len(), bias.len(), launch.grid);
         let expected = bias_activation_definition(data, bias, launch.activation == Activation::Silu);
-        if let Err(e) = compare(buffer_after(&outputs, launch.case, launch.data_buffer).as_f32(), &expected) {
+        if let Err(e) = compare(outputs.buffer(launch.case, launch.data_buffer).as_f32(), &expected) {
             panic!("{what}: {e}");
         }
         let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        let bias_after = buffer_after(&outputs, launch.case, launch.bias_buffer).as_f32();
+        let bias_after = outputs.buffer(launch.case, launch.bias_buffer).as_f32();
         assert_eq!(bits(bias_after), bits(bias), "{what}: the bias is read only");
         let mut reference = data.clone();
         bias_activation(&mut reference, bias, launch.activation);

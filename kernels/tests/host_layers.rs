@@ -6,82 +6,26 @@
 //! The NVRTC test skips, saying why, when libnvrtc cannot be loaded; CI sets
 //! `SCHED_REQUIRE_NVRTC=1`, which makes a missing library a failure. The host tests skip when
 //! there is no C++ compiler, unless `SCHED_REQUIRE_HOST_CXX=1`; their programs are kept under
-//! the target directory's `tmp/host_cuda/<test>/` for inspection.
+//! the target directory's `tmp/host_cuda/<program>/<process id>/` for inspection (see
+//! `Program::run`).
 
 mod common;
 
 use std::time::Instant;
 
-use common::host_cuda::{Arg, Buffer, Case, CaseId, HostCxx, Module, Outputs, Program, host_cxx_or_skip};
+use common::emitted::{compile, nvrtc_or_skip, ptx_entry};
+use common::host_cuda::{
+    Arg, Buffer, Case, CaseId, Module, Outputs, Program, check_output, compare, host_cxx_or_skip, sentinel,
+};
+use common::random::Random;
 use sched_kernels::cuda::BLOCK_THREADS;
 use sched_kernels::layers::{
     ATTENTION_ENTRY, Activation, AttentionShape, BIAS_ACTIVATION_ENTRY, LN_ENTRY, activation_code, attention,
     attention_source, bias_activation, bias_activation_source, layer_norm, layer_norm_source,
 };
-use sched_kernels::nvrtc;
-
-/// The architecture the NVRTC test compiles for.
-const ARCH: &str = "sm_90";
-
-/// The bits written over every output buffer before a launch, and into the padding after its
-/// elements, which no launch may touch: a signalling NaN, which no arithmetic produces.
-const SENTINEL: u32 = 0x7fa5_5a5a;
-
-/// Elements of padding after the elements of every output buffer.
-const PADDING: usize = 9;
 
 /// The ε of the transformer's LayerNorms.
 const EPS: f32 = 1e-5;
-
-/// A deterministic generator of test data (SplitMix64).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform value in `[low, high)`.
-    fn uniform(&mut self, low: f32, high: f32) -> f32 {
-        let unit = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        low + (high - low) * unit
-    }
-
-    /// `count` uniform values in `[low, high)`.
-    fn values(&mut self, count: usize, low: f32, high: f32) -> Vec<f32> {
-        (0..count).map(|_| self.uniform(low, high)).collect()
-    }
-
-    /// A uniform integer in `low..=high`.
-    fn size(&mut self, low: usize, high: usize) -> usize {
-        low + (self.next() % (high - low + 1) as u64) as usize
-    }
-}
-
-/// Returns whether libnvrtc can be loaded, printing why `test` is skipped if not. CI installs
-/// libnvrtc and sets `SCHED_REQUIRE_NVRTC`, which makes a missing library a failure.
-fn nvrtc_or_skip(test: &str) -> bool {
-    let available = nvrtc::available();
-    if !available {
-        assert!(
-            std::env::var_os("SCHED_REQUIRE_NVRTC").is_none(),
-            "{test}: libnvrtc not found, and SCHED_REQUIRE_NVRTC is set"
-        );
-        println!("skipping {test}: libnvrtc not found (see docs/gpu.md)");
-    }
-    available
-}
-
-/// The PTX of the entry point `entry`, from its `.entry` line to its closing brace.
-fn entry<'a>(ptx: &'a str, entry: &str) -> &'a str {
-    let start = ptx.find(&format!(".visible .entry {entry}(")).unwrap_or_else(|| panic!("no entry {entry}:\n{ptx}"));
-    let length = ptx[start..].find("\n}\n").unwrap_or_else(|| panic!("the entry {entry} does not end:\n{ptx}"));
-    &ptx[start..start + length]
-}
 
 #[test]
 fn layer_sources_compile_to_ptx() {
@@ -95,8 +39,8 @@ fn layer_sources_compile_to_ptx() {
         (ATTENTION_ENTRY, attention_source()),
     ];
     for (name, source) in sources {
-        let ptx = nvrtc::compile_ptx(source, ARCH).unwrap_or_else(|e| panic!("{name} does not compile: {e}\n{source}"));
-        let body = entry(&ptx, name);
+        let ptx = compile(source, name);
+        let body = ptx_entry(&ptx, name).unwrap_or_else(|| panic!("no entry {name}:\n{ptx}"));
         assert!(!ptx.contains(".local"), "{name} uses local memory:\n{ptx}");
         // `/` is the correctly rounded division (`div.rn`), not the approximate one.
         assert!(!ptx.contains("div.approx") && !ptx.contains("div.full"), "{name} divides approximately:\n{ptx}");
@@ -123,55 +67,9 @@ fn layer_sources_compile_to_ptx() {
     println!("the layer kernels compiled in {:?}", start.elapsed());
 }
 
-/// Compiles and runs `program`, saying how long it took.
-fn run(program: &Program, cxx: &HostCxx, name: &str) -> Outputs {
-    let outputs = program.run(cxx, name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    println!("{name}: compiled in {:?}, ran in {:?}", outputs.compile, outputs.execute);
-    outputs
-}
-
-/// The buffer that `buffer` (an [`Arg::Buffer`]) passes in case `case`, after its launches.
+/// The f32 buffer that `buffer` (an [`Arg::Buffer`]) passes in case `case`, after its launches.
 fn buffer_after(outputs: &Outputs, case: CaseId, buffer: Arg) -> &[f32] {
-    let Arg::Buffer(k) = buffer else { panic!("{buffer:?} is not a buffer") };
-    outputs.case(case)[k].as_f32()
-}
-
-/// Compares values bit for bit, except that any NaN matches any NaN (which of two NaN operands
-/// an x86 instruction returns depends on the compiler's choice of operand order).
-fn compare(got: &[f32], expected: &[f32]) -> Result<(), String> {
-    if got.len() != expected.len() {
-        return Err(format!("{} values, expected {}", got.len(), expected.len()));
-    }
-    let differs = |(g, e): (&f32, &f32)| g.to_bits() != e.to_bits() && !(g.is_nan() && e.is_nan());
-    match got.iter().zip(expected).position(differs) {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "element {i} is {:?} ({:#010x}), expected {:?} ({:#010x}); {} of {} elements differ",
-            got[i],
-            got[i].to_bits(),
-            expected[i],
-            expected[i].to_bits(),
-            got.iter().zip(expected).filter(|&pair| differs(pair)).count(),
-            got.len()
-        )),
-    }
-}
-
-/// An output buffer of `len` elements and its padding, all [`SENTINEL`].
-fn sentinel(len: usize) -> Buffer {
-    Buffer::F32(vec![f32::from_bits(SENTINEL); len + PADDING])
-}
-
-/// Checks an output buffer after its launch: `expected` in its first elements (see [`compare`]),
-/// then the untouched padding.
-fn check_output(got: &[f32], expected: &[f32], what: &str) {
-    let (values, padding) = got.split_at(expected.len());
-    if let Err(e) = compare(values, expected) {
-        panic!("{what}: {e}");
-    }
-    if let Some(i) = padding.iter().position(|v| v.to_bits() != SENTINEL) {
-        panic!("{what}: the padding element {} after the output is overwritten", expected.len() + i);
-    }
+    outputs.buffer(case, buffer).as_f32()
 }
 
 /// Checks that an input buffer is unchanged by its launch.
@@ -246,7 +144,7 @@ fn layer_norm_is_the_reference_bit_for_bit_on_the_host() {
             launches.push(NormLaunch { case: program.case(case), buffers, x, weight, bias, rows, grid });
         }
     }
-    let outputs = run(&program, &cxx, "layer_norm");
+    let outputs = program.run_or_panic(&cxx, "layer_norm");
     for launch in &launches {
         let width = launch.weight.len();
         let what = format!("{} rows of {width}, {:?}", launch.rows, launch.grid);
@@ -315,7 +213,7 @@ fn attention_is_the_reference_bit_for_bit_on_the_host() {
             launches.push(AttentionLaunch { case: program.case(case), buffers, operands, shape, grid });
         }
     }
-    let outputs = run(&program, &cxx, "attention");
+    let outputs = program.run_or_panic(&cxx, "attention");
     for launch in &launches {
         let what = format!("{:?}, {:?}", launch.shape, launch.grid);
         let [q, k, v] = &launch.operands;
@@ -398,7 +296,7 @@ fn bias_activation_is_the_reference_bit_for_bit_on_the_host() {
             }
         }
     }
-    let outputs = run(&program, &cxx, "bias_activation_gelu");
+    let outputs = program.run_or_panic(&cxx, "bias_activation_gelu");
     for launch in &launches {
         let activation = [Activation::Silu, Activation::Gelu]
             .into_iter()

@@ -1,27 +1,15 @@
 //! In-place evaluation gives exactly the values of ordinary evaluation.
 
-use sched_kernels::builder::KernelBuilder;
+mod common;
+
+use common::in_place_ddim_kernel;
 use sched_kernels::cpu::{InPlace, KernelError, evaluate, evaluate_in_place};
 use sched_kernels::jit::{CompiledKernel, JitError, MIN_CHUNK};
-use sched_kernels::spec::{BinaryOp, Distribution, NoiseLaunch, NoiseSlot};
-
-fn ddim_like() -> sched_kernels::spec::ElementwiseKernel {
-    let mut b = KernelBuilder::new();
-    let (x, e, p0, p1, p2) = (b.input(0), b.input(1), b.param(0), b.param(1), b.param(2));
-    let z = b.noise(Distribution::Gaussian);
-    let ax = b.binary(BinaryOp::Mul, p0, x);
-    let be = b.binary(BinaryOp::Mul, p1, e);
-    let cz = b.binary(BinaryOp::Mul, p2, z);
-    let sum = b.binary(BinaryOp::Add, ax, be);
-    let out = b.binary(BinaryOp::Add, sum, cz);
-    b.output(out);
-    b.output(ax);
-    b.finish()
-}
+use sched_kernels::spec::{NoiseLaunch, NoiseSlot};
 
 #[test]
 fn writing_an_output_over_its_input_gives_the_same_values() {
-    let kernel = ddim_like();
+    let kernel = in_place_ddim_kernel();
     for len in [1usize, 255, 256, 257, 1003] {
         let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
         let e: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -40,7 +28,7 @@ fn writing_an_output_over_its_input_gives_the_same_values() {
 
 #[test]
 fn invalid_pairings_are_errors() {
-    let kernel = ddim_like();
+    let kernel = in_place_ddim_kernel();
     let e = vec![0.0f32; 8];
     let slots = [NoiseSlot { site: 0, step: 0 }];
     let noise = NoiseLaunch { seed: 0, per_sample: 1, slots: &slots };
@@ -56,7 +44,7 @@ fn invalid_pairings_are_errors() {
 
 #[test]
 fn the_jit_writes_in_place_the_values_of_the_reference() {
-    let kernel = ddim_like();
+    let kernel = in_place_ddim_kernel();
     let compiled = CompiledKernel::compile(&kernel).expect("compiles");
     for (len, threads) in [(1usize, 1usize), (257, 1), (1003, 2), (3 * MIN_CHUNK + 5, 3), (2 * MIN_CHUNK, 4)] {
         let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -77,7 +65,7 @@ fn the_jit_writes_in_place_the_values_of_the_reference() {
 
 #[test]
 fn the_jit_rejects_invalid_in_place_pairings() {
-    let compiled = CompiledKernel::compile(&ddim_like()).expect("compiles");
+    let compiled = CompiledKernel::compile(&in_place_ddim_kernel()).expect("compiles");
     let e = vec![0.0f32; 8];
     let slots = [NoiseSlot { site: 0, step: 0 }];
     let noise = NoiseLaunch { seed: 0, per_sample: 1, slots: &slots };

@@ -3,38 +3,12 @@
 //! agree bit for bit), f64 computations (which must agree to within the rounding of f32), and
 //! small cases computed by hand.
 
+mod common;
+
+use common::random::Random;
 use sched_kernels::layers::{
     Activation, AttentionShape, activation_code, attention, bias_activation, gelu, layer_norm, silu,
 };
-
-/// A deterministic generator of test data (SplitMix64).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform value in `[low, high)`.
-    fn uniform(&mut self, low: f32, high: f32) -> f32 {
-        let unit = (self.next() >> 40) as f32 / (1u64 << 24) as f32;
-        low + (high - low) * unit
-    }
-
-    /// `count` uniform values in `[low, high)`.
-    fn values(&mut self, count: usize, low: f32, high: f32) -> Vec<f32> {
-        (0..count).map(|_| self.uniform(low, high)).collect()
-    }
-
-    /// A uniform integer in `low..=high`.
-    fn size(&mut self, low: usize, high: usize) -> usize {
-        low + (self.next() % (high - low + 1) as u64) as usize
-    }
-}
 
 /// The bits of values, to compare them exactly (NaN payloads included).
 fn bits(values: &[f32]) -> Vec<u32> {

@@ -77,6 +77,14 @@ inline unsigned int __float_as_uint(float x) {
     return std::bit_cast<unsigned int>(x);
 }
 
+inline double __longlong_as_double(long long int bits) {
+    return std::bit_cast<double>(bits);
+}
+
+inline long long int __double_as_longlong(double x) {
+    return std::bit_cast<long long int>(x);
+}
+
 using std::isnan;
 
 // The coordinates of the running thread, which the launcher sets before it resumes a thread.
@@ -312,6 +320,8 @@ struct Launch {
         return buffers->template pointer<T>(args.at(k));
     }
 
+    // Argument k as a scalar of type T (float, unsigned int, int, unsigned long long or double),
+    // passed by value: the low 32 bits of its word for a 4-byte type, else the whole word.
     template <class T>
     T scalar(std::size_t k) const {
         if constexpr (sizeof(T) == 4) {

@@ -259,6 +259,8 @@ pub enum Arg {
     U32(u32),
     I32(i32),
     U64(u64),
+    /// A `double`, passed by value as CUDA passes a double kernel parameter.
+    F64(f64),
 }
 
 impl Arg {
@@ -274,6 +276,7 @@ impl Arg {
             Arg::U32(_) => "unsigned int",
             Arg::I32(_) => "int",
             Arg::U64(_) => "unsigned long long",
+            Arg::F64(_) => "double",
         }
     }
 
@@ -285,6 +288,7 @@ impl Arg {
             Arg::U32(v) => u64::from(v),
             Arg::I32(v) => u64::from(v.cast_unsigned()),
             Arg::U64(v) => v,
+            Arg::F64(v) => v.to_bits(),
         }
     }
 }
@@ -357,6 +361,16 @@ impl Outputs {
     pub fn case(&self, id: CaseId) -> &[Buffer] {
         &self.buffers[id.0]
     }
+
+    /// The buffer that `buffer` (an [`Arg::Buffer`]) passes in case `case`, after its launches.
+    ///
+    /// # Panics
+    ///
+    /// If `buffer` is not a buffer.
+    pub fn buffer(&self, case: CaseId, buffer: Arg) -> &Buffer {
+        let Arg::Buffer(k) = buffer else { panic!("{buffer:?} is not a buffer") };
+        &self.case(case)[k]
+    }
 }
 
 /// Why a [`Program`] did not run.
@@ -423,12 +437,15 @@ impl Program {
         CaseId(self.cases.len() - 1)
     }
 
-    /// Compiles and runs the program in a folder named `name` under the test's target directory
-    /// (which keeps the source, the binary and the buffer files for inspection; tests that run
-    /// at the same time need different names), and returns the buffers of every case after its
-    /// launches.
+    /// Compiles and runs the program, and returns the buffers of every case after its launches.
+    ///
+    /// It works in the folder `host_cuda/<name>/<process id>/` of the test's target tmp directory
+    /// (`CARGO_TARGET_TMPDIR`, `target/tmp/` by default; see [`working_folder`]), which keeps the
+    /// source `program.cpp`, the binary `program` and the buffer files `input.bin` and
+    /// `output.bin` for inspection. Programs of one process that run at the same time need
+    /// different names; two processes (two `cargo test` at once) never share a folder.
     pub fn run(&self, cxx: &HostCxx, name: &str) -> Result<Outputs, HostError> {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("host_cuda").join(name);
+        let dir = working_folder(name);
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |error| HostError::Io { path, error }
@@ -480,6 +497,14 @@ impl Program {
             buffers.push(after);
         }
         Ok(Outputs { buffers, compile, execute })
+    }
+
+    /// Runs the program (see [`Program::run`]), panicking with the compiler's or the program's
+    /// message if it fails, and prints how long it took.
+    pub fn run_or_panic(&self, cxx: &HostCxx, name: &str) -> Outputs {
+        let outputs = self.run(cxx, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        println!("{name}: compiled in {:?}, ran in {:?}", outputs.compile, outputs.execute);
+        outputs
     }
 
     /// The size of every buffer of every case, in bytes.
@@ -566,4 +591,76 @@ impl Program {
         }
         bytes
     }
+}
+
+/// The folder in which this process runs the programs named `name`: `host_cuda/<name>/<process
+/// id>/` under the test's target tmp directory. The folders of the same name that processes which
+/// have ended left behind are removed first (where `/proc` tells which processes run), so that a
+/// program's files stay for inspection until the next run of its test, and do not pile up.
+fn working_folder(name: &str) -> PathBuf {
+    let parent = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("host_cuda").join(name);
+    let own = std::process::id();
+    if Path::new("/proc/self").exists()
+        && let Ok(entries) = fs::read_dir(&parent)
+    {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != own && !Path::new("/proc").join(pid.to_string()).exists() {
+                // At best: another process may be removing it too.
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    parent.join(own.to_string())
+}
+
+/// The bits written over every f32 output buffer before a launch, and into the padding after
+/// its elements, which no launch may touch: a signalling NaN, which no arithmetic produces.
+pub const SENTINEL: u32 = 0x7fa5_5a5a;
+
+/// Elements of padding after the elements of every f32 output buffer.
+pub const PADDING: usize = 9;
+
+/// An f32 output buffer of `len` elements and its padding, all [`SENTINEL`].
+pub fn sentinel(len: usize) -> Buffer {
+    Buffer::F32(vec![f32::from_bits(SENTINEL); len + PADDING])
+}
+
+/// Compares values bit for bit, except that any NaN matches any NaN: which of two NaN operands
+/// x86 returns (`a + b` with `a = NaN` and `b = -NaN`, say) depends on the order in which the
+/// compiler puts them in the instruction, which IEEE 754 leaves open. It is not a property of the
+/// emitted text: the CPU evaluator's own loops give one or the other depending on whether LLVM
+/// vectorizes them, and a GPU returns its canonical NaN. Returns how many NaNs differ in their
+/// bits.
+pub fn compare(got: &[f32], expected: &[f32]) -> Result<usize, String> {
+    if got.len() != expected.len() {
+        return Err(format!("{} values, expected {}", got.len(), expected.len()));
+    }
+    let differs = |(g, e): (&f32, &f32)| g.to_bits() != e.to_bits() && !(g.is_nan() && e.is_nan());
+    if let Some(i) = got.iter().zip(expected).position(differs) {
+        let mismatches = got.iter().zip(expected).filter(|&pair| differs(pair)).count();
+        return Err(format!(
+            "element {i} is {:?} ({:#010x}), expected {:?} ({:#010x}); {mismatches} of {} elements differ",
+            got[i],
+            got[i].to_bits(),
+            expected[i],
+            expected[i].to_bits(),
+            got.len()
+        ));
+    }
+    Ok(got.iter().zip(expected).filter(|(g, e)| g.to_bits() != e.to_bits()).count())
+}
+
+/// Checks an output buffer of [`sentinel`] after its launch: `expected` in its first elements
+/// (see [`compare`]), then the untouched padding; panics with `what` if not. Returns how many
+/// NaNs differ in their bits.
+pub fn check_output(got: &[f32], expected: &[f32], what: &str) -> usize {
+    let (values, padding) = got.split_at(expected.len());
+    let nans = compare(values, expected).unwrap_or_else(|e| panic!("{what}: {e}"));
+    if let Some(i) = padding.iter().position(|v| v.to_bits() != SENTINEL) {
+        panic!("{what}: the padding element {} after the output is overwritten", expected.len() + i);
+    }
+    nans
 }

@@ -64,7 +64,12 @@
 //! exactly as [`tokens::process_logits`] does (`top_k = 0`, `top_p >= 1` or NaN, `min_p <= 0` or
 //! NaN disable it), so one module with every filter serves every [`Sampler`].
 //!
-//! Per row, the block computes (see [`Logits`], [`Choose`] and [`Report`]):
+//! [`SampleKernel::sample_row`] is the normative definition of one row of a launch, with
+//! [`SampleParams`] the launch's `temperature`, `top_k`, `top_p` and `min_p`, and `uniform(v)` the
+//! draw of entry `v` above: the emitted kernel computes exactly what it returns (the token, and the
+//! report in `probability`), and `tests/cuda_tokens.rs` runs the emitted text on the host and finds
+//! every token and report bit-identical to it. Per row, the block computes (see [`Logits`],
+//! [`Choose`] and [`Report`]):
 //!
 //! 1. the processed logits: the row itself ([`Logits::Raw`]), the candidates' scaling
 //!    `(logit as f64 / temperature) as f32` ([`Logits::Divided`]), or [`tokens::process_logits`]
@@ -75,7 +80,7 @@
 //! 3. the report, from [`tokens::softmax`] of the raw or processed logits.
 //!
 //! `vocab = 0` writes token 0 and probability 0 for every row, as the runtime does for an empty
-//! row.
+//! row (and as [`SampleKernel::sample_row`] gives for an empty row).
 //!
 //! # Position selection ABI
 //!
@@ -191,10 +196,7 @@
 use std::fmt;
 
 use crate::cuda::BLOCK_THREADS;
-use crate::tokens::{Nucleus, Sampler};
-// The documentation links to the primitives of the reference definitions.
-#[cfg(doc)]
-use crate::tokens;
+use crate::tokens::{self, Nucleus, Sampler};
 
 /// The entry point of a row-sampling module.
 pub const SAMPLE_ENTRY: &str = "sched_sample_rows";
@@ -303,7 +305,85 @@ pub struct SampleKernel {
     pub report: Report,
 }
 
+/// The runtime parameters of a sampling launch (the ABI's `temperature`, `top_k`, `top_p`,
+/// `min_p`), which [`SampleKernel::sample_row`] applies as the launch does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleParams {
+    /// The divisor of [`Logits::Divided`] and [`Logits::Processed`] (unused for [`Logits::Raw`]).
+    pub temperature: f64,
+    /// The parameter of [`Filters::top_k`]; 0, or at least the vocabulary, disables it.
+    pub top_k: u64,
+    /// The parameter of [`Filters::top_p`]; 1 or more, or NaN, disables it.
+    pub top_p: f64,
+    /// The parameter of [`Filters::min_p`]; 0 or less, or NaN, disables it.
+    pub min_p: f64,
+}
+
 impl SampleKernel {
+    /// One row of a sampling launch on the CPU: the token and the report (empty for
+    /// [`Report::Token`], one probability for [`Report::RawProbability`] and
+    /// [`Report::Probability`], the distribution over the row for [`Report::Distribution`]), with
+    /// `uniform(v)` the draw of vocabulary entry `v` (in a launch,
+    /// `uniform_f64(seed, site, step, noise_sample[r], noise_position[r] * vocab + v)`, the index
+    /// wrapping in 32 bits).
+    ///
+    /// Definition (normative: the kernel of [`sample_source`] computes exactly this, and writes
+    /// the token to `token[r]` and the report to `probability`):
+    ///
+    /// 1. the processed logits: `row` itself for [`Logits::Raw`];
+    ///    `(logit as f64 / temperature) as f32` for each logit for [`Logits::Divided`]; for
+    ///    [`Logits::Processed`], [`tokens::process_logits`] of `row` with a [`Sampler`] of
+    ///    `params.temperature` whose filters are the module's, each with its parameter (`top_k`
+    ///    saturated to `usize`), and the others off whatever their parameters (`top_k = 0`,
+    ///    `top_p = 1`, `min_p = 0`), the nucleus rule being the module's;
+    /// 2. the token: [`tokens::argmax`] ([`Choose::Greedy`]) or [`tokens::gumbel_argmax`] with
+    ///    `uniform` ([`Choose::Gumbel`]) of the processed logits;
+    /// 3. the report: nothing for [`Report::Token`]; [`tokens::softmax`] of `row`
+    ///    ([`Report::RawProbability`]) or of the processed logits ([`Report::Probability`]) at the
+    ///    token, 0 if the row is empty; for [`Report::Distribution`], [`tokens::softmax`] of the
+    ///    processed logits with [`Choose::Gumbel`], and with [`Choose::Greedy`] the point mass on
+    ///    the token (1 there, 0 elsewhere), `row.len()` values either way.
+    ///
+    /// An empty row gives token 0 and the report `[0.0]`, or the empty distribution. `uniform`
+    /// is called only by [`tokens::gumbel_argmax`]. The temperature is not checked: the runtime
+    /// passes a positive, finite one, and another gives whatever the operations above give,
+    /// without panicking.
+    pub fn sample_row(&self, params: &SampleParams, row: &[f32], uniform: impl Fn(u32) -> f64) -> (u32, Vec<f64>) {
+        let processed: Vec<f32> = match self.logits {
+            Logits::Raw => row.to_vec(),
+            // Rounding the f64 quotient to the nearest f32 is the definition.
+            Logits::Divided => row.iter().map(|&x| (f64::from(x) / params.temperature) as f32).collect(),
+            Logits::Processed(filters) => {
+                // A filter that the module does not contain is off, whatever its parameter.
+                let sampler = Sampler {
+                    temperature: params.temperature,
+                    top_k: if filters.top_k { usize::try_from(params.top_k).unwrap_or(usize::MAX) } else { 0 },
+                    top_p: if filters.top_p.is_some() { params.top_p } else { 1.0 },
+                    min_p: if filters.min_p { params.min_p } else { 0.0 },
+                    nucleus: filters.top_p.unwrap_or(Nucleus::KeepCrossing),
+                };
+                let mut processed = row.to_vec();
+                tokens::process_logits(&mut processed, &sampler);
+                processed
+            }
+        };
+        let token = match self.choose {
+            Choose::Greedy => tokens::argmax(&processed),
+            Choose::Gumbel => tokens::gumbel_argmax(&processed, uniform),
+        };
+        let at = |probabilities: Vec<f64>| vec![probabilities.get(token as usize).copied().unwrap_or(0.0)];
+        let report = match (self.report, self.choose) {
+            (Report::Token, _) => Vec::new(),
+            (Report::RawProbability, _) => at(tokens::softmax(row)),
+            (Report::Probability, _) => at(tokens::softmax(&processed)),
+            (Report::Distribution, Choose::Gumbel) => tokens::softmax(&processed),
+            (Report::Distribution, Choose::Greedy) => {
+                (0..row.len()).map(|j| if j == token as usize { 1.0 } else { 0.0 }).collect()
+            }
+        };
+        (token, report)
+    }
+
     /// Whether the module computes a softmax, and so needs the scratch of its terms.
     fn needs_exps(&self) -> bool {
         let filters = match self.logits {

@@ -1,20 +1,21 @@
 //! The fixed kernels of the built-in networks on a device (the layers around their matrix
 //! products): a bias added to every row of a row-major matrix followed by an activation, a
-//! LayerNorm of every row, and multi-head scaled dot-product attention.
+//! LayerNorm of every row, multi-head scaled dot-product attention, and the gather of chosen rows
+//! of a matrix (the logits of the masked positions, with the mask token's logit blocked).
 //!
-//! Each layer has a reference function ([`bias_activation`], [`layer_norm`], [`attention`]),
-//! which the emulated device runs and whose documentation is the NORMATIVE definition of the
-//! layer (every operation, its order and its rounding), and the same computation as CUDA C
-//! ([`bias_activation_source`], [`layer_norm_source`], [`attention_source`]), compiled with the
-//! options of [`crate::nvrtc`]: `--fmad=false` (no multiply-add contraction),
-//! `--prec-div=true` and `--prec-sqrt=true` (correctly rounded `/` and `sqrtf`) and
-//! `--ftz=false` (subnormals kept). Under these options every `+`, `-`, `*`, `/` and `sqrtf` of
-//! the CUDA text is the reference's IEEE f32 operation, and the kernels loop sequentially in the
-//! reference's order, so a kernel's results are the reference's bit for bit, except where a
-//! transcendental function is involved: CUDA's `expf` (SiLU, attention) and `erf` (GELU) are not
-//! the host C library's and may differ from it in the last unit in the last place. Run on the
-//! host with the C library's functions (the test harness of `tests/host_layers.rs`), the CUDA
-//! text reproduces the references exactly.
+//! Each layer has a reference function ([`bias_activation`], [`layer_norm`], [`attention`],
+//! [`gather_rows`]), which the emulated device runs and whose documentation is the NORMATIVE
+//! definition of the layer (every operation, its order and its rounding), and the same
+//! computation as CUDA C ([`bias_activation_source`], [`layer_norm_source`], [`attention_source`],
+//! [`gather_rows_source`]), compiled with the options of [`crate::nvrtc`]: `--fmad=false` (no
+//! multiply-add contraction), `--prec-div=true` and `--prec-sqrt=true` (correctly rounded `/` and
+//! `sqrtf`) and `--ftz=false` (subnormals kept). Under these options every `+`, `-`, `*`, `/`
+//! and `sqrtf` of the CUDA text is the reference's IEEE f32 operation, and the kernels loop
+//! sequentially in the reference's order, so a kernel's results are the reference's bit for bit,
+//! except where a transcendental function is involved: CUDA's `expf` (SiLU, attention) and `erf`
+//! (GELU) are not the host C library's and may differ from it in the last unit in the last place.
+//! Run on the host with the C library's functions (the test harness of `tests/host_layers.rs`),
+//! the CUDA text reproduces the references exactly.
 //!
 //! The references follow the operation order of the candle code that the transformer token
 //! model runs on the CPU (`runtime/src/tokens/transformer.rs`), with two documented
@@ -427,6 +428,75 @@ extern "C" __global__ void sched_attention(
                 result[c] += weight * value_j[c];
             }
         }
+    }
+}
+"#
+}
+
+/// The entry point of [`gather_rows_source`].
+pub const GATHER_ENTRY: &str = "sched_gather_rows";
+
+/// Gathers rows of `src`, a row-major matrix of rows of `width` elements, into `out`: row `i` of
+/// `out` (`out[i * width .. (i + 1) * width]`) becomes a copy of row `indices[i]` of `src`, and
+/// then, when `blocked` is `Some(c)` with `c < width`, its element `c` becomes `-inf` (the mask
+/// token's logit of a masked position, so that the mask token is never chosen). `Some(c)` with
+/// `c >= width` blocks nothing, like `None`. The copy is exact: every element keeps its bits, NaN
+/// payloads included. Indices may repeat.
+///
+/// Bad input does not panic; it leaves parts of `out` unchanged:
+///
+/// - the rows of `src` are its whole rows, `src.len() / width` of them, and a row `i` whose index
+///   is not below that count is left unchanged;
+/// - only the whole rows that `out` holds are written, so when `out` is shorter than
+///   `indices.len() * width` the rows it does not hold entirely (a partial last row included) are
+///   left unchanged, and the elements after the first `indices.len() * width` are never written;
+/// - `width = 0` writes nothing.
+pub fn gather_rows(src: &[f32], indices: &[u32], width: usize, blocked: Option<u32>, out: &mut [f32]) {
+    if width == 0 {
+        return;
+    }
+    let rows = src.len() / width;
+    let blocked = blocked.and_then(|c| usize::try_from(c).ok()).filter(|&c| c < width);
+    for (&index, row) in indices.iter().zip(out.chunks_exact_mut(width)) {
+        let Some(index) = usize::try_from(index).ok().filter(|&index| index < rows) else {
+            continue;
+        };
+        row.copy_from_slice(&src[index * width..(index + 1) * width]);
+        if let Some(c) = blocked {
+            row[c] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The CUDA C of [`gather_rows`]:
+///
+/// ```c
+/// extern "C" __global__ void sched_gather_rows(
+///     const float* src, const unsigned int* indices, unsigned long long rows, unsigned int width,
+///     unsigned int blocked, float* out)
+/// ```
+///
+/// `rows` is the number of indices, `indices` holds `rows` of them and `out` `rows * width`
+/// elements, which must not overlap `src`; `blocked` is the column set to `-inf` in every row of
+/// `out`, and a value of at least `width` (such as `0xffffffff`) blocks none. The launcher
+/// guarantees that every index is below the number of rows of `src` (the kernel does not check).
+/// Thread `t` of the grid copies elements `t, t + T, t + 2T, ...` of `out` (a grid-stride loop
+/// over the `rows * width` elements, `T` the threads of the grid, so any grid of
+/// [`crate::cuda::BLOCK_THREADS`]-thread blocks covers them), each a load and a store of its bits:
+/// the result is [`gather_rows`]'s bit for bit on a GPU as on the host.
+pub fn gather_rows_source() -> &'static str {
+    r#"// sched: gather of chosen rows of a matrix, with one column blocked.
+extern "C" __global__ void sched_gather_rows(
+    const float* src, const unsigned int* indices, unsigned long long rows, unsigned int width,
+    unsigned int blocked, float* out)
+{
+    const unsigned long long len = rows * width;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
+        const unsigned long long r = i / width;
+        const unsigned int c = (unsigned int)(i - r * width);
+        // -inf from its bits; a blocked column of at least width matches no element.
+        out[i] = c == blocked ? __uint_as_float(0xff800000u) : src[(unsigned long long)indices[r] * width + c];
     }
 }
 "#

@@ -1,7 +1,9 @@
 //! The CUDA C of the token operations (kernels/src/cuda_tokens.rs): golden texts, the documented
 //! ABI of every entry point, compilation to PTX by NVRTC when libnvrtc is available, and
-//! execution on the host CPU (tests/common/host_cuda.rs) against the reference definitions of
-//! kernels/src/tokens.rs and the way runtime/src/sequence.rs composes them.
+//! execution on the host CPU (tests/common/host_cuda.rs) against the reference definitions: of
+//! one row of a sampling launch, `SampleKernel::sample_row`, itself checked here to compose the
+//! primitives of kernels/src/tokens.rs; and of the other entry points, those primitives composed
+//! as runtime/src/sequence.rs composes them.
 //!
 //! The golden files are `tests/golden/tokens_*.cu`; run with `SCHED_BLESS=1` to rewrite them after
 //! an intended change of the emitted text.
@@ -18,8 +20,8 @@ use common::random::Random;
 use sched_kernels::cuda::BLOCK_THREADS;
 use sched_kernels::cuda_tokens::{
     Choose, Filters, Logits, Report, SAMPLE_ENTRY, SELECT_THRESHOLD_ENTRY, SELECT_TOP_K_ENTRY, SELECT_TRANSFER_ENTRY,
-    SampleKernel, VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY, sample_scratch_bytes, sample_source, select_source,
-    verify_scratch_bytes, verify_source,
+    SampleKernel, SampleParams, VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY, sample_scratch_bytes, sample_source,
+    select_source, verify_scratch_bytes, verify_source,
 };
 use sched_kernels::philox::uniform_f64;
 use sched_kernels::tokens::{
@@ -346,20 +348,11 @@ fn logit_rows(random: &mut Random, vocab: usize) -> Vec<Vec<f32>> {
     rows
 }
 
-/// The processing parameters of a sampling case.
-#[derive(Clone, Copy, Debug)]
-struct Params {
-    temperature: f64,
-    top_k: u64,
-    top_p: f64,
-    min_p: f64,
-}
-
 /// The parameter sets of the host cases: plain, each filter at work, boundaries and disabled
 /// values.
-fn param_sets(vocab: usize) -> Vec<Params> {
+fn param_sets(vocab: usize) -> Vec<SampleParams> {
     let vocab = vocab as u64;
-    let params = |temperature, top_k, top_p, min_p| Params { temperature, top_k, top_p, min_p };
+    let params = |temperature, top_k, top_p, min_p| SampleParams { temperature, top_k, top_p, min_p };
     vec![
         params(1.0, 0, 1.0, 0.0),
         params(0.7, 3, 0.9, 0.05),
@@ -371,47 +364,95 @@ fn param_sets(vocab: usize) -> Vec<Params> {
     ]
 }
 
-/// What a sampling module computes for one row, by kernels/src/tokens.rs: the token and the
-/// report (empty for `Report::Token`).
-fn expected_sample(kernel: &SampleKernel, params: &Params, row: &[f32], draw: impl Fn(u32) -> f64) -> (u32, Vec<f64>) {
-    let processed: Vec<f32> = match kernel.logits {
-        Logits::Raw => row.to_vec(),
-        Logits::Divided => row.iter().map(|&x| (f64::from(x) / params.temperature) as f32).collect(),
-        Logits::Processed(filters) => {
-            // A filter that the module does not contain is off, whatever its parameter.
-            let sampler = Sampler {
-                temperature: params.temperature,
-                top_k: if filters.top_k { params.top_k as usize } else { 0 },
-                top_p: if filters.top_p.is_some() { params.top_p } else { 1.0 },
-                min_p: if filters.min_p { params.min_p } else { 0.0 },
-                nucleus: filters.top_p.unwrap_or(Nucleus::KeepCrossing),
-            };
-            let mut processed = row.to_vec();
+/// `SampleKernel::sample_row`, the definition that the sampling modules follow, is the
+/// composition of kernels/src/tokens.rs's primitives that the row sampling ABI describes: each way
+/// of processing the logits, each choice and each report, with the filters that a module lacks off
+/// whatever their parameters, the noise drawn for the candidates only, and an empty row.
+#[test]
+fn sample_row_composes_the_token_primitives() {
+    let mut random = Random(0x5a3e);
+    let draw = |v: u32| uniform_f64(0x1234_5678, 3, 4, 5, v);
+    let kernel = |logits, choose, report| SampleKernel { logits, choose, report };
+    let params = SampleParams { temperature: 0.7, top_k: 3, top_p: 0.9, min_p: 0.05 };
+    for row in logit_rows(&mut random, 40) {
+        let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        // The raw logits, greedily, with the probability of the token under them.
+        let (token, report) =
+            kernel(Logits::Raw, Choose::Greedy, Report::RawProbability).sample_row(&params, &row, draw);
+        assert_eq!(token, argmax(&row));
+        assert_eq!(bits(&report), bits(&[softmax(&row)[token as usize]]));
+        // The candidates' scaling in f64, with Gumbel noise; the report stays the raw softmax's.
+        let divided: Vec<f32> = row.iter().map(|&x| (f64::from(x) / params.temperature) as f32).collect();
+        let (token, report) =
+            kernel(Logits::Divided, Choose::Gumbel, Report::RawProbability).sample_row(&params, &row, draw);
+        assert_eq!(token, gumbel_argmax(&divided, draw));
+        assert_eq!(bits(&report), bits(&[softmax(&row)[token as usize]]));
+        let (greedy, report) =
+            kernel(Logits::Divided, Choose::Greedy, Report::Probability).sample_row(&params, &row, draw);
+        assert_eq!(greedy, argmax(&divided));
+        assert_eq!(bits(&report), bits(&[softmax(&divided)[greedy as usize]]));
+        // Every filter: process_logits with the parameters, and the distribution drawn from.
+        for nucleus in [Nucleus::KeepCrossing, Nucleus::DropCrossing] {
+            let filters = Filters { top_k: true, top_p: Some(nucleus), min_p: true };
+            let sampler = Sampler { temperature: 0.7, top_k: 3, top_p: 0.9, min_p: 0.05, nucleus };
+            let mut processed = row.clone();
             process_logits(&mut processed, &sampler);
-            processed
+            let (token, report) = kernel(Logits::Processed(filters), Choose::Gumbel, Report::Distribution)
+                .sample_row(&params, &row, draw);
+            assert_eq!(token, gumbel_argmax(&processed, draw));
+            assert_eq!(bits(&report), bits(&softmax(&processed)));
+            // Greedily, the distribution is the point mass on the token.
+            let (token, report) = kernel(Logits::Processed(filters), Choose::Greedy, Report::Distribution)
+                .sample_row(&params, &row, draw);
+            assert_eq!(token, argmax(&processed));
+            let point: Vec<f64> = (0..row.len()).map(|j| if j == token as usize { 1.0 } else { 0.0 }).collect();
+            assert_eq!(bits(&report), bits(&point));
         }
-    };
-    let token = match kernel.choose {
-        Choose::Greedy => argmax(&processed),
-        Choose::Gumbel => gumbel_argmax(&processed, draw),
-    };
-    let at = |probabilities: Vec<f64>| vec![probabilities.get(token as usize).copied().unwrap_or(0.0)];
-    let report = match (kernel.report, kernel.choose) {
-        (Report::Token, _) => Vec::new(),
-        (Report::RawProbability, _) => at(softmax(row)),
-        (Report::Probability, _) => at(softmax(&processed)),
-        (Report::Distribution, Choose::Gumbel) => softmax(&processed),
-        (Report::Distribution, Choose::Greedy) => {
-            (0..row.len()).map(|j| if j == token as usize { 1.0 } else { 0.0 }).collect()
-        }
-    };
-    (token, report)
+        // A module without filters applies the temperature only, whatever the filters' parameters.
+        let mut tempered = row.clone();
+        process_logits(&mut tempered, &Sampler { temperature: 0.7, ..Sampler::plain() });
+        let plain = kernel(Logits::Processed(Filters::NONE), Choose::Gumbel, Report::Probability);
+        let (token, report) = plain.sample_row(&params, &row, draw);
+        assert_eq!(token, gumbel_argmax(&tempered, draw));
+        assert_eq!(bits(&report), bits(&[softmax(&tempered)[token as usize]]));
+        let (only, _) = kernel(Logits::Processed(Filters::NONE), Choose::Gumbel, Report::Token).sample_row(
+            &SampleParams { top_k: 0, top_p: 1.0, min_p: 0.0, ..params },
+            &row,
+            draw,
+        );
+        assert_eq!(only, token);
+        // The noise is drawn for the candidates only, once each.
+        let drawn = std::cell::RefCell::new(Vec::new());
+        kernel(Logits::Raw, Choose::Gumbel, Report::Token).sample_row(&params, &row, |v| {
+            drawn.borrow_mut().push(v);
+            draw(v)
+        });
+        let candidates: Vec<u32> = (0..row.len() as u32)
+            .filter(|&j| !row[j as usize].is_nan() && row[j as usize] != f32::NEG_INFINITY)
+            .collect();
+        assert_eq!(drawn.into_inner(), candidates);
+    }
+    // Every module reports as many values as its ABI writes, and an empty row gives token 0 and
+    // probability 0.
+    let row = logit_rows(&mut random, 7).swap_remove(0);
+    for kernel in every_sample_kernel() {
+        let (token, report) = kernel.sample_row(&params, &row, draw);
+        let (empty_token, empty) = kernel.sample_row(&params, &[], draw);
+        assert!(token < 7, "{kernel}");
+        assert_eq!(empty_token, 0, "{kernel}");
+        let (length, empty_report) = match kernel.report {
+            Report::Token => (0, vec![]),
+            Report::RawProbability | Report::Probability => (1, vec![0.0]),
+            Report::Distribution => (7, vec![]),
+        };
+        assert_eq!((report.len(), empty), (length, empty_report), "{kernel}");
+    }
 }
 
 /// One sampling launch on the host and what the CPU gives for it.
 struct SampleCase {
     kernel: SampleKernel,
-    params: Params,
+    params: SampleParams,
     vocab: usize,
     rows: Vec<Vec<f32>>,
     samples: Vec<u32>,
@@ -462,8 +503,9 @@ impl SampleCase {
         self.id = Some(program.case(case));
     }
 
-    /// Checks the host's tokens and reports against the CPU's: tokens equal, reports with the
-    /// same bits (the host runs glibc's `exp` and `log`, as the CPU definitions do).
+    /// Checks the host's tokens and reports against [`SampleKernel::sample_row`]: tokens equal,
+    /// reports with the same bits (the host runs glibc's `exp` and `log`, as the CPU definitions
+    /// do).
     fn check(&self, outputs: &Outputs) {
         let buffers = outputs.case(self.id.expect("the case is placed"));
         let (tokens, probabilities) = (buffers[buffers.len() - 2].as_u32(), buffers[buffers.len() - 1].as_f64());
@@ -472,7 +514,7 @@ impl SampleCase {
             let draw = |v: u32| {
                 uniform_f64(self.seed, self.site, self.step, sample, position.wrapping_mul(vocab).wrapping_add(v))
             };
-            let (token, report) = expected_sample(&self.kernel, &self.params, row, draw);
+            let (token, report) = self.kernel.sample_row(&self.params, row, draw);
             let what = format!("{}, {:?}, vocab {}, row {r} {row:?}", self.kernel, self.params, self.vocab);
             assert_eq!(tokens[r], token, "the token of {what}");
             let got = match self.kernel.report {
@@ -512,8 +554,8 @@ fn host_samplers() -> Vec<SampleKernel> {
 }
 
 /// The sampling modules, run on the host CPU, choose the tokens and report the probabilities of
-/// kernels/src/tokens.rs on rows of every special case, for every module shape the runtime uses
-/// and each filter alone, with filters both at work and disabled by their parameters.
+/// `SampleKernel::sample_row` on rows of every special case, for every module shape the runtime
+/// uses and each filter alone, with filters both at work and disabled by their parameters.
 #[test]
 fn sampling_modules_compute_the_reference_tokens_on_the_host() {
     let Some(cxx) = host_cxx_or_skip("sampling_modules_compute_the_reference_tokens_on_the_host") else {
@@ -565,7 +607,7 @@ fn sampling_modules_compute_the_reference_tokens_on_the_host() {
             .collect();
         let mut boundary = SampleCase {
             kernel,
-            params: Params { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0 },
+            params: SampleParams { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0 },
             vocab: 8,
             rows: boundary_rows,
             samples: vec![3, 4, 5],
@@ -583,7 +625,7 @@ fn sampling_modules_compute_the_reference_tokens_on_the_host() {
         if kernel.logits == Logits::Processed(ALL_KEEP) || kernel.logits == Logits::Processed(ALL_DROP) {
             for _ in 0..4 {
                 let vocab = 2 + random.below(599) as usize;
-                let params = Params {
+                let params = SampleParams {
                     temperature: 0.25 + random.unit() * 2.0,
                     top_k: random.below(vocab as u64 + 3),
                     top_p: if random.below(4) == 0 { 1.0 } else { random.unit() },

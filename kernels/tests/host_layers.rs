@@ -15,13 +15,15 @@ use std::time::Instant;
 
 use common::emitted::{compile, nvrtc_or_skip, ptx_entry};
 use common::host_cuda::{
-    Arg, Buffer, Case, CaseId, Module, Outputs, Program, check_output, compare, host_cxx_or_skip, sentinel,
+    Arg, Buffer, Case, CaseId, Module, Outputs, PADDING, Program, SENTINEL, check_output, compare, host_cxx_or_skip,
+    sentinel,
 };
 use common::random::Random;
 use sched_kernels::cuda::BLOCK_THREADS;
 use sched_kernels::layers::{
-    ATTENTION_ENTRY, Activation, AttentionShape, BIAS_ACTIVATION_ENTRY, LN_ENTRY, activation_code, attention,
-    attention_source, bias_activation, bias_activation_source, layer_norm, layer_norm_source,
+    ATTENTION_ENTRY, Activation, AttentionShape, BIAS_ACTIVATION_ENTRY, GATHER_ENTRY, LN_ENTRY, activation_code,
+    attention, attention_source, bias_activation, bias_activation_source, gather_rows, gather_rows_source, layer_norm,
+    layer_norm_source,
 };
 
 /// The ε of the transformer's LayerNorms.
@@ -37,6 +39,7 @@ fn layer_sources_compile_to_ptx() {
         (BIAS_ACTIVATION_ENTRY, bias_activation_source()),
         (LN_ENTRY, layer_norm_source()),
         (ATTENTION_ENTRY, attention_source()),
+        (GATHER_ENTRY, gather_rows_source()),
     ];
     for (name, source) in sources {
         let ptx = compile(source, name);
@@ -59,6 +62,15 @@ fn layer_sources_compile_to_ptx() {
                 // and CUDA's `expf` (whose core is the approximate `ex2`).
                 for instruction in ["sqrt.rn.f64", "rcp.rn.f64", "div.rn.f32", "ex2.approx"] {
                     assert!(body.contains(instruction), "{name} has no {instruction}:\n{body}");
+                }
+            }
+            GATHER_ENTRY => {
+                // A copy: 32-bit loads and stores, and no floating-point arithmetic at all.
+                for instruction in ["ld.global.u32", "ld.global.f32", "st.global.f32"] {
+                    assert!(body.contains(instruction), "{name} has no {instruction}:\n{body}");
+                }
+                for arithmetic in ["add.f", "sub.f", "mul.f", "div.f", "fma.", "cvt.f", "cvt.rn"] {
+                    assert!(!body.contains(arithmetic), "{name} has float arithmetic ({arithmetic}):\n{body}");
                 }
             }
             _ => assert!(body.contains("div.rn.f32"), "{name} has no div.rn.f32:\n{body}"),
@@ -317,4 +329,91 @@ fn bias_activation_is_the_reference_bit_for_bit_on_the_host() {
         check_input(buffer_after(&outputs, launch.case, launch.buffers[1]), &launch.bias, &what);
     }
     println!("{} bias and activation launches match", launches.len());
+}
+
+/// One launch of the gather kernel, and its data.
+struct GatherLaunch {
+    case: CaseId,
+    buffers: [Arg; 3],
+    src: Vec<f32>,
+    indices: Vec<u32>,
+    width: usize,
+    blocked: Option<u32>,
+    grid: Grid,
+}
+
+/// The bits of values, to compare them exactly (NaN payloads included).
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn gather_rows_is_the_reference_bit_for_bit_on_the_host() {
+    let Some(cxx) = host_cxx_or_skip("gather_rows_is_the_reference_bit_for_bit_on_the_host") else {
+        return;
+    };
+    let mut random = Random(14);
+    let mut program = Program::new();
+    let module = program.module(Module::new(gather_rows_source(), &[GATHER_ENTRY]));
+    // Signed zeros, a subnormal, infinities and NaNs with payloads, which the copy keeps.
+    let specials = [0.0, -0.0, 1e-45, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0xffc0_1234)];
+    // (rows of the source, indices, width): random shapes, no index at all, a single element,
+    // and more elements than a block has threads.
+    let mut shapes: Vec<(usize, usize, usize)> =
+        (0..40).map(|_| (random.size(1, 10), random.size(1, 24), random.size(1, 64))).collect();
+    shapes.extend([(3, 0, 5), (1, 1, 1), (4, 30, 300), (50, 200, 3)]);
+    let mut launches = Vec::new();
+    for (rows, count, width) in shapes {
+        for grid in grids(count * width) {
+            let mut src = random.values(rows * width, -8.0, 8.0);
+            for (k, v) in src.iter_mut().enumerate().filter(|(k, _)| k % 7 == 3) {
+                *v = specials[(k / 7) % specials.len()];
+            }
+            // Indices among a few of the rows, so that they repeat.
+            let picked = random.size(1, rows);
+            let indices: Vec<u32> = (0..count).map(|_| random.below(picked as u64) as u32).collect();
+            // No column blocked, a column of the row, and a column past it (which blocks none).
+            let blocked = match random.below(3) {
+                0 => None,
+                1 => Some(random.below(width as u64) as u32),
+                _ => Some(width as u32 + random.below(2) as u32),
+            };
+            let mut case = Case::new(module);
+            let buffers = [
+                case.buffer(Buffer::F32(src.clone())),
+                case.buffer(Buffer::U32(indices.clone())),
+                case.buffer(sentinel(count * width)),
+            ];
+            let args = vec![
+                buffers[0],
+                buffers[1],
+                Arg::U64(count as u64),
+                Arg::U32(width as u32),
+                Arg::U32(blocked.unwrap_or(u32::MAX)),
+                buffers[2],
+            ];
+            case.launch(GATHER_ENTRY, grid.grid, grid.block, args);
+            launches.push(GatherLaunch { case: program.case(case), buffers, src, indices, width, blocked, grid });
+        }
+    }
+    let outputs = program.run_or_panic(&cxx, "gather_rows");
+    let blocks = launches.iter().filter(|launch| launch.blocked.is_some_and(|c| (c as usize) < launch.width)).count();
+    for launch in &launches {
+        let what = format!(
+            "{} source rows of {}, indices {:?}, blocked {:?}, {:?}",
+            launch.src.len() / launch.width,
+            launch.width,
+            launch.indices,
+            launch.blocked,
+            launch.grid
+        );
+        // The reference writes over the same sentinel, padding included: every bit must match.
+        let mut expected = vec![f32::from_bits(SENTINEL); launch.indices.len() * launch.width + PADDING];
+        gather_rows(&launch.src, &launch.indices, launch.width, launch.blocked, &mut expected);
+        assert_eq!(bits(buffer_after(&outputs, launch.case, launch.buffers[2])), bits(&expected), "{what}");
+        check_input(buffer_after(&outputs, launch.case, launch.buffers[0]), &launch.src, &what);
+        assert_eq!(outputs.buffer(launch.case, launch.buffers[1]).as_u32(), launch.indices, "{what}: the indices");
+    }
+    assert!(blocks > 0 && blocks < launches.len(), "{blocks} of {} launches block a column", launches.len());
+    println!("{} gather launches match", launches.len());
 }

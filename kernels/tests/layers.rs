@@ -1,13 +1,13 @@
 //! The reference layers of `sched_kernels::layers` against straightforward, independently
 //! written Rust: a transcription of each normative definition with explicit indices (which must
-//! agree bit for bit), f64 computations (which must agree to within the rounding of f32), and
-//! small cases computed by hand.
+//! agree bit for bit), f64 computations (which must agree to within the rounding of f32), small
+//! cases computed by hand, and the documented results of bad operands.
 
 mod common;
 
 use common::random::Random;
 use sched_kernels::layers::{
-    Activation, AttentionShape, activation_code, attention, bias_activation, gelu, layer_norm, silu,
+    Activation, AttentionShape, activation_code, attention, bias_activation, gather_rows, gelu, layer_norm, silu,
 };
 
 /// The bits of values, to compare them exactly (NaN payloads included).
@@ -461,4 +461,122 @@ fn bias_activation_applies_each_activation_after_the_bias() {
     let mut got = data.clone();
     bias_activation(&mut got, &[], Activation::Gelu);
     assert_eq!(bits(&got), bits(&data));
+}
+
+/// The gather as its definition reads, with explicit indices: element `c` of row `i` is `-inf`
+/// if `c` is the blocked column, else element `c` of row `indices[i]` of `src` (every index valid).
+fn gather_transcribed(src: &[f32], indices: &[u32], width: usize, blocked: Option<u32>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(indices.len() * width);
+    for &index in indices {
+        for c in 0..width {
+            let value = if blocked == Some(c as u32) { f32::NEG_INFINITY } else { src[index as usize * width + c] };
+            out.push(value);
+        }
+    }
+    out
+}
+
+/// Values whose bits a copy must keep: signed zeros, a subnormal, infinities and NaNs with
+/// payloads and either sign.
+const GATHER_SPECIALS: [f32; 8] = [
+    0.0,
+    -0.0,
+    1e-45,
+    f32::INFINITY,
+    f32::NEG_INFINITY,
+    f32::NAN,
+    f32::from_bits(0xffc0_1234),
+    f32::from_bits(0x7f80_0001),
+];
+
+/// A matrix of `rows` rows of `width` random values, with some special values among them.
+fn gather_source(random: &mut Random, rows: usize, width: usize) -> Vec<f32> {
+    let mut src = random.values(rows * width, -8.0, 8.0);
+    for (k, v) in src.iter_mut().enumerate().filter(|(k, _)| k % 5 == 2) {
+        *v = GATHER_SPECIALS[(k / 5) % GATHER_SPECIALS.len()];
+    }
+    src
+}
+
+#[test]
+fn gather_rows_matches_its_transcription_with_repeated_indices() {
+    let mut random = Random(8);
+    for _ in 0..300 {
+        let (rows, width) = (random.size(1, 12), random.size(1, 40));
+        let src = gather_source(&mut random, rows, width);
+        // Indices among a few rows, so that they repeat.
+        let picked = random.size(1, rows);
+        let indices: Vec<u32> = (0..random.size(0, 20)).map(|_| random.below(picked as u64) as u32).collect();
+        let blocked = match random.below(4) {
+            0 => None,
+            1 => Some(random.below(width as u64) as u32),
+            2 => Some(width as u32 + random.below(3) as u32),
+            _ => Some(u32::MAX),
+        };
+        let mut out = vec![f32::from_bits(0x7fa5_5a5a); indices.len() * width];
+        gather_rows(&src, &indices, width, blocked, &mut out);
+        let what = format!("{rows} rows of {width}, indices {indices:?}, blocked {blocked:?}");
+        assert_eq!(bits(&out), bits(&gather_transcribed(&src, &indices, width, blocked)), "{what}");
+    }
+}
+
+#[test]
+fn gather_rows_blocks_one_column_of_every_row() {
+    let src: Vec<f32> = (0..12).map(|k| k as f32).collect();
+    let indices = [2_u32, 0, 2, 1];
+    let mut out = vec![f32::NAN; 16];
+    // Nothing blocked: the rows themselves.
+    gather_rows(&src, &indices, 4, None, &mut out);
+    let expected: Vec<f32> =
+        [8.0, 9.0, 10.0, 11.0, 0.0, 1.0, 2.0, 3.0, 8.0, 9.0, 10.0, 11.0, 4.0, 5.0, 6.0, 7.0].into();
+    assert_eq!(bits(&out), bits(&expected));
+    // Column 1 blocked in every row, the repeated ones included; NaN and +inf become -inf too.
+    let mut special = src.clone();
+    special[9] = f32::NAN;
+    special[5] = f32::INFINITY;
+    gather_rows(&special, &indices, 4, Some(1), &mut out);
+    for (r, row) in out.chunks_exact(4).enumerate() {
+        assert_eq!(row[1], f32::NEG_INFINITY, "row {r}");
+        let source = &src[indices[r] as usize * 4..][..4];
+        assert_eq!([row[0], row[2], row[3]], [source[0], source[2], source[3]], "row {r}");
+    }
+    // The last column, and columns past the row, which block nothing.
+    gather_rows(&src, &indices, 4, Some(3), &mut out);
+    assert_eq!(out[..4], [8.0, 9.0, 10.0, f32::NEG_INFINITY]);
+    for blocked in [4, 5, u32::MAX] {
+        gather_rows(&src, &indices, 4, Some(blocked), &mut out);
+        assert_eq!(bits(&out), bits(&expected), "blocked {blocked}");
+    }
+}
+
+#[test]
+fn gather_rows_leaves_the_rows_of_bad_operands_unchanged_without_panicking() {
+    let src: Vec<f32> = (0..10).map(|k| k as f32).collect();
+    let fill = -1.0_f32;
+    // With width 4, src holds two whole rows: index 2 (the partial row) and beyond are past it.
+    let mut out = vec![fill; 16];
+    gather_rows(&src, &[1, 2, 0, u32::MAX], 4, Some(0), &mut out);
+    let row = |r: usize| out[r * 4..(r + 1) * 4].to_vec();
+    assert_eq!(row(0), [f32::NEG_INFINITY, 5.0, 6.0, 7.0]);
+    assert_eq!(row(1), [fill; 4]);
+    assert_eq!(row(2), [f32::NEG_INFINITY, 1.0, 2.0, 3.0]);
+    assert_eq!(row(3), [fill; 4]);
+    // An `out` of two and a half rows: the third row, which it holds partly, stays unchanged, and
+    // so does everything when it holds less than a row.
+    let mut out = vec![fill; 10];
+    gather_rows(&src, &[0, 1, 1], 4, None, &mut out);
+    assert_eq!(out, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, fill, fill]);
+    let mut out = vec![fill; 3];
+    gather_rows(&src, &[0], 4, None, &mut out);
+    assert_eq!(out, [fill; 3]);
+    // A longer `out`: only the first `indices.len() * width` elements are written.
+    let mut out = vec![fill; 7];
+    gather_rows(&src, &[1], 4, None, &mut out);
+    assert_eq!(out, [4.0, 5.0, 6.0, 7.0, fill, fill, fill]);
+    // Width 0, no indices, and an empty source write nothing.
+    for (src, indices, width) in [(&src[..], &[0_u32][..], 0), (&src[..], &[][..], 4), (&[][..], &[0, 0][..], 4)] {
+        let mut out = vec![fill; 8];
+        gather_rows(src, indices, width, Some(0), &mut out);
+        assert_eq!(out, [fill; 8], "{} source elements, indices {indices:?}, width {width}", src.len());
+    }
 }

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 use sched_compiler::ir::{Remask, SamplerKind};
+use sched_kernels::cuda_tokens::{Choose, Filters, Logits, Report, SampleKernel, SampleParams};
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
@@ -122,8 +123,32 @@ impl Choice {
         self.probabilities(&self.process(logits))
     }
 
+    /// The sampling kernel that draws this choice's token from raw logits, and its parameters:
+    /// [`SampleKernel::sample_row`] of them is [`Choice::pick`]'s token.
+    pub fn sample_kernel(&self) -> (SampleKernel, SampleParams) {
+        match self {
+            Choice::Greedy => (
+                SampleKernel { logits: Logits::Raw, choose: Choose::Greedy, report: Report::Token },
+                SampleParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0 },
+            ),
+            Choice::Sample(sampler) => (
+                SampleKernel {
+                    logits: Logits::Processed(Filters::of(sampler)),
+                    choose: Choose::Gumbel,
+                    report: Report::Token,
+                },
+                SampleParams {
+                    temperature: sampler.temperature,
+                    top_k: sampler.top_k as u64,
+                    top_p: sampler.top_p,
+                    min_p: sampler.min_p,
+                },
+            ),
+        }
+    }
+
     /// One token from raw logits.
-    fn pick(&self, logits: &[f32], uniform: impl Fn(u32) -> f64) -> u32 {
+    pub fn pick(&self, logits: &[f32], uniform: impl Fn(u32) -> f64) -> u32 {
         self.pick_processed(&self.process(logits), uniform)
     }
 
@@ -145,6 +170,31 @@ pub struct Noise {
 impl Noise {
     pub fn uniform(&self, row: usize, index: usize) -> f64 {
         philox::uniform_f64(self.seed, self.site, self.step, row as u32, index as u32)
+    }
+}
+
+/// How a token is drawn for each row of a model call: by `choice`, row `r` drawing vocabulary
+/// entry `v` with `noise.uniform(samples[r], position * vocab + v)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Draw<'a> {
+    pub choice: Choice,
+    pub noise: Noise,
+    /// The noise's sample word of each row: the row's index in the whole sequence batch.
+    pub samples: &'a [u32],
+    pub position: u32,
+}
+
+impl Draw<'_> {
+    /// The token of each row, drawn on the host from `logits` (`vocab` per row).
+    pub fn pick_rows(&self, logits: &[f32], vocab: usize) -> Vec<u32> {
+        self.samples
+            .iter()
+            .zip(logits.chunks_exact(vocab.max(1)))
+            .map(|(&sample, row)| {
+                let base = self.position.wrapping_mul(vocab as u32);
+                self.choice.pick(row, |v| self.noise.uniform(sample as usize, base.wrapping_add(v) as usize))
+            })
+            .collect()
     }
 }
 
@@ -261,19 +311,19 @@ fn grouped(
     per_row: impl Fn(usize) -> usize,
     call: impl Fn(TokenRows<'_>) -> Result<Vec<f32>, ModelError>,
 ) -> Result<Vec<Vec<f32>>, SequenceError> {
-    grouped_by(rows, |b| rows[b].len(), per_row, |_, batch| call(batch))
+    grouped_by(rows, |b| rows[b].len(), per_row, |_, batch, _| call(batch))
 }
 
 /// Evaluates `call` once per group of rows with the same `key` (rows of one key have one length),
 /// returning each row's `per_row(key)` logits. The rows of one group form one batch, in their
 /// order.
-fn grouped_by<K: Copy + Ord>(
+fn grouped_by<K: Copy + Ord, T: Clone>(
     rows: &[&[u32]],
     key: impl Fn(usize) -> K,
     per_row: impl Fn(K) -> usize,
-    call: impl Fn(K, TokenRows<'_>) -> Result<Vec<f32>, ModelError>,
-) -> Result<Vec<Vec<f32>>, SequenceError> {
-    let mut out: Vec<Vec<f32>> = vec![Vec::new(); rows.len()];
+    call: impl Fn(K, TokenRows<'_>, &[usize]) -> Result<Vec<T>, ModelError>,
+) -> Result<Vec<Vec<T>>, SequenceError> {
+    let mut out: Vec<Vec<T>> = vec![Vec::new(); rows.len()];
     let keys: Vec<K> = (0..rows.len()).map(&key).collect();
     let mut groups = keys.clone();
     groups.sort_unstable();
@@ -282,7 +332,7 @@ fn grouped_by<K: Copy + Ord>(
         let members: Vec<usize> = (0..rows.len()).filter(|&b| keys[b] == group).collect();
         let len = members.first().map_or(0, |&b| rows[b].len());
         let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-        let logits = call(group, TokenRows { ids: &ids, batch: members.len(), len })?;
+        let logits = call(group, TokenRows { ids: &ids, batch: members.len(), len }, &members)?;
         let size = per_row(group);
         if logits.len() != size * members.len() {
             return Err(SequenceError::Invalid(format!(
@@ -303,6 +353,28 @@ fn grouped_by<K: Copy + Ord>(
 fn next_logits(model: &dyn TokenModel, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, SequenceError> {
     let vocab = model.vocab().size;
     grouped(rows, |_| vocab, |batch| model.causal_logits(batch, batch.len))
+}
+
+/// The next token of every row (one evaluation), drawn by `choice` with the noise of extension
+/// token `position`; `samples[i]` is row `i`'s index in the whole batch, its noise sample.
+fn next_tokens(
+    model: &dyn TokenModel,
+    rows: &[&[u32]],
+    samples: &[usize],
+    position: usize,
+    choice: Choice,
+    noise: Noise,
+) -> Result<Vec<u32>, SequenceError> {
+    let tokens = grouped_by(
+        rows,
+        |b| rows[b].len(),
+        |_| 1,
+        |_, batch, members| {
+            let samples: Vec<u32> = members.iter().map(|&i| samples[i] as u32).collect();
+            model.draw_next(batch, &Draw { choice, noise, samples: &samples, position: position as u32 })
+        },
+    )?;
+    Ok(tokens.into_iter().map(|token| token.first().copied().unwrap_or(0)).collect())
 }
 
 /// `extend seq by count with SAMPLER`: one causal call per token, or one multi-token call for
@@ -351,10 +423,10 @@ pub fn extend(
         let mut chosen = vec![None; rows.len()];
         if !open.is_empty() {
             let views: Vec<&[u32]> = open.iter().map(|&b| rows[b].as_slice()).collect();
-            let logits = next_logits(model, &views)?;
+            let tokens = next_tokens(model, &views, &open, j, choice, noise)?;
             calls += 1;
-            for (slot, &b) in open.iter().enumerate() {
-                chosen[b] = Some(choice.pick(&logits[slot], |v| noise.uniform(b, j * vocab + v as usize)));
+            for (&b, token) in open.iter().zip(tokens) {
+                chosen[b] = Some(token);
             }
         }
         for (b, row) in rows.iter_mut().enumerate() {
@@ -693,7 +765,7 @@ fn grouped_scores(
     lengths: &[(usize, usize)],
 ) -> Result<Vec<Vec<f32>>, SequenceError> {
     let vocab = model.vocab().size;
-    grouped_by(rows, |b| lengths[b], |(_, k)| (k + 1) * vocab, |(len, _), batch| model.causal_logits(batch, len))
+    grouped_by(rows, |b| lengths[b], |(_, k)| (k + 1) * vocab, |(len, _), batch, _| model.causal_logits(batch, len))
 }
 
 /// The text of a row: its words up to the first end token, separated by spaces (the words of

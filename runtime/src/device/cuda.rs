@@ -29,11 +29,12 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use sched_kernels::cuda as emit;
+use sched_kernels::cuda_tokens::{self, Report, SampleKernel};
 use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
-use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, check_counts};
+use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, check_counts};
 
 /// A buffer and the number of elements the runtime asked for (CUDA cannot allocate zero bytes,
 /// so an empty buffer holds one unused element).
@@ -47,8 +48,8 @@ struct Buffer {
 enum ModuleKind {
     Elementwise,
     Reduction,
-    /// A layer kernel with one entry point of this name.
-    Layer(&'static str),
+    /// A module with one entry point of this name (a layer or token kernel).
+    Single(&'static str),
 }
 
 /// The loaded functions of one kernel's module.
@@ -270,7 +271,7 @@ impl CudaDevice {
                 finish: function(emit::REDUCE_FINISH_ENTRY)?,
             },
             ModuleKind::Elementwise => Loaded::Single(function(emit::ELEMENTWISE_ENTRY)?),
-            ModuleKind::Layer(entry) => Loaded::Single(function(entry)?),
+            ModuleKind::Single(entry) => Loaded::Single(function(entry)?),
         };
         lock(&self.modules).insert(source, loaded.clone());
         Ok(loaded)
@@ -521,7 +522,7 @@ impl Device for CudaDevice {
         activation: Activation,
     ) -> Result<(), DeviceError> {
         let source = layers::bias_activation_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Layer(layers::BIAS_ACTIVATION_ENTRY))? else {
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::BIAS_ACTIVATION_ENTRY))? else {
             return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
         };
         let cols = lock(&self.buffers).get(&bias.0).map(|b| b.len).ok_or_else(|| unknown(bias))?;
@@ -570,7 +571,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let source = layers::layer_norm_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Layer(layers::LN_ENTRY))? else {
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::LN_ENTRY))? else {
             return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
         };
         let [x_address, out_address] = self.addresses(&[x, out], len)?[..] else { return Err(unknown(x)) };
@@ -627,7 +628,7 @@ impl Device for CudaDevice {
             return Ok(());
         }
         let source = layers::attention_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Layer(layers::ATTENTION_ENTRY))? else {
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::ATTENTION_ENTRY))? else {
             return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
         };
         let [q, k, v, out] = self.addresses(&[q, k, v, out], elements)?[..] else { return Err(unknown(out)) };
@@ -652,6 +653,136 @@ impl Device for CudaDevice {
         // grid.
         unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
         Ok(())
+    }
+
+    fn gather_rows(
+        &self,
+        src: BufferId,
+        indices: &[u32],
+        width: usize,
+        blocked: Option<u32>,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        if src == out {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both the source and the output of a gather".into(),
+            });
+        }
+        let len = indices.len().checked_mul(width).ok_or(DeviceError::Buffer {
+            buffer: out.0,
+            problem: format!("{} rows of {width} elements overflow", indices.len()),
+        })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let rows = lock(&self.buffers).get(&src.0).map(|b| b.len / width).ok_or_else(|| unknown(src))?;
+        if let Some(&index) = indices.iter().find(|&&i| i as usize >= rows) {
+            return Err(DeviceError::Buffer {
+                buffer: src.0,
+                problem: format!("has {rows} rows, and row {index} is gathered"),
+            });
+        }
+        let source = layers::gather_rows_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::GATHER_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [src_address] = self.addresses(&[src], width)?[..] else { return Err(unknown(src)) };
+        let [out_address] = self.addresses(&[out], len)?[..] else { return Err(unknown(out)) };
+        let width = u32::try_from(width).map_err(|_| DeviceError::Buffer {
+            buffer: src.0,
+            problem: "has rows of more than 2^32 elements".into(),
+        })?;
+        let blocked = blocked.unwrap_or(width);
+        let on_device = self.stream.clone_htod(indices).map_err(driver("copying row indices to the GPU"))?;
+        let (indices_address, _guard) = on_device.device_ptr(&self.stream);
+        let rows = indices.len() as u64;
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&src_address).arg(&indices_address).arg(&rows).arg(&width).arg(&blocked).arg(&out_address);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(len as u64, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_gather_rows`'s signature: every index is below the
+        // source's row count (checked above), `out` holds `rows * width` elements and is not the
+        // source, and the index buffer lives on this stream until after the launch (it is freed
+        // on the same stream when dropped).
+        unsafe { builder.launch(config) }.map_err(driver("launching a gather"))?;
+        Ok(())
+    }
+
+    fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
+        self.refuse_while_capturing("reading tokens back")?;
+        launch.check()?;
+        let SampleLaunch { rows, vocab, params, seed, site, step, .. } = *launch;
+        let too_big = || DeviceError::Buffer {
+            buffer: launch.logits.0,
+            problem: format!("{rows} rows of {vocab} logits exceed 2^32"),
+        };
+        let (rows32, vocab32) =
+            (u32::try_from(rows).map_err(|_| too_big())?, u32::try_from(vocab).map_err(|_| too_big())?);
+        if rows == 0 {
+            return Ok(Sampled { tokens: Vec::new(), report: Vec::new() });
+        }
+        let report_len = match kernel.report {
+            Report::Token => 0,
+            Report::RawProbability | Report::Probability => rows,
+            Report::Distribution => rows.checked_mul(vocab).ok_or_else(too_big)?,
+        };
+        let Loaded::Single(function) =
+            self.load(cuda_tokens::sample_source(kernel), ModuleKind::Single(cuda_tokens::SAMPLE_ENTRY))?
+        else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [logits] = self.addresses(&[launch.logits], rows * vocab)?[..] else { return Err(unknown(launch.logits)) };
+        let upload =
+            |data: &[u32]| self.stream.clone_htod(data).map_err(driver("copying noise coordinates to the GPU"));
+        let (samples, positions) = (upload(launch.noise_sample)?, upload(launch.noise_position)?);
+        let seed_address = self.seed_address(Some(seed))?;
+        let blocks = cuda_tokens::row_blocks(rows32, self.multiprocessors);
+        let scratch_bytes = cuda_tokens::sample_scratch_bytes(kernel, vocab32).saturating_mul(u64::from(blocks));
+        let scratch_len = usize::try_from(scratch_bytes).map_err(|_| too_big())?.max(1);
+        let scratch = self.stream.alloc_zeros::<u8>(scratch_len).map_err(driver("allocating sampling scratch"))?;
+        let tokens = self.stream.alloc_zeros::<u32>(rows).map_err(driver("allocating tokens"))?;
+        let report = self.stream.alloc_zeros::<f64>(report_len.max(1)).map_err(driver("allocating a report"))?;
+        {
+            let (samples_address, _s) = samples.device_ptr(&self.stream);
+            let (positions_address, _p) = positions.device_ptr(&self.stream);
+            let (scratch_address, _c) = scratch.device_ptr(&self.stream);
+            let (tokens_address, _t) = tokens.device_ptr(&self.stream);
+            let (report_address, _r) = report.device_ptr(&self.stream);
+            let mut builder = self.stream.launch_builder(&function);
+            builder
+                .arg(&logits)
+                .arg(&samples_address)
+                .arg(&positions_address)
+                .arg(&seed_address)
+                .arg(&site)
+                .arg(&step)
+                .arg(&params.temperature)
+                .arg(&params.top_k)
+                .arg(&params.top_p)
+                .arg(&params.min_p)
+                .arg(&rows32)
+                .arg(&vocab32)
+                .arg(&scratch_address)
+                .arg(&tokens_address)
+                .arg(&report_address);
+            let config =
+                LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (emit::BLOCK_THREADS, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments follow `sched_sample_rows`'s signature in
+            // `sched_kernels::cuda_tokens`: `rows * vocab` logits (checked above), one noise sample
+            // and position per row, the seed words, the scalars, a scratch slot of
+            // `sample_scratch_bytes` per block, `rows` tokens and a report of the kernel's length;
+            // every buffer lives on this stream until the copies below finish.
+            unsafe { builder.launch(config) }.map_err(driver("launching a sampling kernel"))?;
+        }
+        let tokens = self.stream.clone_dtoh(&tokens).map_err(driver("copying tokens from the GPU"))?;
+        let mut report = self.stream.clone_dtoh(&report).map_err(driver("copying a report from the GPU"))?;
+        self.synchronize()?;
+        report.truncate(report_len);
+        Ok(Sampled { tokens, report })
     }
 
     fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {

@@ -17,10 +17,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use candle_core::{Device as CDevice, Tensor as CTensor};
 use sched_kernels::cpu;
+use sched_kernels::cuda_tokens::SampleKernel;
 use sched_kernels::layers::{self, Activation, AttentionShape};
+use sched_kernels::philox;
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
 
-use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, check_counts};
+use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, check_counts};
 
 /// An operation recorded while capturing a graph.
 #[derive(Debug)]
@@ -60,6 +62,13 @@ enum Captured {
     Attention {
         buffers: [BufferId; 4],
         shape: AttentionShape,
+    },
+    Gather {
+        src: BufferId,
+        indices: Vec<u32>,
+        width: usize,
+        blocked: Option<u32>,
+        out: BufferId,
     },
 }
 
@@ -130,6 +139,9 @@ impl EmulatedDevice {
                 self.layer_norm(*x, *weight, *bias, *out, *rows, *width, *eps)
             }
             Captured::Attention { buffers: [q, k, v, out], shape } => self.attention(*q, *k, *v, *out, *shape),
+            Captured::Gather { src, indices, width, blocked, out } => {
+                self.gather_rows(*src, indices, *width, *blocked, *out)
+            }
         }
     }
 
@@ -353,6 +365,52 @@ impl Device for EmulatedDevice {
         let mut result = vec![0.0; len];
         layers::attention(&q, &k, &v, shape, &mut result);
         self.write(out, &result)
+    }
+
+    fn gather_rows(
+        &self,
+        src: BufferId,
+        indices: &[u32],
+        width: usize,
+        blocked: Option<u32>,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        let recorded = self.record(|| Captured::Gather { src, indices: indices.to_vec(), width, blocked, out });
+        if recorded {
+            return Ok(());
+        }
+        if indices.is_empty() || width == 0 {
+            return Ok(());
+        }
+        let source = self.buffers().get(&src.0).cloned().ok_or_else(|| unknown(src))?;
+        let rows = source.len() / width;
+        if let Some(&index) = indices.iter().find(|&&i| i as usize >= rows) {
+            return Err(DeviceError::Buffer {
+                buffer: src.0,
+                problem: format!("has {rows} rows, and row {index} is gathered"),
+            });
+        }
+        let mut result = vec![0.0; indices.len() * width];
+        layers::gather_rows(&source, indices, width, blocked, &mut result);
+        self.write(out, &result)
+    }
+
+    fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
+        self.refuse_while_capturing("reading tokens back")?;
+        launch.check()?;
+        let SampleLaunch { rows, vocab, seed, site, step, .. } = *launch;
+        let logits = self.read(launch.logits, rows * vocab)?;
+        let mut sampled = Sampled { tokens: Vec::with_capacity(rows), report: Vec::new() };
+        for (r, row) in logits.chunks_exact(vocab.max(1)).take(rows).enumerate() {
+            let (sample, position) = (launch.noise_sample[r], launch.noise_position[r]);
+            let uniform = |v: u32| {
+                philox::uniform_f64(seed, site, step, sample, position.wrapping_mul(vocab as u32).wrapping_add(v))
+            };
+            let (token, report) = kernel.sample_row(&launch.params, if vocab == 0 { &[] } else { row }, uniform);
+            sampled.tokens.push(token);
+            sampled.report.extend(report);
+        }
+        Ok(sampled)
     }
 
     fn live_buffers(&self) -> usize {

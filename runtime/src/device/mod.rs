@@ -34,6 +34,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use sched_kernels::KernelError;
+use sched_kernels::cuda_tokens::{SampleKernel, SampleParams};
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::nvrtc::NvrtcError;
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
@@ -140,6 +141,20 @@ pub trait Device: Send + Sync + fmt::Debug {
         out: BufferId,
         shape: AttentionShape,
     ) -> Result<(), DeviceError>;
+    /// Row `i` of `out` becomes row `indices[i]` of `src` (rows of `width` elements), with element
+    /// `blocked` of every row, when given, set to -inf ([`sched_kernels::layers::gather_rows`]).
+    fn gather_rows(
+        &self,
+        src: BufferId,
+        indices: &[u32],
+        width: usize,
+        blocked: Option<u32>,
+        out: BufferId,
+    ) -> Result<(), DeviceError>;
+    /// Draws a token from each row of logits on the device and returns the tokens and the
+    /// kernel's report to the host (a synchronisation), as [`SampleKernel::sample_row`] defines
+    /// them.
+    fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError>;
     /// Copies the first `len` elements of buffer `from` into buffer `to` (distinct buffers).
     fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError>;
     /// How many buffers are allocated now (for leak checks).
@@ -168,6 +183,50 @@ pub trait Device: Send + Sync + fmt::Debug {
     }
     /// Releases a captured graph; unknown ids are ignored.
     fn free_graph(&self, _graph: GraphId) {}
+}
+
+/// A sampling launch: rows of logits on the device and the host-side inputs of
+/// [`sched_kernels::cuda_tokens`]'s row sampling ABI.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleLaunch<'a> {
+    /// `rows × vocab` logits.
+    pub logits: BufferId,
+    pub rows: usize,
+    pub vocab: usize,
+    pub params: SampleParams,
+    /// Row `r`'s entry `v` draws `uniform_f64(seed, site, step, noise_sample[r],
+    /// noise_position[r] * vocab + v)` (in wrapping 32-bit arithmetic).
+    pub noise_sample: &'a [u32],
+    pub noise_position: &'a [u32],
+    pub seed: u64,
+    pub site: u32,
+    pub step: u32,
+}
+
+/// What a sampling launch returns: each row's token, and the report of the kernel (one
+/// probability per row, a distribution per row, or nothing).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampled {
+    pub tokens: Vec<u32>,
+    pub report: Vec<f64>,
+}
+
+impl SampleLaunch<'_> {
+    /// Checks that the per-row inputs have one entry per row.
+    pub(crate) fn check(&self) -> Result<(), DeviceError> {
+        if self.noise_sample.len() != self.rows || self.noise_position.len() != self.rows {
+            return Err(DeviceError::Buffer {
+                buffer: self.logits.0,
+                problem: format!(
+                    "is sampled as {} rows, but the launch has {} noise samples and {} positions",
+                    self.rows,
+                    self.noise_sample.len(),
+                    self.noise_position.len()
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The sizes of a linear layer's matrix product.

@@ -26,25 +26,61 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use sched_kernels::cuda_tokens::SampleKernel;
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
 
-use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape};
+use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled};
 
 /// One operation a run asked of its device.
 #[derive(Clone, Debug)]
 enum Recorded {
-    Alloc { buffer: BufferId, len: usize },
-    Upload { buffer: BufferId, data: Vec<f32> },
-    Free { buffer: BufferId },
-    Download { buffer: BufferId, len: usize },
+    Alloc {
+        buffer: BufferId,
+        len: usize,
+    },
+    Upload {
+        buffer: BufferId,
+        data: Vec<f32>,
+    },
+    Free {
+        buffer: BufferId,
+    },
+    Download {
+        buffer: BufferId,
+        len: usize,
+    },
     Reduce,
     Elementwise(RecordedLaunch<BufferId>),
-    Linear { x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape },
-    BiasActivation { data: BufferId, bias: BufferId, len: usize, activation: Activation },
-    Copy { from: BufferId, to: BufferId, len: usize },
-    LayerNorm { buffers: [BufferId; 4], rows: usize, width: usize, eps: u32 },
-    Attention { buffers: [BufferId; 4], shape: AttentionShape },
+    Linear {
+        x: BufferId,
+        weight: BufferId,
+        out: BufferId,
+        shape: LinearShape,
+    },
+    BiasActivation {
+        data: BufferId,
+        bias: BufferId,
+        len: usize,
+        activation: Activation,
+    },
+    Copy {
+        from: BufferId,
+        to: BufferId,
+        len: usize,
+    },
+    LayerNorm {
+        buffers: [BufferId; 4],
+        rows: usize,
+        width: usize,
+        eps: u32,
+    },
+    Attention {
+        buffers: [BufferId; 4],
+        shape: AttentionShape,
+    },
+    /// A token operation's work: rows gathered, or tokens drawn and read back.
+    Tokens,
 }
 
 /// An elementwise launch with its buffers named by `B`, and its parameters as f32 bits (so that
@@ -220,6 +256,25 @@ impl Device for Recorder {
         Ok(())
     }
 
+    fn gather_rows(
+        &self,
+        src: BufferId,
+        indices: &[u32],
+        width: usize,
+        blocked: Option<u32>,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        self.inner.gather_rows(src, indices, width, blocked, out)?;
+        self.record(Recorded::Tokens);
+        Ok(())
+    }
+
+    fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
+        let sampled = self.inner.sample_rows(kernel, launch)?;
+        self.record(Recorded::Tokens);
+        Ok(sampled)
+    }
+
     fn live_buffers(&self) -> usize {
         self.inner.live_buffers()
     }
@@ -276,6 +331,8 @@ pub enum NotReplayable {
     OtherSeed { expected: u64, found: u64 },
     #[error("buffer {buffer} is created during the run and outlives it, but a step writes it")]
     WrittenSurvivor { buffer: u64 },
+    #[error("tokens are drawn on the device and read back into the host's control flow")]
+    Tokens,
 }
 
 impl Plan {
@@ -302,6 +359,7 @@ impl Plan {
                 }
                 Recorded::Download { .. } => downloaded = true,
                 Recorded::Reduce => return Err(NotReplayable::Reduction),
+                Recorded::Tokens => return Err(NotReplayable::Tokens),
                 Recorded::Elementwise(launch) => {
                     if launch.seed != seed && !launch.slots.is_empty() {
                         return Err(NotReplayable::OtherSeed { expected: seed, found: launch.seed });
@@ -391,8 +449,8 @@ impl PlanBuilder {
                 let from = self.slot(*buffer);
                 self.plan.steps.push(Step::Copy { from, to: Slot::Result(result), len: *len });
             }
-            // `Plan::new` returned before building a plan with a reduction.
-            Recorded::Reduce => {}
+            // `Plan::new` returned before building a plan with a reduction or token work.
+            Recorded::Reduce | Recorded::Tokens => {}
             Recorded::Elementwise(launch) => {
                 let mut launch = launch.map(|b| self.slot(*b));
                 launch.seed = 0;

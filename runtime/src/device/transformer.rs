@@ -15,8 +15,9 @@ use sched_kernels::builder::KernelBuilder;
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{BinaryOp, ElementwiseKernel, NoiseLaunch};
 
-use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape};
+use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape, SampleLaunch};
 use crate::model::{Model, ModelError};
+use crate::sequence::Draw;
 use crate::tokens::transformer::{Evaluation, TransformerModel};
 use crate::tokens::{DeviceTokenModel, TokenRows};
 
@@ -151,9 +152,55 @@ impl DeviceTransformer {
         })
     }
 
-    /// The logits of an evaluation: for each of its heads, `[batch, positions, vocab]`.
+    /// The logits of an evaluation on the host: for each of its heads, `[batch, positions, vocab]`.
     fn evaluate(&self, device: &Arc<dyn Device>, evaluation: &Evaluation<'_>) -> Result<Vec<Vec<f32>>, DeviceError> {
-        let Evaluation { ids, batch, n, causal, ref positions, ref heads } = *evaluation;
+        self.logits(device, evaluation)?.iter().map(|logits| device.download(logits.buffer())).collect()
+    }
+
+    /// The logits of an evaluation on the device: for each of its heads, `[batch × positions,
+    /// vocab]`. Only the positions asked for go through the heads.
+    fn logits(&self, device: &Arc<dyn Device>, evaluation: &Evaluation<'_>) -> Result<Vec<DeviceTensor>, DeviceError> {
+        let Evaluation { batch, n, ref positions, ref heads, .. } = *evaluation;
+        let hidden = self.hidden(device, evaluation)?;
+        let selected_rows = batch * positions.len();
+        let selected = if positions.len() == n {
+            hidden
+        } else {
+            let indices: Vec<u32> =
+                (0..batch).flat_map(|b| positions.clone().map(move |p| (b * n + p) as u32)).collect();
+            let selected = alloc(device, vec![selected_rows, self.d])?;
+            device.gather_rows(hidden.buffer(), &indices, self.d, None, selected.buffer())?;
+            selected
+        };
+        heads
+            .clone()
+            .map(|head| match head.checked_sub(1).map(|extra| self.extra_heads.get(extra)) {
+                None => self.head(device, &selected, selected_rows),
+                Some(Some(layer)) => {
+                    // h + gelu(heads.i(h)), as a new tensor: `selected` serves the other heads.
+                    let branch = self.linear(device, &selected, layer, selected_rows, Activation::Gelu)?;
+                    let sum = alloc(device, vec![selected_rows, self.d])?;
+                    let launch = Launch {
+                        len: selected_rows * self.d,
+                        inputs: &[selected.buffer(), branch.buffer()],
+                        outputs: &[sum.buffer()],
+                        params: &[],
+                        noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
+                    };
+                    device.elementwise(&add_kernel(), &launch)?;
+                    self.head(device, &sum, selected_rows)
+                }
+                Some(None) => Err(DeviceError::Buffer {
+                    buffer: 0,
+                    problem: format!("head {head} does not exist ({} heads)", self.extra_heads.len() + 1),
+                }),
+            })
+            .collect()
+    }
+
+    /// The last block's output for every position of an evaluation: `[batch × n, d]`.
+    fn hidden(&self, device: &Arc<dyn Device>, evaluation: &Evaluation<'_>) -> Result<DeviceTensor, DeviceError> {
+        let Evaluation { ids, batch, n, causal, .. } = *evaluation;
         let (d, rows) = (self.d, batch * n);
         // The input rows: the token's embedding plus the position's, added as candle adds them.
         let mut input = Vec::with_capacity(rows * d);
@@ -185,49 +232,13 @@ impl DeviceTransformer {
             let out = self.linear(device, &hidden, &block.fc2, rows, Activation::Identity)?;
             self.add_into(device, &x, &out)?;
         }
-        heads
-            .clone()
-            .map(|head| {
-                let logits = match head.checked_sub(1).map(|extra| self.extra_heads.get(extra)) {
-                    None => self.head(device, &x, rows)?,
-                    Some(Some(layer)) => {
-                        // h + gelu(heads.i(h)), as a new tensor: `x` serves the other heads.
-                        let branch = self.linear(device, &x, layer, rows, Activation::Gelu)?;
-                        let sum = alloc(device, vec![rows, d])?;
-                        let launch = Launch {
-                            len: rows * d,
-                            inputs: &[x.buffer(), branch.buffer()],
-                            outputs: &[sum.buffer()],
-                            params: &[],
-                            noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
-                        };
-                        device.elementwise(&add_kernel(), &launch)?;
-                        self.head(device, &sum, rows)?
-                    }
-                    Some(None) => {
-                        return Err(DeviceError::Buffer {
-                            buffer: 0,
-                            problem: format!("head {head} does not exist ({} heads)", self.extra_heads.len() + 1),
-                        });
-                    }
-                };
-                let mut selected = Vec::with_capacity(batch * positions.len() * self.vocab);
-                for b in 0..batch {
-                    let rows = b * n + positions.start..b * n + positions.end;
-                    selected.extend_from_slice(
-                        logits.get(rows.start * self.vocab..rows.end * self.vocab).unwrap_or_default(),
-                    );
-                }
-                Ok(selected)
-            })
-            .collect()
+        Ok(x)
     }
 
-    /// The logits of every position from hidden states `h`: `unembed(ln_f(h))`, on the host.
-    fn head(&self, device: &Arc<dyn Device>, h: &DeviceTensor, rows: usize) -> Result<Vec<f32>, DeviceError> {
+    /// The logits of hidden states `h` (`rows` of them): `unembed(ln_f(h))`, on the device.
+    fn head(&self, device: &Arc<dyn Device>, h: &DeviceTensor, rows: usize) -> Result<DeviceTensor, DeviceError> {
         let normed = self.norm(device, h, &self.ln_f, rows)?;
-        let logits = self.linear(device, &normed, &self.unembed, rows, Activation::Identity)?;
-        device.download(logits.buffer())
+        self.linear(device, &normed, &self.unembed, rows, Activation::Identity)
     }
 
     fn norm(
@@ -292,5 +303,33 @@ impl DeviceTokenModel for TransformerModel {
     fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
         let network = self.weights_on(device)?;
         self.head_logits_with(rows, |e| network.evaluate(device, e).map_err(|error| backend(self, error)))
+    }
+
+    fn draw_next_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        draw: &Draw<'_>,
+    ) -> Result<Vec<u32>, ModelError> {
+        let network = self.weights_on(device)?;
+        let (kernel, params) = draw.choice.sample_kernel();
+        let positions = vec![draw.position; rows.batch];
+        let sample = |evaluation: &Evaluation<'_>| -> Result<Vec<u32>, DeviceError> {
+            let logits = network.logits(device, evaluation)?;
+            let Some(logits) = logits.first() else { return Ok(Vec::new()) };
+            let launch = SampleLaunch {
+                logits: logits.buffer(),
+                rows: rows.batch,
+                vocab: network.vocab,
+                params,
+                noise_sample: draw.samples,
+                noise_position: &positions,
+                seed: draw.noise.seed,
+                site: draw.noise.site,
+                step: draw.noise.step,
+            };
+            Ok(device.sample_rows(&kernel, &launch)?.tokens)
+        };
+        self.causal_with(rows, rows.len, |e| sample(e).map_err(|error| backend(self, error)))
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::device::Device;
 use crate::model::ModelError;
+use crate::sequence::Draw;
 
 /// A model's vocabulary: its size, its special tokens and, when known, the text of each token.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +88,16 @@ pub trait TokenModel: Send + Sync {
     /// the next-token distribution). `batch × heads × vocab` entries. One evaluation.
     fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
 
+    /// The next token of every row, drawn as `draw` says from [`causal_logits`]'s logits of
+    /// position `len` (one evaluation). A model evaluated on a device draws there and returns
+    /// only the tokens.
+    ///
+    /// [`causal_logits`]: TokenModel::causal_logits
+    fn draw_next(&self, rows: TokenRows<'_>, draw: &Draw<'_>) -> Result<Vec<u32>, ModelError> {
+        let logits = self.causal_logits(rows, rows.len)?;
+        Ok(draw.pick_rows(&logits, self.vocab().size))
+    }
+
     /// The model's evaluation on a device, when it has one (the transformer's network runs on a
     /// device's matrix products and layer kernels).
     fn on_device(&self) -> Option<&dyn DeviceTokenModel> {
@@ -105,6 +116,13 @@ pub trait DeviceTokenModel: Send + Sync {
     ) -> Result<Vec<f32>, ModelError>;
     fn masked_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
     fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+    /// [`TokenModel::draw_next`] with the logits and the draws on the device.
+    fn draw_next_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        draw: &Draw<'_>,
+    ) -> Result<Vec<u32>, ModelError>;
 }
 
 /// A token model bound to a run's device: every evaluation runs its network there.
@@ -133,5 +151,9 @@ impl TokenModel for OnDevice<'_> {
 
     fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
         self.network.head_logits_on(self.device, rows)
+    }
+
+    fn draw_next(&self, rows: TokenRows<'_>, draw: &Draw<'_>) -> Result<Vec<u32>, ModelError> {
+        self.network.draw_next_on(self.device, rows, draw)
     }
 }

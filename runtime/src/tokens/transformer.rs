@@ -565,6 +565,17 @@ impl TransformerModel {
         from: usize,
         evaluate: impl FnOnce(&Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
+        self.causal_with(rows, from, |evaluation| Ok(evaluate(evaluation)?.swap_remove(0)))
+    }
+
+    /// Checks a causal evaluation of `rows` from position `from` and hands it to `evaluate`; no
+    /// rows give the default result without an evaluation.
+    pub(crate) fn causal_with<T: Default>(
+        &self,
+        rows: TokenRows<'_>,
+        from: usize,
+        evaluate: impl FnOnce(&Evaluation<'_>) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
         if self.manifest.kind == ModelKind::MaskedLm {
             return Err(self.unsupported("score next tokens (it is bidirectional)"));
         }
@@ -573,7 +584,7 @@ impl TransformerModel {
         }
         let ids = self.input(rows, 1)?;
         if rows.batch == 0 {
-            return Ok(Vec::new());
+            return Ok(T::default());
         }
         // Output j of the input [eos] ++ row predicts row[j].
         let evaluation = Evaluation {
@@ -584,7 +595,7 @@ impl TransformerModel {
             positions: from..rows.len + 1,
             heads: 0..1,
         };
-        Ok(evaluate(&evaluation)?.swap_remove(0))
+        evaluate(&evaluation)
     }
 
     /// [`TokenModel::masked_logits`] with the network evaluated by `evaluate`.

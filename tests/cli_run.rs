@@ -276,31 +276,29 @@ fn runs_concatenate_consecutive_seeds_and_replay_on_a_device() {
     assert!(text(&zero.stderr).contains("--runs must be at least 1"), "{}", text(&zero.stderr));
 }
 
-/// The shipped poker transformers evaluated on a device (its matrix products and layer kernels)
-/// give the CPU's tokens in every poker schedule.
+/// The shipped poker transformers evaluated on a device (its matrix products and layer kernels,
+/// with `extend` and `candidates` drawing their tokens there) give the CPU's tokens in every
+/// poker schedule and every masked-diffusion schedule.
 #[test]
 fn transformer_token_schedules_give_the_cpus_tokens_on_a_device() {
-    for (schedule, binding) in [
-        ("independent", "mtp=examples/models/poker/mtp_lm.safetensors"),
-        ("autoregressive", "lm=examples/models/poker/causal_lm.safetensors"),
-        ("draft_verify", "mtp=examples/models/poker/mtp_lm.safetensors"),
-    ] {
+    let masked = "lm=examples/models/poker/masked_lm.safetensors";
+    let short = ["--param", "gen_length=8", "--param", "block=4"];
+    let cases: [(&str, &str, &str, &[&str]); 7] = [
+        ("poker.sched", "independent", "mtp=examples/models/poker/mtp_lm.safetensors", &[]),
+        ("poker.sched", "autoregressive", "lm=examples/models/poker/causal_lm.safetensors", &[]),
+        ("poker.sched", "draft_verify", "mtp=examples/models/poker/mtp_lm.safetensors", &[]),
+        ("mdlm.sched", "mdlm", masked, &["--param", "gen_length=6", "--param", "steps=6"]),
+        ("block_diffusion.sched", "llada", masked, &short),
+        ("block_diffusion.sched", "fast_dllm", masked, &short),
+        ("block_diffusion.sched", "bd3lm", masked, &short),
+    ];
+    for (file, schedule, binding, params) in cases {
         let run = |device: &str| {
-            json(&sched(&[
-                "run",
-                "examples/poker.sched",
-                "--schedule",
-                schedule,
-                "--model",
-                binding,
-                "--batch",
-                "48",
-                "--seed",
-                "5",
-                "--device",
-                device,
-                "--json",
-            ]))
+            let path = format!("examples/{file}");
+            let mut args = vec!["run", &path, "--schedule", schedule, "--model", binding];
+            args.extend_from_slice(params);
+            args.extend_from_slice(&["--batch", "48", "--seed", "5", "--device", device, "--json"]);
+            json(&sched(&args))
         };
         let (cpu, device) = (run("cpu"), run("emulated"));
         assert_eq!(device["device"], "emulated");

@@ -9,15 +9,17 @@
 //! for the same row.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use sched_compiler::ir::{Remask, SamplerKind};
 use sched_kernels::cuda_tokens::{Choose, Filters, Logits, Report, SampleKernel, SampleParams};
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
+use crate::device::{DeviceError, DeviceTensor, SampleLaunch};
 use crate::model::ModelError;
 use crate::tensor::Tensor;
-use crate::tokens::{TokenModel, TokenRows, Vocab};
+use crate::tokens::{MaskedLogits, TokenModel, TokenRows, Vocab};
 
 /// A batch of token rows, with the window an unmasking step refines and, for a draft, the
 /// distribution each of its tokens was drawn from.
@@ -443,7 +445,15 @@ pub fn extend(
 #[derive(Clone, Debug)]
 pub struct LogitsCache {
     rows: Vec<Vec<u32>>,
-    logits: Vec<Vec<f32>>,
+    logits: Vec<RowGroup>,
+}
+
+/// The logits of one group of rows of equal length (one model call): the rows' indices in the
+/// batch, and `[rows × len, vocab]` logits on the host or on the device that computed them.
+#[derive(Clone, Debug)]
+struct RowGroup {
+    members: Vec<usize>,
+    logits: MaskedLogits,
 }
 
 /// One masked-model call on the whole rows of `x`: for every masked position of the window, a
@@ -480,56 +490,165 @@ pub fn candidates(
     let vocab = model.vocab().size;
     noise_room(longest(&x.rows), vocab)?;
     let any_masked = (0..x.rows.len()).any(|b| x.rows[b][x.window_start(b)..].contains(&mask));
-    let (logits, calls) = match cache {
+    let (groups, calls) = match cache {
         Some(cached) if cached.rows == x.rows => (cached.logits.clone(), 0),
         // Nothing to unmask: no call, and every confidence stays -inf.
-        _ if !any_masked => (vec![Vec::new(); x.rows.len()], 0),
+        _ if !any_masked => (Vec::new(), 0),
+        // Without guidance the logits stay where the model computed them.
+        _ if guidance == 0.0 => {
+            let views: Vec<&[u32]> = x.rows.iter().map(Vec::as_slice).collect();
+            let groups = row_groups(&views, |batch| model.masked_logits_kept(batch))?;
+            *cache = Some(LogitsCache { rows: x.rows.clone(), logits: groups.clone() });
+            (groups, 1)
+        }
         _ => {
             let views: Vec<&[u32]> = x.rows.iter().map(Vec::as_slice).collect();
             let mut logits = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
-            let mut calls = 1;
-            if guidance > 0.0 {
-                let unprompted: Vec<Vec<u32>> = x
-                    .rows
-                    .iter()
-                    .map(|row| row.iter().enumerate().map(|(p, &t)| if p < x.prompt { mask } else { t }).collect())
-                    .collect();
-                let views: Vec<&[u32]> = unprompted.iter().map(Vec::as_slice).collect();
-                let unconditional = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
-                calls += 1;
-                for (row, un_row) in logits.iter_mut().zip(&unconditional) {
-                    for (value, &un) in row.iter_mut().zip(un_row) {
-                        *value = guided(un, *value, guidance);
-                    }
+            // Classifier-free guidance combines two calls' logits on the host.
+            let unprompted: Vec<Vec<u32>> = x
+                .rows
+                .iter()
+                .map(|row| row.iter().enumerate().map(|(p, &t)| if p < x.prompt { mask } else { t }).collect())
+                .collect();
+            let views: Vec<&[u32]> = unprompted.iter().map(Vec::as_slice).collect();
+            let unconditional = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
+            for (row, un_row) in logits.iter_mut().zip(&unconditional) {
+                for (value, &un) in row.iter_mut().zip(un_row) {
+                    *value = guided(un, *value, guidance);
                 }
             }
-            *cache = Some(LogitsCache { rows: x.rows.clone(), logits: logits.clone() });
-            (logits, calls)
+            let groups: Vec<RowGroup> = (0..x.rows.len())
+                .map(|b| RowGroup { members: vec![b], logits: MaskedLogits::Host(std::mem::take(&mut logits[b])) })
+                .collect();
+            *cache = Some(LogitsCache { rows: x.rows.clone(), logits: groups.clone() });
+            (groups, 2)
         }
     };
     let width = (0..x.rows.len()).map(|b| x.rows[b].len() - x.window_start(b)).max().unwrap_or(0);
     let mut confidence = vec![f32::NEG_INFINITY; x.rows.len() * width];
     let mut rows = x.rows.clone();
-    for (b, row) in rows.iter_mut().enumerate() {
-        let start = x.window_start(b);
-        for p in start..row.len() {
-            if row[p] != mask {
-                continue;
+    // The masked positions of the window of each group's rows: (row, position).
+    let masked_of = |members: &[usize]| -> Vec<(usize, usize)> {
+        members
+            .iter()
+            .flat_map(|&b| {
+                (x.window_start(b)..x.rows[b].len()).filter(move |&p| x.rows[b][p] == mask).map(move |p| (b, p))
+            })
+            .collect()
+    };
+    for group in &groups {
+        let masked = masked_of(&group.members);
+        let drawn = match &group.logits {
+            MaskedLogits::Host(logits) => {
+                let len = group.members.first().map_or(0, |&b| x.rows[b].len());
+                masked
+                    .iter()
+                    .map(|&(b, p)| {
+                        let slot = slot_of(&group.members, b);
+                        let at = (slot * len + p) * vocab;
+                        let scores = logits.get(at..at + vocab).unwrap_or_default();
+                        candidate(scores, temperature, |v| noise.uniform(b, p * vocab + v as usize))
+                    })
+                    .collect()
             }
-            let scores = &logits[b][p * vocab..(p + 1) * vocab];
-            let token = if temperature == 0.0 {
-                kernels::argmax(scores)
-            } else {
-                let scaled: Vec<f32> = scores.iter().map(|&s| (f64::from(s) / temperature) as f32).collect();
-                kernels::gumbel_argmax(&scaled, |v| noise.uniform(b, p * vocab + v as usize))
-            };
-            let probability = kernels::softmax(scores).get(token as usize).copied().unwrap_or(0.0);
-            row[p] = token;
-            confidence[b * width + (p - start)] = probability as f32;
+            MaskedLogits::Device(logits) => {
+                candidates_on_device(logits, &group.members, &masked, x, mask, vocab, temperature, noise)?
+            }
+        };
+        for (&(b, p), (token, probability)) in masked.iter().zip(drawn) {
+            rows[b][p] = token;
+            confidence[b * width + (p - x.window_start(b))] = probability as f32;
         }
     }
     let candidates = TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None };
     Ok((candidates, Tensor::new(vec![x.rows.len(), width], confidence), calls))
+}
+
+/// The candidate at a masked position from its logits (a masked model's, whose mask token is
+/// -inf at a masked position): the argmax at temperature 0, else a Gumbel-max draw from the logits divided by the temperature; and its
+/// probability under the softmax of the logits.
+fn candidate(scores: &[f32], temperature: f64, uniform: impl Fn(u32) -> f64) -> (u32, f64) {
+    let token = if temperature == 0.0 {
+        kernels::argmax(scores)
+    } else {
+        let scaled: Vec<f32> = scores.iter().map(|&s| (f64::from(s) / temperature) as f32).collect();
+        kernels::gumbel_argmax(&scaled, uniform)
+    };
+    (token, kernels::softmax(scores).get(token as usize).copied().unwrap_or(0.0))
+}
+
+/// The candidates of the masked positions `masked` (row, position) of a group of rows whose
+/// logits are on a device: their rows gathered with the mask token's logit blocked, and a
+/// sampling kernel that computes [`candidate`] for each, so only tokens and probabilities come
+/// back.
+#[allow(clippy::too_many_arguments, reason = "the operands of one group's draws")]
+fn candidates_on_device(
+    logits: &DeviceTensor,
+    members: &[usize],
+    masked: &[(usize, usize)],
+    x: &TokenSeq,
+    mask: u32,
+    vocab: usize,
+    temperature: f64,
+    noise: Noise,
+) -> Result<Vec<(u32, f64)>, SequenceError> {
+    if masked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let device = logits.device();
+    let len = members.first().map_or(0, |&b| x.rows[b].len());
+    let backend = |e: DeviceError| SequenceError::Invalid(format!("drawing candidates on the device: {e}"));
+    let indices: Vec<u32> = masked.iter().map(|&(b, p)| (slot_of(members, b) * len + p) as u32).collect();
+    let gathered = DeviceTensor::new(
+        vec![masked.len(), vocab],
+        device.alloc(masked.len() * vocab).map_err(backend)?,
+        Arc::clone(device),
+    );
+    device.gather_rows(logits.buffer(), &indices, vocab, Some(mask), gathered.buffer()).map_err(backend)?;
+    let (logits_kind, choose) =
+        if temperature == 0.0 { (Logits::Raw, Choose::Greedy) } else { (Logits::Divided, Choose::Gumbel) };
+    let kernel = SampleKernel { logits: logits_kind, choose, report: Report::RawProbability };
+    let samples: Vec<u32> = masked.iter().map(|&(b, _)| b as u32).collect();
+    let positions: Vec<u32> = masked.iter().map(|&(_, p)| p as u32).collect();
+    let launch = SampleLaunch {
+        logits: gathered.buffer(),
+        rows: masked.len(),
+        vocab,
+        params: SampleParams { temperature, top_k: 0, top_p: 1.0, min_p: 0.0 },
+        noise_sample: &samples,
+        noise_position: &positions,
+        seed: noise.seed,
+        site: noise.site,
+        step: noise.step,
+    };
+    let sampled = device.sample_rows(&kernel, &launch).map_err(backend)?;
+    Ok(sampled.tokens.into_iter().zip(sampled.report).collect())
+}
+
+/// The slot of row `b` in a group: its rank among the group's `members`, which are increasing
+/// and include it.
+fn slot_of(members: &[usize], b: usize) -> usize {
+    members.binary_search(&b).unwrap_or(0)
+}
+
+/// Evaluates `call` once per group of rows of equal length (their indices increasing), keeping
+/// each group's logits where the call left them.
+fn row_groups(
+    rows: &[&[u32]],
+    call: impl Fn(TokenRows<'_>) -> Result<MaskedLogits, ModelError>,
+) -> Result<Vec<RowGroup>, SequenceError> {
+    let mut lengths: Vec<usize> = rows.iter().map(|row| row.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    lengths
+        .into_iter()
+        .map(|len| {
+            let members: Vec<usize> = (0..rows.len()).filter(|&b| rows[b].len() == len).collect();
+            let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
+            let logits = call(TokenRows { ids: &ids, batch: members.len(), len })?;
+            Ok(RowGroup { members, logits })
+        })
+        .collect()
 }
 
 /// LLaDA's guided logit `un + (scale + 1) (cond - un)`, computed in f64, with its limits where a

@@ -322,6 +322,11 @@ impl DeviceTensor {
         self.buffer
     }
 
+    /// The device that holds the buffer.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.device
+    }
+
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }

@@ -19,7 +19,7 @@ use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape, SampleLaunch
 use crate::model::{Model, ModelError};
 use crate::sequence::Draw;
 use crate::tokens::transformer::{Evaluation, TransformerModel};
-use crate::tokens::{DeviceTokenModel, TokenRows};
+use crate::tokens::{DeviceTokenModel, MaskedLogits, TokenRows};
 
 /// The ε of every LayerNorm of the network (as on the host).
 const LN_EPS: f32 = 1e-5;
@@ -303,6 +303,15 @@ impl DeviceTokenModel for TransformerModel {
     fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
         let network = self.weights_on(device)?;
         self.head_logits_with(rows, |e| network.evaluate(device, e).map_err(|error| backend(self, error)))
+    }
+
+    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError> {
+        let network = self.weights_on(device)?;
+        let logits = self.masked_with(rows, |evaluation| {
+            let logits = network.logits(device, evaluation).map_err(|error| backend(self, error))?;
+            Ok(logits.into_iter().next().map(Arc::new))
+        })?;
+        Ok(logits.map_or(MaskedLogits::Host(Vec::new()), MaskedLogits::Device))
     }
 
     fn draw_next_on(

@@ -16,7 +16,7 @@ pub mod transformer;
 
 use std::sync::Arc;
 
-use crate::device::Device;
+use crate::device::{Device, DeviceTensor};
 use crate::model::ModelError;
 use crate::sequence::Draw;
 
@@ -88,6 +88,16 @@ pub trait TokenModel: Send + Sync {
     /// the next-token distribution). `batch × heads × vocab` entries. One evaluation.
     fn head_logits(&self, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
 
+    /// [`masked_logits`] of the rows, left where the model computed them: a model evaluated on a
+    /// device keeps them there, raw (without the point masses and the blocked mask token of
+    /// [`masked_logits`], which a token operation that reads only masked positions applies
+    /// itself). One evaluation.
+    ///
+    /// [`masked_logits`]: TokenModel::masked_logits
+    fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError> {
+        Ok(MaskedLogits::Host(self.masked_logits(rows)?))
+    }
+
     /// The next token of every row, drawn as `draw` says from [`causal_logits`]'s logits of
     /// position `len` (one evaluation). A model evaluated on a device draws there and returns
     /// only the tokens.
@@ -105,6 +115,14 @@ pub trait TokenModel: Send + Sync {
     }
 }
 
+/// The logits of a masked-model call, `[rows × len, vocab]`: on the host as
+/// [`TokenModel::masked_logits`] gives them, or raw on the device that computed them.
+#[derive(Clone, Debug)]
+pub enum MaskedLogits {
+    Host(Vec<f32>),
+    Device(Arc<DeviceTensor>),
+}
+
 /// A token model whose network runs on a device. Each method is [`TokenModel`]'s of the same
 /// name, evaluated on `device`, with the logits returned to the host.
 pub trait DeviceTokenModel: Send + Sync {
@@ -116,6 +134,9 @@ pub trait DeviceTokenModel: Send + Sync {
     ) -> Result<Vec<f32>, ModelError>;
     fn masked_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
     fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
+    /// [`TokenModel::masked_logits_kept`]: the raw masked-model logits, on the device (on the
+    /// host, empty, for no rows or empty ones).
+    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError>;
     /// [`TokenModel::draw_next`] with the logits and the draws on the device.
     fn draw_next_on(
         &self,
@@ -155,5 +176,9 @@ impl TokenModel for OnDevice<'_> {
 
     fn draw_next(&self, rows: TokenRows<'_>, draw: &Draw<'_>) -> Result<Vec<u32>, ModelError> {
         self.network.draw_next_on(self.device, rows, draw)
+    }
+
+    fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError> {
+        self.network.masked_logits_kept_on(self.device, rows)
     }
 }

@@ -604,22 +604,8 @@ impl TransformerModel {
         rows: TokenRows<'_>,
         evaluate: impl FnOnce(&Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
-        let Some(mask) = self.manifest.mask_id.filter(|_| self.manifest.kind == ModelKind::MaskedLm) else {
-            return Err(self.unsupported("score masked positions (it is not a masked_lm)"));
-        };
-        let ids = self.input(rows, 0)?;
-        if rows.batch == 0 || rows.len == 0 {
-            return Ok(Vec::new());
-        }
-        let evaluation = Evaluation {
-            ids: &ids,
-            batch: rows.batch,
-            n: rows.len,
-            causal: false,
-            positions: 0..rows.len,
-            heads: 0..1,
-        };
-        let mut logits = evaluate(&evaluation)?.swap_remove(0);
+        let mask = self.mask_token()?;
+        let mut logits = self.masked_with(rows, |evaluation| Ok(evaluate(evaluation)?.swap_remove(0)))?;
         let vocab = self.manifest.vocab;
         for (position, &token) in logits.chunks_exact_mut(vocab).zip(rows.ids) {
             if token == mask {
@@ -631,6 +617,37 @@ impl TransformerModel {
             }
         }
         Ok(logits)
+    }
+
+    /// Checks a masked evaluation of `rows` (every position) and hands it to `evaluate`; no rows
+    /// or empty rows give the default result without an evaluation.
+    pub(crate) fn masked_with<T: Default>(
+        &self,
+        rows: TokenRows<'_>,
+        evaluate: impl FnOnce(&Evaluation<'_>) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
+        self.mask_token()?;
+        let ids = self.input(rows, 0)?;
+        if rows.batch == 0 || rows.len == 0 {
+            return Ok(T::default());
+        }
+        let evaluation = Evaluation {
+            ids: &ids,
+            batch: rows.batch,
+            n: rows.len,
+            causal: false,
+            positions: 0..rows.len,
+            heads: 0..1,
+        };
+        evaluate(&evaluation)
+    }
+
+    /// The mask token of a masked model; other kinds cannot score masked positions.
+    fn mask_token(&self) -> Result<u32, ModelError> {
+        self.manifest
+            .mask_id
+            .filter(|_| self.manifest.kind == ModelKind::MaskedLm)
+            .ok_or_else(|| self.unsupported("score masked positions (it is not a masked_lm)"))
     }
 
     /// [`TokenModel::head_logits`] with the network evaluated by `evaluate`.

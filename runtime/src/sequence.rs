@@ -1,5 +1,5 @@
 //! Token sequences at run time: the value the IR's `tokens` type holds and the execution of every
-//! [`TokenOp`] against a [`TokenModel`].
+//! [`TokenOp`](sched_compiler::ir::TokenOp) against a [`TokenModel`].
 //!
 //! Rows may have different lengths (speculative decoding accepts a different number of draft
 //! tokens per row); a model call groups the rows of equal length into one batch, and counts as one

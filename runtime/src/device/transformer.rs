@@ -5,9 +5,12 @@
 //!
 //! The input embeddings (a token's row plus its position's row) are gathered and added on the
 //! host, as candle adds them, and uploaded once per evaluation; everything after runs on the
-//! device, and the logits of the positions the caller asked for come back. The network computes
-//! what candle computes on the CPU in the same order of layers; the matrix products and the
-//! attention's sums run in another order, so the logits agree to f32 rounding, not bit for bit.
+//! device, and only the positions the caller asked for go through the final LayerNorm and the
+//! unembedding. Their logits come back to the host, or stay on the device where a token
+//! operation draws from them there ([`DeviceTokenModel::draw_next_on`],
+//! [`DeviceTokenModel::masked_logits_kept_on`]). The network computes what candle computes on
+//! the CPU in the same order of layers; the matrix products and the attention's sums run in
+//! another order, so the logits agree to f32 rounding, not bit for bit.
 
 use std::sync::Arc;
 

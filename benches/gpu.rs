@@ -25,6 +25,11 @@
 //!    a plain run (the JIT's host code launching each kernel) against the replay of its recording
 //!    as one CUDA graph with a new seed (`sched_runtime::device::replay`), and whether the replay
 //!    gave the bits of a plain run with that seed.
+//! 6. Token generation with the shipped poker transformers (`examples/models/poker`): LLaDA
+//!    (`examples/block_diffusion.sched`, 8 tokens in blocks of 4) on the masked model and
+//!    autoregressive sampling (`examples/poker.sched`) on the causal one, at 4096 rows, on the CPU
+//!    and on the device (the network's layers there, tokens drawn there): milliseconds per run,
+//!    and whether the device's tokens are the CPU's.
 //!
 //! Every time is the median of `--reps` runs (default 10) after one warm-up; kernel times are GPU
 //! time between CUDA events. Results are `key<TAB>value<TAB>unit` lines, appended to `--tsv FILE`
@@ -47,6 +52,7 @@ use sched::runtime::device::replay::{Plan, Recorder, Replay};
 use sched::runtime::device::{Device, Launch};
 use sched::runtime::interp::OutputValue;
 use sched::runtime::interp::RunOptions;
+use sched::runtime::load::load_model;
 use sched::runtime::model::Model;
 
 #[path = "common/mod.rs"]
@@ -273,7 +279,37 @@ fn schedules(device: &Arc<dyn Device>, options: &Options, rows: &mut Rows) -> Re
         .collect();
     write_safetensors(&options.dir.join("samples.safetensors"), &tensors, None)?;
 
-    replays(device, &program, &mlp, options, rows)
+    replays(device, &program, &mlp, options, rows)?;
+    tokens(device, rows)
+}
+
+/// Section 6: token generation on the CPU and on the device.
+fn tokens(device: &Arc<dyn Device>, rows: &mut Rows) -> Result<()> {
+    let schedules = [
+        ("llada", include_str!("../examples/block_diffusion.sched"), "masked_lm"),
+        ("autoregressive", include_str!("../examples/poker.sched"), "causal_lm"),
+    ];
+    for (schedule, source, kind) in schedules {
+        let program = compile(schedule, source).map_err(|d| d.to_string())?;
+        let params: Vec<(&str, Value)> =
+            if schedule == "llada" { vec![("gen_length", Value::Int(8)), ("block", Value::Int(4))] } else { Vec::new() };
+        let executable = program.schedule(schedule)?.bind(&params)?;
+        let lm = load_model(&format!("examples/models/poker/{kind}.safetensors"), None)?;
+        let models = [("lm", lm)];
+        let mut outputs = Vec::new();
+        for (name, on_device) in [("cpu", false), ("gpu", true)] {
+            let run_options =
+                RunOptions { batch: 4096, device: on_device.then(|| Arc::clone(device)), ..RunOptions::default() };
+            executable.run_on(Engine::Jit, &models, &run_options)?;
+            let started = Instant::now();
+            let output = executable.run_on(Engine::Jit, &models, &run_options)?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            push(rows, &format!("gpu.tokens.{schedule}.{name}.ms"), format!("{ms:.1}"), "ms");
+            outputs.push(output.values);
+        }
+        push(rows, &format!("gpu.tokens.{schedule}.same_tokens"), (outputs[0] == outputs[1]).to_string(), "");
+    }
+    Ok(())
 }
 
 /// Section 5: plain runs against graph replays of their recording.

@@ -291,8 +291,11 @@ fn tokens(device: &Arc<dyn Device>, rows: &mut Rows) -> Result<()> {
     ];
     for (schedule, source, kind) in schedules {
         let program = compile(schedule, source).map_err(|d| d.to_string())?;
-        let params: Vec<(&str, Value)> =
-            if schedule == "llada" { vec![("gen_length", Value::Int(8)), ("block", Value::Int(4))] } else { Vec::new() };
+        let params: Vec<(&str, Value)> = if schedule == "llada" {
+            vec![("gen_length", Value::Int(8)), ("block", Value::Int(4))]
+        } else {
+            Vec::new()
+        };
         let executable = program.schedule(schedule)?.bind(&params)?;
         let lm = load_model(&format!("examples/models/poker/{kind}.safetensors"), None)?;
         let models = [("lm", lm)];

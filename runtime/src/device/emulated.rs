@@ -20,57 +20,10 @@ use sched_kernels::cpu;
 use sched_kernels::cuda_tokens::SampleKernel;
 use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::philox;
-use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
+use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 
+use super::op::DeviceOp;
 use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, check_counts};
-
-/// An operation recorded while capturing a graph.
-#[derive(Debug)]
-enum Captured {
-    Elementwise {
-        kernel: ElementwiseKernel,
-        len: usize,
-        inputs: Vec<BufferId>,
-        outputs: Vec<BufferId>,
-        params: Vec<f32>,
-        per_sample: usize,
-        slots: Vec<NoiseSlot>,
-    },
-    Linear {
-        x: BufferId,
-        weight: BufferId,
-        out: BufferId,
-        shape: LinearShape,
-    },
-    BiasActivation {
-        data: BufferId,
-        bias: BufferId,
-        len: usize,
-        activation: Activation,
-    },
-    Copy {
-        from: BufferId,
-        to: BufferId,
-        len: usize,
-    },
-    LayerNorm {
-        buffers: [BufferId; 4],
-        rows: usize,
-        width: usize,
-        eps: f32,
-    },
-    Attention {
-        buffers: [BufferId; 4],
-        shape: AttentionShape,
-    },
-    Gather {
-        src: BufferId,
-        indices: Vec<u32>,
-        width: usize,
-        blocked: Option<u32>,
-        out: BufferId,
-    },
-}
 
 /// A device that keeps its buffers in host memory.
 #[derive(Debug, Default)]
@@ -80,8 +33,8 @@ pub struct EmulatedDevice {
     /// Whether [`Device::capture`] makes graphs.
     no_graphs: bool,
     /// The operations recorded so far, while a capture runs.
-    capturing: Mutex<Option<Vec<Captured>>>,
-    graphs: Mutex<HashMap<u64, Vec<Captured>>>,
+    capturing: Mutex<Option<Vec<DeviceOp<BufferId>>>>,
+    graphs: Mutex<HashMap<u64, Vec<DeviceOp<BufferId>>>>,
 }
 
 /// Locks a mutex whose data stays consistent across a panic (every update is one insert, remove,
@@ -105,7 +58,7 @@ impl EmulatedDevice {
     }
 
     /// Records `operation` if a capture runs, and says whether it did.
-    fn record(&self, operation: impl FnOnce() -> Captured) -> bool {
+    fn record(&self, operation: impl FnOnce() -> DeviceOp<BufferId>) -> bool {
         match lock(&self.capturing).as_mut() {
             Some(recorded) => {
                 recorded.push(operation());
@@ -120,28 +73,6 @@ impl EmulatedDevice {
         match lock(&self.capturing).as_ref() {
             Some(_) => Err(DeviceError::Capturing { operation }),
             None => Ok(()),
-        }
-    }
-
-    /// Executes one recorded operation of a graph with the replay's seed.
-    fn execute(&self, operation: &Captured, seed: u64) -> Result<(), DeviceError> {
-        match operation {
-            Captured::Elementwise { kernel, len, inputs, outputs, params, per_sample, slots } => {
-                let noise = NoiseLaunch { seed, per_sample: *per_sample, slots };
-                self.elementwise(kernel, &Launch { len: *len, inputs, outputs, params, noise })
-            }
-            Captured::Linear { x, weight, out, shape } => self.linear(*x, *weight, *out, *shape),
-            Captured::BiasActivation { data, bias, len, activation } => {
-                self.bias_activation(*data, *bias, *len, *activation)
-            }
-            Captured::Copy { from, to, len } => self.copy(*from, *to, *len),
-            Captured::LayerNorm { buffers: [x, weight, bias, out], rows, width, eps } => {
-                self.layer_norm(*x, *weight, *bias, *out, *rows, *width, *eps)
-            }
-            Captured::Attention { buffers: [q, k, v, out], shape } => self.attention(*q, *k, *v, *out, *shape),
-            Captured::Gather { src, indices, width, blocked, out } => {
-                self.gather_rows(*src, indices, *width, *blocked, *out)
-            }
         }
     }
 
@@ -221,16 +152,7 @@ impl Device for EmulatedDevice {
 
     fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
         check_counts(kernel, launch, kernel.outputs.len())?;
-        let recorded = self.record(|| Captured::Elementwise {
-            kernel: kernel.clone(),
-            len: launch.len,
-            inputs: launch.inputs.to_vec(),
-            outputs: launch.outputs.to_vec(),
-            params: launch.params.to_vec(),
-            per_sample: launch.noise.per_sample,
-            slots: launch.noise.slots.to_vec(),
-        });
-        if recorded {
+        if self.record(|| DeviceOp::elementwise(kernel, launch)) {
             return Ok(());
         }
         let inputs = self.inputs(launch)?;
@@ -260,7 +182,7 @@ impl Device for EmulatedDevice {
     }
 
     fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
-        if self.record(|| Captured::Linear { x, weight, out, shape }) {
+        if self.record(|| DeviceOp::Linear { x, weight, out, shape }) {
             return Ok(());
         }
         let LinearShape { rows, inputs, outputs } = shape;
@@ -296,7 +218,7 @@ impl Device for EmulatedDevice {
         len: usize,
         activation: Activation,
     ) -> Result<(), DeviceError> {
-        if self.record(|| Captured::BiasActivation { data, bias, len, activation }) {
+        if self.record(|| DeviceOp::BiasActivation { data, bias, len, activation }) {
             return Ok(());
         }
         let mut buffers = self.buffers();
@@ -312,7 +234,7 @@ impl Device for EmulatedDevice {
     }
 
     fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        if self.record(|| Captured::Copy { from, to, len }) {
+        if self.record(|| DeviceOp::Copy { from, to, len }) {
             return Ok(());
         }
         let mut buffers = self.buffers();
@@ -339,7 +261,7 @@ impl Device for EmulatedDevice {
         width: usize,
         eps: f32,
     ) -> Result<(), DeviceError> {
-        if self.record(|| Captured::LayerNorm { buffers: [x, weight, bias, out], rows, width, eps }) {
+        if self.record(|| DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps: eps.to_bits() }) {
             return Ok(());
         }
         let len = rows * width;
@@ -357,7 +279,7 @@ impl Device for EmulatedDevice {
         out: BufferId,
         shape: AttentionShape,
     ) -> Result<(), DeviceError> {
-        if self.record(|| Captured::Attention { buffers: [q, k, v, out], shape }) {
+        if self.record(|| DeviceOp::Attention { q, k, v, out, shape }) {
             return Ok(());
         }
         let len = shape.batch * shape.len * shape.heads * shape.head_dim;
@@ -375,8 +297,7 @@ impl Device for EmulatedDevice {
         blocked: Option<u32>,
         out: BufferId,
     ) -> Result<(), DeviceError> {
-        let recorded = self.record(|| Captured::Gather { src, indices: indices.to_vec(), width, blocked, out });
-        if recorded {
+        if self.record(|| DeviceOp::Gather { src, indices: indices.to_vec(), width, blocked, out }) {
             return Ok(());
         }
         if indices.is_empty() || width == 0 {
@@ -444,7 +365,7 @@ impl Device for EmulatedDevice {
 
     fn replay_graph(&self, graph: GraphId, seed: u64) -> Result<(), DeviceError> {
         let recorded = lock(&self.graphs).remove(&graph.0).ok_or(DeviceError::UnknownGraph { graph: graph.0 })?;
-        let result = recorded.iter().try_for_each(|operation| self.execute(operation, seed));
+        let result = recorded.iter().try_for_each(|operation| operation.issue(self, |b| *b, seed));
         lock(&self.graphs).insert(graph.0, recorded);
         result
     }

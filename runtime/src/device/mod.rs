@@ -27,6 +27,7 @@
 pub mod cuda;
 pub mod emulated;
 pub mod mlp;
+pub mod op;
 pub mod replay;
 pub mod transformer;
 

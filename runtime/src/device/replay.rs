@@ -8,7 +8,8 @@
 //! them (a CUDA graph: one launch of the whole schedule, no host code between its kernels).
 //!
 //! Whether a run can be replayed is decided from its recording, never assumed:
-//! - a reduction read back into host control flow makes the control flow data-dependent;
+//! - a reduction read back into host control flow makes the control flow data-dependent, and so
+//!   do tokens drawn on the device and read back;
 //! - an upload after a download means data went to the host and back (a model that runs on the
 //!   host, a token operation), which a replay cannot redo;
 //! - every launch must use the run's seed, so that a replay may substitute its own;
@@ -18,8 +19,10 @@
 //! Invariants of a plan:
 //! - its buffers are its own (allocated when a [`Replay`] is made, reused in the order the run
 //!   freed and allocated them), its constants (the data of uploads) and its results (one per
-//!   download, the last step that writes each), except the external buffers it names: buffers that
-//!   existed before the run or outlived it (a model's weights), which must outlive the replay;
+//!   download: a copy of the downloaded buffer where the run downloaded it), except the external
+//!   buffers it names: buffers that existed before the run or outlived it (a model's weights),
+//!   which must outlive the replay;
+//! - its steps are [`DeviceOp`]s on its slots, with seed 0: a replay gives every launch its seed;
 //! - an uploaded buffer that no step writes is read from its constant directly; one that a step
 //!   writes is filled from its constant first, so every replay starts from the same data.
 
@@ -28,8 +31,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sched_kernels::cuda_tokens::SampleKernel;
 use sched_kernels::layers::{Activation, AttentionShape};
-use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot, ReductionKernel};
+use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 
+use super::op::DeviceOp;
 use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled};
 
 /// One operation a run asked of its device.
@@ -51,66 +55,9 @@ enum Recorded {
         len: usize,
     },
     Reduce,
-    Elementwise(RecordedLaunch<BufferId>),
-    Linear {
-        x: BufferId,
-        weight: BufferId,
-        out: BufferId,
-        shape: LinearShape,
-    },
-    BiasActivation {
-        data: BufferId,
-        bias: BufferId,
-        len: usize,
-        activation: Activation,
-    },
-    Copy {
-        from: BufferId,
-        to: BufferId,
-        len: usize,
-    },
-    LayerNorm {
-        buffers: [BufferId; 4],
-        rows: usize,
-        width: usize,
-        eps: u32,
-    },
-    Attention {
-        buffers: [BufferId; 4],
-        shape: AttentionShape,
-    },
-    /// A token operation's work: rows gathered, or tokens drawn and read back.
+    /// Tokens drawn and read back.
     Tokens,
-}
-
-/// An elementwise launch with its buffers named by `B`, and its parameters as f32 bits (so that
-/// two plans compare exactly, NaN payloads included). A plan's launches have seed 0: a replay
-/// gives the seed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct RecordedLaunch<B> {
-    kernel: ElementwiseKernel,
-    len: usize,
-    inputs: Vec<B>,
-    outputs: Vec<B>,
-    params: Vec<u32>,
-    seed: u64,
-    per_sample: usize,
-    slots: Vec<NoiseSlot>,
-}
-
-impl<B> RecordedLaunch<B> {
-    fn map<C>(&self, mut name: impl FnMut(&B) -> C) -> RecordedLaunch<C> {
-        RecordedLaunch {
-            kernel: self.kernel.clone(),
-            len: self.len,
-            inputs: self.inputs.iter().map(&mut name).collect(),
-            outputs: self.outputs.iter().map(&mut name).collect(),
-            params: self.params.clone(),
-            seed: self.seed,
-            per_sample: self.per_sample,
-            slots: self.slots.clone(),
-        }
-    }
+    Op(DeviceOp<BufferId>),
 }
 
 /// A device that passes everything to another one and records it, one run at a time.
@@ -181,16 +128,7 @@ impl Device for Recorder {
 
     fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
         self.inner.elementwise(kernel, launch)?;
-        self.record(Recorded::Elementwise(RecordedLaunch {
-            kernel: kernel.clone(),
-            len: launch.len,
-            inputs: launch.inputs.to_vec(),
-            outputs: launch.outputs.to_vec(),
-            params: launch.params.iter().map(|p| p.to_bits()).collect(),
-            seed: launch.noise.seed,
-            per_sample: launch.noise.per_sample,
-            slots: launch.noise.slots.to_vec(),
-        }));
+        self.record(Recorded::Op(DeviceOp::elementwise(kernel, launch)));
         Ok(())
     }
 
@@ -206,7 +144,7 @@ impl Device for Recorder {
 
     fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
         self.inner.linear(x, weight, out, shape)?;
-        self.record(Recorded::Linear { x, weight, out, shape });
+        self.record(Recorded::Op(DeviceOp::Linear { x, weight, out, shape }));
         Ok(())
     }
 
@@ -218,13 +156,13 @@ impl Device for Recorder {
         activation: Activation,
     ) -> Result<(), DeviceError> {
         self.inner.bias_activation(data, bias, len, activation)?;
-        self.record(Recorded::BiasActivation { data, bias, len, activation });
+        self.record(Recorded::Op(DeviceOp::BiasActivation { data, bias, len, activation }));
         Ok(())
     }
 
     fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
         self.inner.copy(from, to, len)?;
-        self.record(Recorded::Copy { from, to, len });
+        self.record(Recorded::Op(DeviceOp::Copy { from, to, len }));
         Ok(())
     }
 
@@ -239,7 +177,7 @@ impl Device for Recorder {
         eps: f32,
     ) -> Result<(), DeviceError> {
         self.inner.layer_norm(x, weight, bias, out, rows, width, eps)?;
-        self.record(Recorded::LayerNorm { buffers: [x, weight, bias, out], rows, width, eps: eps.to_bits() });
+        self.record(Recorded::Op(DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps: eps.to_bits() }));
         Ok(())
     }
 
@@ -252,7 +190,7 @@ impl Device for Recorder {
         shape: AttentionShape,
     ) -> Result<(), DeviceError> {
         self.inner.attention(q, k, v, out, shape)?;
-        self.record(Recorded::Attention { buffers: [q, k, v, out], shape });
+        self.record(Recorded::Op(DeviceOp::Attention { q, k, v, out, shape }));
         Ok(())
     }
 
@@ -265,7 +203,7 @@ impl Device for Recorder {
         out: BufferId,
     ) -> Result<(), DeviceError> {
         self.inner.gather_rows(src, indices, width, blocked, out)?;
-        self.record(Recorded::Tokens);
+        self.record(Recorded::Op(DeviceOp::Gather { src, indices: indices.to_vec(), width, blocked, out }));
         Ok(())
     }
 
@@ -297,17 +235,6 @@ enum Slot {
     External(BufferId),
 }
 
-/// One step of a plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Step {
-    Elementwise(RecordedLaunch<Slot>),
-    Linear { x: Slot, weight: Slot, out: Slot, shape: LinearShape },
-    BiasActivation { data: Slot, bias: Slot, len: usize, activation: Activation },
-    Copy { from: Slot, to: Slot, len: usize },
-    LayerNorm { slots: [Slot; 4], rows: usize, width: usize, eps: u32 },
-    Attention { slots: [Slot; 4], shape: AttentionShape },
-}
-
 /// The device work of one run, replayable with another seed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -317,7 +244,8 @@ pub struct Plan {
     constants: Vec<Vec<u32>>,
     /// The lengths of its results, in the order the run downloaded them.
     results: Vec<usize>,
-    steps: Vec<Step>,
+    /// The operations, with the plan's slots for buffers and seed 0.
+    steps: Vec<DeviceOp<Slot>>,
 }
 
 /// Why a run's recording is not a plan.
@@ -360,23 +288,14 @@ impl Plan {
                 Recorded::Download { .. } => downloaded = true,
                 Recorded::Reduce => return Err(NotReplayable::Reduction),
                 Recorded::Tokens => return Err(NotReplayable::Tokens),
-                Recorded::Elementwise(launch) => {
-                    if launch.seed != seed && !launch.slots.is_empty() {
-                        return Err(NotReplayable::OtherSeed { expected: seed, found: launch.seed });
+                Recorded::Op(op) => {
+                    if let DeviceOp::Elementwise { seed: found, .. } = op
+                        && op.draws_noise()
+                        && *found != seed
+                    {
+                        return Err(NotReplayable::OtherSeed { expected: seed, found: *found });
                     }
-                    written.extend(launch.outputs.iter().copied());
-                }
-                Recorded::Linear { out, .. } => {
-                    written.insert(*out);
-                }
-                Recorded::BiasActivation { data, .. } => {
-                    written.insert(*data);
-                }
-                Recorded::Copy { to, .. } => {
-                    written.insert(*to);
-                }
-                Recorded::LayerNorm { buffers: [.., out], .. } | Recorded::Attention { buffers: [.., out], .. } => {
-                    written.insert(*out);
+                    written.extend(op.written().into_iter().copied());
                 }
             }
         }
@@ -433,7 +352,7 @@ impl PlanBuilder {
                     let own = self.own(data.len());
                     self.slots.insert(*buffer, Slot::Own(own));
                     let (from, to) = (Slot::Constant(constant), Slot::Own(own));
-                    self.plan.steps.push(Step::Copy { from, to, len: data.len() });
+                    self.plan.steps.push(DeviceOp::Copy { from, to, len: data.len() });
                 } else {
                     self.slots.insert(*buffer, Slot::Constant(constant));
                 }
@@ -447,35 +366,16 @@ impl PlanBuilder {
                 let result = self.plan.results.len();
                 self.plan.results.push(*len);
                 let from = self.slot(*buffer);
-                self.plan.steps.push(Step::Copy { from, to: Slot::Result(result), len: *len });
+                self.plan.steps.push(DeviceOp::Copy { from, to: Slot::Result(result), len: *len });
             }
             // `Plan::new` returned before building a plan with a reduction or token work.
             Recorded::Reduce | Recorded::Tokens => {}
-            Recorded::Elementwise(launch) => {
-                let mut launch = launch.map(|b| self.slot(*b));
-                launch.seed = 0;
-                self.plan.steps.push(Step::Elementwise(launch));
-            }
-            Recorded::Linear { x, weight, out, shape } => {
-                let step =
-                    Step::Linear { x: self.slot(*x), weight: self.slot(*weight), out: self.slot(*out), shape: *shape };
+            Recorded::Op(op) => {
+                let mut step = op.map(|b| self.slot(*b));
+                if let DeviceOp::Elementwise { seed, .. } = &mut step {
+                    *seed = 0;
+                }
                 self.plan.steps.push(step);
-            }
-            Recorded::BiasActivation { data, bias, len, activation } => {
-                let (data, bias) = (self.slot(*data), self.slot(*bias));
-                self.plan.steps.push(Step::BiasActivation { data, bias, len: *len, activation: *activation });
-            }
-            Recorded::Copy { from, to, len } => {
-                let step = Step::Copy { from: self.slot(*from), to: self.slot(*to), len: *len };
-                self.plan.steps.push(step);
-            }
-            Recorded::LayerNorm { buffers, rows, width, eps } => {
-                let slots = buffers.map(|b| self.slot(b));
-                self.plan.steps.push(Step::LayerNorm { slots, rows: *rows, width: *width, eps: *eps });
-            }
-            Recorded::Attention { buffers, shape } => {
-                let slots = buffers.map(|b| self.slot(b));
-                self.plan.steps.push(Step::Attention { slots, shape: *shape });
             }
         }
     }
@@ -552,35 +452,7 @@ impl Replay {
 
     /// Issues every step of the plan to the device.
     fn execute(&self, seed: u64) -> Result<(), DeviceError> {
-        for step in &self.plan.steps {
-            match step {
-                Step::Elementwise(recorded) => {
-                    let inputs: Vec<BufferId> = recorded.inputs.iter().map(|s| self.buffer(*s)).collect();
-                    let outputs: Vec<BufferId> = recorded.outputs.iter().map(|s| self.buffer(*s)).collect();
-                    let params: Vec<f32> = recorded.params.iter().map(|&bits| f32::from_bits(bits)).collect();
-                    let noise = NoiseLaunch { seed, per_sample: recorded.per_sample, slots: &recorded.slots };
-                    let launch =
-                        Launch { len: recorded.len, inputs: &inputs, outputs: &outputs, params: &params, noise };
-                    self.device.elementwise(&recorded.kernel, &launch)?;
-                }
-                Step::Linear { x, weight, out, shape } => {
-                    self.device.linear(self.buffer(*x), self.buffer(*weight), self.buffer(*out), *shape)?;
-                }
-                Step::BiasActivation { data, bias, len, activation } => {
-                    self.device.bias_activation(self.buffer(*data), self.buffer(*bias), *len, *activation)?;
-                }
-                Step::Copy { from, to, len } => self.device.copy(self.buffer(*from), self.buffer(*to), *len)?,
-                Step::LayerNorm { slots, rows, width, eps } => {
-                    let [x, weight, bias, out] = slots.map(|s| self.buffer(s));
-                    self.device.layer_norm(x, weight, bias, out, *rows, *width, f32::from_bits(*eps))?;
-                }
-                Step::Attention { slots, shape } => {
-                    let [q, k, v, out] = slots.map(|s| self.buffer(s));
-                    self.device.attention(q, k, v, out, *shape)?;
-                }
-            }
-        }
-        Ok(())
+        self.plan.steps.iter().try_for_each(|step| step.issue(&*self.device, |slot| self.buffer(*slot), seed))
     }
 
     fn buffer(&self, slot: Slot) -> BufferId {
@@ -609,7 +481,7 @@ impl Drop for Replay {
 #[cfg(test)]
 mod tests {
     use sched_kernels::builder::KernelBuilder;
-    use sched_kernels::spec::{BinaryOp, Distribution};
+    use sched_kernels::spec::{BinaryOp, Distribution, NoiseLaunch, NoiseSlot};
 
     use super::*;
     use crate::device::emulated::EmulatedDevice;

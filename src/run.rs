@@ -191,15 +191,15 @@ fn run_function(
         }
     };
     let (runs, replay) = if request.runs == 1 {
-        (vec![run_once(options.device.clone(), request.seed)], None)
+        let outputs =
+            run_once(options.device.clone(), request.seed).map_err(|e| failure(format!("the run failed: {e}")))?;
+        (vec![outputs], None)
     } else {
         let seeds: Vec<u64> = (0..request.runs as u64).map(|k| request.seed.wrapping_add(k)).collect();
         let runs = run_seeds(options.device.as_ref(), &seeds, run_once)
             .map_err(|e| failure(format!("the runs failed: {e}")))?;
-        (runs.runs.into_iter().map(Ok).collect(), Some(runs.replay))
+        (runs.runs, Some(runs.replay))
     };
-    let runs: Vec<Outputs> =
-        runs.into_iter().collect::<Result<_, _>>().map_err(|e| failure(format!("the run failed: {e}")))?;
     let outputs = concatenated(runs)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -241,7 +241,9 @@ fn concatenated(runs: Vec<Outputs>) -> Result<Outputs, RunFailure> {
     for run in runs {
         for ((name, into), (_, value)) in merged.values.iter_mut().zip(run.values) {
             match (into, value) {
-                (OutputValue::Tensor(into), OutputValue::Tensor(tensor)) if into.shape[1..] == tensor.shape[1..] => {
+                (OutputValue::Tensor(into), OutputValue::Tensor(tensor))
+                    if !into.shape.is_empty() && into.shape.get(1..) == tensor.shape.get(1..) =>
+                {
                     into.shape[0] += tensor.shape[0];
                     into.data.extend(tensor.data);
                 }
@@ -259,15 +261,7 @@ fn concatenated(runs: Vec<Outputs>) -> Result<Outputs, RunFailure> {
                 }
             }
         }
-        let t = &mut merged.transfers;
-        let u = run.transfers;
-        t.uploads += u.uploads;
-        t.upload_bytes += u.upload_bytes;
-        t.downloads += u.downloads;
-        t.download_bytes += u.download_bytes;
-        t.reductions += u.reductions;
-        t.host_model_calls += u.host_model_calls;
-        t.device_model_calls += u.device_model_calls;
+        merged.transfers += run.transfers;
     }
     Ok(merged)
 }

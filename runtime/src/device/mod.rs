@@ -255,6 +255,18 @@ pub struct Transfers {
     pub device_model_calls: u64,
 }
 
+impl std::ops::AddAssign for Transfers {
+    fn add_assign(&mut self, other: Transfers) {
+        self.uploads += other.uploads;
+        self.upload_bytes += other.upload_bytes;
+        self.downloads += other.downloads;
+        self.download_bytes += other.download_bytes;
+        self.reductions += other.reductions;
+        self.host_model_calls += other.host_model_calls;
+        self.device_model_calls += other.device_model_calls;
+    }
+}
+
 impl Transfers {
     /// Synchronisations of the host with the device: downloads and reductions.
     pub fn syncs(&self) -> u64 {

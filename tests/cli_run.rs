@@ -310,6 +310,39 @@ fn transformer_token_schedules_give_the_cpus_tokens_on_a_device() {
     }
 }
 
+/// LLaDA's classifier-free guidance with the masked transformer on a device (both calls and the
+/// guided combination there) gives the CPU's tokens.
+#[test]
+fn guided_unmasking_gives_the_cpus_tokens_on_a_device() {
+    let schedule = temp("guided.sched");
+    let source = "schedule guided(lm: model<masked_lm>) {\n    let seq = prompt()\n    extend seq by 6 as mask\n    \
+                  for t, s in grid(1 -> 0, 3) {\n        refine seq.tail(6) from t to s by unmask(confidence, 0.7, 1.5)\n    \
+                  }\n    emit seq\n}\n";
+    std::fs::write(&schedule, source).expect("writes the schedule");
+    let schedule = schedule.to_str().expect("a UTF-8 temp path");
+    let run = |device: &str| {
+        json(&sched(&[
+            "run",
+            schedule,
+            "--model",
+            "lm=examples/models/poker/masked_lm.safetensors",
+            "--prompt",
+            "full",
+            "--batch",
+            "32",
+            "--seed",
+            "2",
+            "--device",
+            device,
+            "--json",
+        ]))
+    };
+    let (cpu, device) = (run("cpu"), run("emulated"));
+    assert_eq!(cpu["outputs"], device["outputs"], "the device's guided tokens differ from the CPU's");
+    assert_eq!(cpu["nfe"], 6, "two calls per step");
+    assert_eq!(device["transfers"]["device_model_calls"], 6);
+}
+
 /// `--device cuda` where CUDA cannot be used is a clear error, not a panic.
 #[test]
 fn cuda_without_a_gpu_is_a_clear_error() {

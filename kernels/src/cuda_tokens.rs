@@ -724,6 +724,45 @@ pub fn select_source() -> String {
     code.text
 }
 
+/// The entry point of [`guide_source`].
+pub const GUIDE_ENTRY: &str = "sched_guide_logits";
+
+/// The CUDA C module of classifier-free guidance, [`tokens::guided_logit`] of every element:
+///
+/// ```c
+/// extern "C" __global__ void sched_guide_logits(
+///     const float* un, const float* cond, double scale, unsigned long long len, float* out)
+/// ```
+///
+/// `out[i] = guided_logit(un[i], cond[i], scale)` for `i < len`, by a grid-stride loop over any
+/// grid of [`BLOCK_THREADS`]-thread blocks; `out` may be `cond` or `un` (each element is read
+/// before it is written). The f64 arithmetic is IEEE under the NVRTC options of every sched
+/// kernel (no contraction), so the result is the reference's bit for bit.
+pub fn guide_source() -> &'static str {
+    r#"// sched: classifier-free guidance of logits (kernels/src/tokens.rs, guided_logit).
+extern "C" __global__ void sched_guide_logits(
+    const float* un, const float* cond, double scale, unsigned long long len, float* out)
+{
+    const float negative_infinity = __int_as_float(0xff800000);
+    const float positive_infinity = __int_as_float(0x7f800000);
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
+        const float u = un[i];
+        const float c = cond[i];
+        float guided;
+        if (c == negative_infinity) {
+            guided = negative_infinity;
+        } else if (u == negative_infinity) {
+            guided = positive_infinity;
+        } else {
+            guided = (float)((double)u + (scale + 1.0) * ((double)c - (double)u));
+        }
+        out[i] = guided;
+    }
+}
+"#
+}
+
 /// Returns the CUDA C module of draft verification, with the entry points
 /// [`VERIFY_GREEDY_ENTRY`] and [`VERIFY_SAMPLE_ENTRY`] and the ABI of the module documentation.
 pub fn verify_source() -> String {

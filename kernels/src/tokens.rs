@@ -386,6 +386,25 @@ pub fn residual(p: &[f64], q: &[f64]) -> Vec<f64> {
         .unwrap_or_else(|| vec![1.0 / p.len() as f64; p.len()])
 }
 
+/// LLaDA's classifier-free guidance of one logit: `un + (scale + 1) (cond - un)` from the
+/// unconditional logit `un` and the conditional one `cond`.
+///
+/// Definition (normative; every emitter computes exactly this): if `cond` is -inf the result is
+/// -inf (a token the conditional call rules out stays ruled out); otherwise, if `un` is -inf the
+/// result is +inf (ruled out only by the unconditional call, guidance makes it certain);
+/// otherwise it is `(un as f64 + (scale + 1.0) * (cond as f64 - un as f64)) as f32`, each
+/// operation one f64 rounding, so a NaN operand gives NaN.
+pub fn guided_logit(un: f32, cond: f32, scale: f64) -> f32 {
+    if cond == f32::NEG_INFINITY {
+        return f32::NEG_INFINITY;
+    }
+    if un == f32::NEG_INFINITY {
+        return f32::INFINITY;
+    }
+    let (un, cond) = (f64::from(un), f64::from(cond));
+    (un + (scale + 1.0) * (cond - un)) as f32
+}
+
 /// A probability entry as [`residual`] counts it: itself if finite and positive, else 0.
 fn mass(x: f64) -> f64 {
     if x.is_finite() && x > 0.0 { x } else { 0.0 }

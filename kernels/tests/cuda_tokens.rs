@@ -15,18 +15,18 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use common::emitted::{check_golden_files, compile, nvrtc_or_skip, signature};
-use common::host_cuda::{Arg, Buffer, Case, CaseId, Module, ModuleId, Outputs, Program, host_cxx_or_skip};
+use common::host_cuda::{Arg, Buffer, Case, CaseId, Module, ModuleId, Outputs, Program, compare, host_cxx_or_skip};
 use common::random::Random;
 use sched_kernels::cuda::BLOCK_THREADS;
 use sched_kernels::cuda_tokens::{
-    Choose, Filters, Logits, Report, SAMPLE_ENTRY, SELECT_THRESHOLD_ENTRY, SELECT_TOP_K_ENTRY, SELECT_TRANSFER_ENTRY,
-    SampleKernel, SampleParams, VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY, sample_scratch_bytes, sample_source,
-    select_source, verify_scratch_bytes, verify_source,
+    Choose, Filters, GUIDE_ENTRY, Logits, Report, SAMPLE_ENTRY, SELECT_THRESHOLD_ENTRY, SELECT_TOP_K_ENTRY,
+    SELECT_TRANSFER_ENTRY, SampleKernel, SampleParams, VERIFY_GREEDY_ENTRY, VERIFY_SAMPLE_ENTRY, guide_source,
+    sample_scratch_bytes, sample_source, select_source, verify_scratch_bytes, verify_source,
 };
 use sched_kernels::philox::uniform_f64;
 use sched_kernels::tokens::{
-    Nucleus, Sampler, accept_draft, argmax, gumbel_argmax, process_logits, residual, sample_probs, softmax,
-    threshold_positions, top_k_positions,
+    Nucleus, Sampler, accept_draft, argmax, guided_logit, gumbel_argmax, process_logits, residual, sample_probs,
+    softmax, threshold_positions, top_k_positions,
 };
 
 /// Every filter, with each nucleus rule.
@@ -1072,4 +1072,56 @@ fn verification_computes_the_reference_tokens_on_the_host() {
         outputs.compile,
         outputs.execute
     );
+}
+
+/// Logits for the guidance kernel: varied values, every special value, and pairs where either
+/// call rules a token out.
+fn guidance_operands(random: &mut Random, len: usize) -> (Vec<f32>, Vec<f32>) {
+    let special = [0.0, -0.0, 1.0, -3.5, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE];
+    let pick = |random: &mut Random, k: usize| {
+        if k.is_multiple_of(3) { special[random.size(0, special.len() - 1)] } else { random.uniform(-20.0, 20.0) }
+    };
+    let un = (0..len).map(|k| pick(random, k)).collect();
+    let cond = (0..len).map(|k| pick(random, k + 1)).collect();
+    (un, cond)
+}
+
+#[test]
+fn guidance_compiles_to_ptx_without_contraction() {
+    if !nvrtc_or_skip("guidance_compiles_to_ptx_without_contraction") {
+        return;
+    }
+    let ptx = compile(guide_source(), "guide");
+    check_ptx(&ptx, &[GUIDE_ENTRY], "guide");
+    assert!(!ptx.contains("fma.rn.f64"), "the guided logit's f64 arithmetic was contracted");
+}
+
+#[test]
+fn guidance_computes_the_reference_on_the_host() {
+    let Some(cxx) = host_cxx_or_skip("guidance_computes_the_reference_on_the_host") else {
+        return;
+    };
+    let mut random = Random(0x6a1d);
+    let mut program = Program::new();
+    let module = program.module(Module::new(guide_source().to_string(), &[GUIDE_ENTRY]));
+    let mut cases = Vec::new();
+    for (len, scale, in_place, grid) in
+        [(1, 1.0, false, 1), (257, 0.5, false, 1), (1000, 3.0, true, 2), (64, 0.0, false, 4)]
+    {
+        let (un, cond) = guidance_operands(&mut random, len);
+        let mut case = Case::new(module);
+        let un_arg = case.buffer(Buffer::F32(un.clone()));
+        let cond_arg = case.buffer(Buffer::F32(cond.clone()));
+        let out = if in_place { cond_arg } else { case.buffer(Buffer::F32(vec![f32::NAN; len])) };
+        let args = vec![un_arg, cond_arg, Arg::F64(scale), Arg::U64(len as u64), out];
+        case.launch(GUIDE_ENTRY, grid, BLOCK_THREADS, args);
+        cases.push((program.case(case), out, un, cond, scale));
+    }
+    let outputs = program.run_or_panic(&cxx, "guide");
+    for (case, out, un, cond, scale) in cases {
+        let got = outputs.buffer(case, out).as_f32();
+        let expected: Vec<f32> = un.iter().zip(&cond).map(|(&u, &c)| guided_logit(u, c, scale)).collect();
+        // Bit for bit, but for which NaN a NaN operand gives (common::host_cuda::compare).
+        compare(got, &expected).unwrap_or_else(|e| panic!("{} logits, scale {scale}: {e}", un.len()));
+    }
 }

@@ -7,8 +7,8 @@ use std::cmp::Ordering;
 
 use sched_kernels::philox::{philox4x32_10, uniform_f64};
 use sched_kernels::tokens::{
-    Nucleus, Sampler, accept_draft, argmax, first_hitting_time, gumbel_argmax, process_logits, residual, sample_probs,
-    softmax, threshold_positions, top_k_positions, transfer_counts,
+    Nucleus, Sampler, accept_draft, argmax, first_hitting_time, guided_logit, gumbel_argmax, process_logits, residual,
+    sample_probs, softmax, threshold_positions, top_k_positions, transfer_counts,
 };
 
 /// The seed of every random stream in this file.
@@ -873,4 +873,14 @@ fn residual_and_acceptance_edge_cases() {
     assert!(accept_draft(0.9, 0.3, 1.0));
     assert!(!accept_draft(0.9, 0.3, 1.5));
     assert!(accept_draft(0.2, 0.4, 0.5) && !accept_draft(0.2, 0.4, 0.500_000_1));
+}
+
+#[test]
+fn guidance_extrapolates_from_the_unconditional_logits() {
+    assert_eq!(guided_logit(1.0, 2.0, 0.0), 2.0, "scale 0 is the conditional call");
+    assert_eq!(guided_logit(1.0, 2.0, 1.0), 3.0);
+    assert_eq!(guided_logit(-1.0, -3.0, 2.0), -7.0);
+    assert_eq!(guided_logit(0.5, f32::NEG_INFINITY, 1.0), f32::NEG_INFINITY);
+    assert_eq!(guided_logit(f32::NEG_INFINITY, 0.5, 1.0), f32::INFINITY);
+    assert_eq!(guided_logit(f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0), f32::NEG_INFINITY);
 }

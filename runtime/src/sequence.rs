@@ -494,32 +494,29 @@ pub fn candidates(
         Some(cached) if cached.rows == x.rows => (cached.logits.clone(), 0),
         // Nothing to unmask: no call, and every confidence stays -inf.
         _ if !any_masked => (Vec::new(), 0),
-        // Without guidance the logits stay where the model computed them.
+        // The logits stay where the model computed them.
         _ if guidance == 0.0 => {
             let views: Vec<&[u32]> = x.rows.iter().map(Vec::as_slice).collect();
-            let groups = row_groups(&views, |batch| model.masked_logits_kept(batch))?;
+            let groups = row_groups(&views, vocab, |batch| model.masked_logits_kept(batch))?;
             *cache = Some(LogitsCache { rows: x.rows.clone(), logits: groups.clone() });
             (groups, 1)
         }
         _ => {
+            // Classifier-free guidance: a second call sees the rows with their prompt masked.
             let views: Vec<&[u32]> = x.rows.iter().map(Vec::as_slice).collect();
-            let mut logits = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
-            // Classifier-free guidance combines two calls' logits on the host.
+            let conditional = row_groups(&views, vocab, |batch| model.masked_logits_kept(batch))?;
             let unprompted: Vec<Vec<u32>> = x
                 .rows
                 .iter()
                 .map(|row| row.iter().enumerate().map(|(p, &t)| if p < x.prompt { mask } else { t }).collect())
                 .collect();
             let views: Vec<&[u32]> = unprompted.iter().map(Vec::as_slice).collect();
-            let unconditional = grouped(&views, |len| len * vocab, |batch| model.masked_logits(batch))?;
-            for (row, un_row) in logits.iter_mut().zip(&unconditional) {
-                for (value, &un) in row.iter_mut().zip(un_row) {
-                    *value = guided(un, *value, guidance);
-                }
-            }
-            let groups: Vec<RowGroup> = (0..x.rows.len())
-                .map(|b| RowGroup { members: vec![b], logits: MaskedLogits::Host(std::mem::take(&mut logits[b])) })
-                .collect();
+            let unconditional = row_groups(&views, vocab, |batch| model.masked_logits_kept(batch))?;
+            let groups = conditional
+                .into_iter()
+                .zip(unconditional)
+                .map(|(cond, un)| guided_group(cond, un, guidance))
+                .collect::<Result<Vec<_>, _>>()?;
             *cache = Some(LogitsCache { rows: x.rows.clone(), logits: groups.clone() });
             (groups, 2)
         }
@@ -625,6 +622,31 @@ fn candidates_on_device(
     Ok(sampled.tokens.into_iter().zip(sampled.report).collect())
 }
 
+/// The guided logits of a group of rows from its conditional and unconditional calls' logits
+/// (the same rows, the same lengths), where the calls left them: on the host, or on the device
+/// by the guidance kernel.
+fn guided_group(cond: RowGroup, un: RowGroup, scale: f64) -> Result<RowGroup, SequenceError> {
+    let logits = match (cond.logits, un.logits) {
+        (MaskedLogits::Host(cond), MaskedLogits::Host(un)) => {
+            MaskedLogits::Host(cond.iter().zip(&un).map(|(&c, &u)| kernels::guided_logit(u, c, scale)).collect())
+        }
+        (MaskedLogits::Device(cond), MaskedLogits::Device(un)) => {
+            let device = cond.device();
+            let backend = |e: DeviceError| SequenceError::Invalid(format!("guiding logits on the device: {e}"));
+            let guided =
+                DeviceTensor::new(cond.shape.clone(), device.alloc(cond.len()).map_err(backend)?, Arc::clone(device));
+            device.guide_logits(un.buffer(), cond.buffer(), scale, cond.len(), guided.buffer()).map_err(backend)?;
+            MaskedLogits::Device(Arc::new(guided))
+        }
+        _ => {
+            return Err(SequenceError::Invalid(
+                "the two calls of guidance left their logits in different places".into(),
+            ));
+        }
+    };
+    Ok(RowGroup { members: cond.members, logits })
+}
+
 /// The slot of row `b` in a group: its rank among the group's `members`, which are increasing
 /// and include it.
 fn slot_of(members: &[usize], b: usize) -> usize {
@@ -635,6 +657,7 @@ fn slot_of(members: &[usize], b: usize) -> usize {
 /// each group's logits where the call left them.
 fn row_groups(
     rows: &[&[u32]],
+    vocab: usize,
     call: impl Fn(TokenRows<'_>) -> Result<MaskedLogits, ModelError>,
 ) -> Result<Vec<RowGroup>, SequenceError> {
     let mut lengths: Vec<usize> = rows.iter().map(|row| row.len()).collect();
@@ -646,23 +669,21 @@ fn row_groups(
             let members: Vec<usize> = (0..rows.len()).filter(|&b| rows[b].len() == len).collect();
             let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
             let logits = call(TokenRows { ids: &ids, batch: members.len(), len })?;
+            let count = match &logits {
+                MaskedLogits::Host(logits) => logits.len(),
+                MaskedLogits::Device(logits) => logits.len(),
+            };
+            let expected = members.len() * len * vocab;
+            // No rows or empty ones may come back as no logits: nothing is drawn from them.
+            if count != expected && !(count == 0 && (members.is_empty() || len == 0)) {
+                return Err(SequenceError::Invalid(format!(
+                    "the model returned {count} logits for {} rows of length {len}, expected {expected}",
+                    members.len()
+                )));
+            }
             Ok(RowGroup { members, logits })
         })
         .collect()
-}
-
-/// LLaDA's guided logit `un + (scale + 1) (cond - un)`, computed in f64, with its limits where a
-/// call rules a token out: ruled out by the conditional call, it stays ruled out; ruled out only
-/// by the unconditional one, guidance makes it certain (+inf).
-fn guided(un: f32, cond: f32, scale: f64) -> f32 {
-    if cond == f32::NEG_INFINITY {
-        return f32::NEG_INFINITY;
-    }
-    if un == f32::NEG_INFINITY {
-        return f32::INFINITY;
-    }
-    let (un, cond) = (f64::from(un), f64::from(cond));
-    (un + (scale + 1.0) * (cond - un)) as f32
 }
 
 /// Commits some candidates of the window of `x`. `keep` = s/t is the fraction of masked
@@ -969,16 +990,6 @@ mod tests {
         let (_, _, calls) =
             candidates(&model, &x, 0.0, 1.0, specials, noise, &mut cache).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(calls, 0);
-    }
-
-    #[test]
-    fn guidance_extrapolates_from_the_unconditional_logits() {
-        assert_eq!(guided(1.0, 2.0, 0.0), 2.0, "scale 0 is the conditional call");
-        assert_eq!(guided(1.0, 2.0, 1.0), 3.0);
-        assert_eq!(guided(-1.0, -3.0, 2.0), -7.0);
-        assert_eq!(guided(0.5, f32::NEG_INFINITY, 1.0), f32::NEG_INFINITY);
-        assert_eq!(guided(f32::NEG_INFINITY, 0.5, 1.0), f32::INFINITY);
-        assert_eq!(guided(f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0), f32::NEG_INFINITY);
     }
 
     #[test]

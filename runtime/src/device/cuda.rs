@@ -712,6 +712,38 @@ impl Device for CudaDevice {
         Ok(())
     }
 
+    fn guide_logits(
+        &self,
+        un: BufferId,
+        cond: BufferId,
+        scale: f64,
+        len: usize,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        self.refuse_while_capturing("guiding logits")?;
+        if len == 0 {
+            return Ok(());
+        }
+        let source = cuda_tokens::guide_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(cuda_tokens::GUIDE_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [un, cond, out] = self.addresses(&[un, cond, out], len)?[..] else { return Err(unknown(out)) };
+        let len = len as u64;
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&un).arg(&cond).arg(&scale).arg(&len).arg(&out);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_guide_logits`'s signature: `un`, `cond` and `out`
+        // each hold `len` elements (checked above), `out` may alias `cond` or `un` (each element is
+        // read before it is written), and the grid-stride loop stays in bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a guidance kernel"))?;
+        Ok(())
+    }
+
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
         self.refuse_while_capturing("reading tokens back")?;
         launch.check()?;

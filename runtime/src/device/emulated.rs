@@ -19,8 +19,8 @@ use candle_core::{Device as CDevice, Tensor as CTensor};
 use sched_kernels::cpu;
 use sched_kernels::cuda_tokens::SampleKernel;
 use sched_kernels::layers::{self, Activation, AttentionShape};
-use sched_kernels::philox;
 use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
+use sched_kernels::{philox, tokens};
 
 use super::op::DeviceOp;
 use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, check_counts};
@@ -314,6 +314,20 @@ impl Device for EmulatedDevice {
         let mut result = vec![0.0; indices.len() * width];
         layers::gather_rows(&source, indices, width, blocked, &mut result);
         self.write(out, &result)
+    }
+
+    fn guide_logits(
+        &self,
+        un: BufferId,
+        cond: BufferId,
+        scale: f64,
+        len: usize,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        self.refuse_while_capturing("guiding logits")?;
+        let (un, cond) = (self.read(un, len)?, self.read(cond, len)?);
+        let guided: Vec<f32> = un.iter().zip(&cond).map(|(&u, &c)| tokens::guided_logit(u, c, scale)).collect();
+        self.write(out, &guided)
     }
 
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {

@@ -152,6 +152,16 @@ pub trait Device: Send + Sync + fmt::Debug {
         blocked: Option<u32>,
         out: BufferId,
     ) -> Result<(), DeviceError>;
+    /// `out[i] = guided_logit(un[i], cond[i], scale)` for the first `len` elements
+    /// ([`sched_kernels::tokens::guided_logit`], classifier-free guidance); `out` may be `cond`.
+    fn guide_logits(
+        &self,
+        un: BufferId,
+        cond: BufferId,
+        scale: f64,
+        len: usize,
+        out: BufferId,
+    ) -> Result<(), DeviceError>;
     /// Draws a token from each row of logits on the device and returns the tokens and the
     /// kernel's report to the host (a synchronisation), as [`SampleKernel::sample_row`] defines
     /// them.

@@ -55,7 +55,7 @@ enum Recorded {
         len: usize,
     },
     Reduce,
-    /// Tokens drawn and read back.
+    /// Token work: logits guided, tokens drawn and read back.
     Tokens,
     Op(DeviceOp<BufferId>),
 }
@@ -204,6 +204,19 @@ impl Device for Recorder {
     ) -> Result<(), DeviceError> {
         self.inner.gather_rows(src, indices, width, blocked, out)?;
         self.record(Recorded::Op(DeviceOp::Gather { src, indices: indices.to_vec(), width, blocked, out }));
+        Ok(())
+    }
+
+    fn guide_logits(
+        &self,
+        un: BufferId,
+        cond: BufferId,
+        scale: f64,
+        len: usize,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        self.inner.guide_logits(un, cond, scale, len, out)?;
+        self.record(Recorded::Tokens);
         Ok(())
     }
 

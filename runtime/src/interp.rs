@@ -458,10 +458,10 @@ impl<'a> Machine<'a> {
     }
 
     fn upload(&mut self, device: &Arc<dyn Device>, tensor: &Tensor) -> Result<DeviceTensor, RunError> {
-        let buffer = device.upload(&tensor.data)?;
+        let uploaded = DeviceTensor::upload(device, &tensor.data, tensor.shape.clone())?;
         self.transfers.uploads += 1;
         self.transfers.upload_bytes += 4 * tensor.data.len() as u64;
-        Ok(DeviceTensor::new(tensor.shape.clone(), buffer, Arc::clone(device)))
+        Ok(uploaded)
     }
 
     fn set(&mut self, inst: &Inst, value: Val) {
@@ -1067,7 +1067,7 @@ impl<'a> Machine<'a> {
                     fresh.push(None);
                 }
                 None => {
-                    let t = DeviceTensor::new(shape.clone(), device.alloc(len)?, Arc::clone(device));
+                    let t = DeviceTensor::alloc(device, shape.clone())?;
                     output_buffers.push(t.buffer());
                     fresh.push(Some(t));
                 }

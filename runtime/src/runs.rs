@@ -9,10 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::device::replay::{Plan, Recorder, Replay};
+use crate::device::replay::{NotReplayable, Plan, Recorder, Replay};
 use crate::device::{Device, Transfers};
 use crate::interp::{OutputValue, Outputs, RunError};
-use crate::tensor::Tensor;
 
 /// What [`run_seeds`] produced.
 #[derive(Debug)]
@@ -51,6 +50,16 @@ pub fn run_seeds(
         let why_not = Some("runs on the CPU replay nothing: there is no launch to save".to_string());
         return Ok(SeedRuns { runs, replay: ReplaySummary { why_not, ..ReplaySummary::default() } });
     };
+    if seeds.len() <= RECORDED_RUNS {
+        // Nothing would be replayed, so nothing is recorded.
+        let runs = seeds.iter().map(|&seed| run(Some(Arc::clone(device)), seed)).collect::<Result<_, _>>()?;
+        let why_not = format!(
+            "{} runs: replays start after {RECORDED_RUNS} recorded runs, which show that the device work does not \
+             depend on the seed",
+            seeds.len()
+        );
+        return Ok(SeedRuns { runs, replay: ReplaySummary { why_not: Some(why_not), ..ReplaySummary::default() } });
+    }
     let recorder = Arc::new(Recorder::new(Arc::clone(device)));
     let as_device = || -> Option<Arc<dyn Device>> { Some(Arc::clone(&recorder) as Arc<dyn Device>) };
     let mut runs = Vec::with_capacity(seeds.len());
@@ -60,7 +69,7 @@ pub fn run_seeds(
         plans.push(Plan::new(&recorder.take(), seed));
     }
     let mut summary = ReplaySummary::default();
-    let replay = match replayable(&plans, &runs, seeds.len()) {
+    let replay = match replayable(plans, &runs[RECORDED_RUNS - 1]) {
         Ok(plan) => match Replay::new(Arc::clone(device), plan, seeds[RECORDED_RUNS - 1]) {
             Ok(replay) => Some(replay),
             Err(error) => {
@@ -77,7 +86,6 @@ pub fn run_seeds(
         match &replay {
             Some(replay) => {
                 let results = replay.run(seed)?;
-                // `replayable` returns a plan only after two runs.
                 let template = &runs[RECORDED_RUNS - 1];
                 runs.push(refilled(template, results));
             }
@@ -97,26 +105,19 @@ pub fn run_seeds(
     Ok(SeedRuns { runs, replay: summary })
 }
 
-/// The plan to replay, or why there is none.
-fn replayable(
-    plans: &[Result<Plan, crate::device::replay::NotReplayable>],
-    runs: &[Outputs],
-    seeds: usize,
-) -> Result<Plan, String> {
-    if seeds <= RECORDED_RUNS {
-        return Err(format!(
-            "{seeds} runs: replays start after {RECORDED_RUNS} recorded runs, which show that the device work does \
-             not depend on the seed"
-        ));
-    }
-    let [first, second] = plans else { return Err("the recorded runs are missing".into()) };
-    let (first, second) = (first.clone().map_err(|e| e.to_string())?, second.clone().map_err(|e| e.to_string())?);
+/// The plan to replay, from the recorded runs' plans and the outputs of the last of them, or why
+/// there is none.
+fn replayable(plans: Vec<Result<Plan, NotReplayable>>, template: &Outputs) -> Result<Plan, String> {
+    let mut plans = plans.into_iter().map(|plan| plan.map_err(|e| e.to_string()));
+    let (Some(first), Some(second)) = (plans.next(), plans.next()) else {
+        return Err("the recorded runs are missing".into());
+    };
+    let (first, second) = (first?, second?);
     if first != second {
         return Err("two runs with different seeds asked the device for different work (host-side work depends on \
                     the seed)"
             .into());
     }
-    let template = &runs[RECORDED_RUNS - 1];
     if !template.trace.is_empty() || !template.token_trace.is_empty() {
         return Err("the runs are traced, and a replay records no trace".into());
     }
@@ -131,18 +132,20 @@ fn replayable(
 /// The outputs of a replay: the recorded run's (its model calls and kernel launches are the
 /// replay's too), with each emitted tensor's data from the replay's result of the same download,
 /// and the replay's transfers: its downloads only, and the device evaluations it repeated.
-fn refilled(template: &Outputs, results: Vec<Vec<f32>>) -> Outputs {
+fn refilled(template: &Outputs, mut results: Vec<Vec<f32>>) -> Outputs {
     let mut outputs = template.clone();
+    let download_bytes = results.iter().map(|r| 4 * r.len() as u64).sum();
+    let downloads = results.len() as u64;
     for (name, download) in &template.output_downloads {
-        let data = usize::try_from(*download).ok().and_then(|d| results.get(d));
+        // Each output names its own download, so its data can be moved out of the results.
+        let data = usize::try_from(*download).ok().and_then(|d| results.get_mut(d)).map(std::mem::take);
         let value = outputs.values.iter_mut().find(|(n, _)| n == name);
         if let (Some(data), Some((_, OutputValue::Tensor(tensor)))) = (data, value) {
-            *tensor = Tensor { shape: tensor.shape.clone(), data: data.clone() };
+            tensor.data = data;
         }
     }
-    let download_bytes = results.iter().map(|r| 4 * r.len() as u64).sum();
     outputs.transfers = Transfers {
-        downloads: results.len() as u64,
+        downloads,
         download_bytes,
         device_model_calls: template.transfers.device_model_calls,
         ..Transfers::default()

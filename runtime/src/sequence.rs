@@ -596,11 +596,7 @@ fn candidates_on_device(
     let len = members.first().map_or(0, |&b| x.rows[b].len());
     let backend = |e: DeviceError| SequenceError::Invalid(format!("drawing candidates on the device: {e}"));
     let indices: Vec<u32> = masked.iter().map(|&(b, p)| (slot_of(members, b) * len + p) as u32).collect();
-    let gathered = DeviceTensor::new(
-        vec![masked.len(), vocab],
-        device.alloc(masked.len() * vocab).map_err(backend)?,
-        Arc::clone(device),
-    );
+    let gathered = DeviceTensor::alloc(device, vec![masked.len(), vocab]).map_err(backend)?;
     device.gather_rows(logits.buffer(), &indices, vocab, Some(mask), gathered.buffer()).map_err(backend)?;
     let (logits_kind, choose) =
         if temperature == 0.0 { (Logits::Raw, Choose::Greedy) } else { (Logits::Divided, Choose::Gumbel) };
@@ -633,8 +629,7 @@ fn guided_group(cond: RowGroup, un: RowGroup, scale: f64) -> Result<RowGroup, Se
         (MaskedLogits::Device(cond), MaskedLogits::Device(un)) => {
             let device = cond.device();
             let backend = |e: DeviceError| SequenceError::Invalid(format!("guiding logits on the device: {e}"));
-            let guided =
-                DeviceTensor::new(cond.shape.clone(), device.alloc(cond.len()).map_err(backend)?, Arc::clone(device));
+            let guided = DeviceTensor::alloc(device, cond.shape.clone()).map_err(backend)?;
             device.guide_logits(un.buffer(), cond.buffer(), scale, cond.len(), guided.buffer()).map_err(backend)?;
             MaskedLogits::Device(Arc::new(guided))
         }

@@ -46,10 +46,6 @@ impl std::fmt::Debug for DeviceWeights {
     }
 }
 
-fn upload(device: &Arc<dyn Device>, data: &[f32], shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
-    Ok(DeviceTensor::new(shape, device.upload(data)?, Arc::clone(device)))
-}
-
 impl DeviceWeights {
     /// Uploads `model`'s weights to `device`.
     pub(crate) fn upload(model: &MlpModel, device: &Arc<dyn Device>) -> Result<DeviceWeights, ModelError> {
@@ -68,14 +64,15 @@ impl DeviceWeights {
         let layer = |weight: &[f32], bias: &[f32], inputs: usize| -> Result<Layer, DeviceError> {
             let outputs = bias.len();
             Ok(Layer {
-                weight: upload(device, weight, vec![outputs, inputs])?,
-                bias: upload(device, bias, vec![outputs])?,
+                weight: DeviceTensor::upload(device, weight, vec![outputs, inputs])?,
+                bias: DeviceTensor::upload(device, bias, vec![outputs])?,
                 inputs,
                 outputs,
             })
         };
         Ok(DeviceWeights {
-            first_sample: upload(device, &first_sample, vec![hidden, sample_len]).map_err(backend_error)?,
+            first_sample: DeviceTensor::upload(device, &first_sample, vec![hidden, sample_len])
+                .map_err(backend_error)?,
             first_conditioning,
             first_bias: b1,
             sample_len,
@@ -104,9 +101,7 @@ impl OnDevice<'_> {
 
     /// A new buffer of `shape` on the device.
     fn alloc(&self, shape: Vec<usize>) -> Result<DeviceTensor, ModelError> {
-        let len = shape.iter().product();
-        let buffer = self.device.alloc(len).map_err(|e| self.error(e))?;
-        Ok(DeviceTensor::new(shape, buffer, Arc::clone(self.device)))
+        DeviceTensor::alloc(self.device, shape).map_err(|e| self.error(e))
     }
 
     /// Runs a one-output elementwise kernel over tensors of `like`'s shape.
@@ -210,7 +205,7 @@ impl MlpBackend for OnDevice<'_> {
                 (f64::from(*b) + dot) as f32
             })
             .collect();
-        let bias = upload(self.device, &bias, vec![w.hidden]).map_err(|e| self.error(e))?;
+        let bias = DeviceTensor::upload(self.device, &bias, vec![w.hidden]).map_err(|e| self.error(e))?;
         let first = LinearShape { rows, inputs: w.sample_len, outputs: w.hidden };
         let h = self.layer(x, &w.first_sample, &bias, first, Activation::Silu)?;
         let second = LinearShape { rows, inputs: w.second.inputs, outputs: w.second.outputs };

@@ -345,6 +345,17 @@ impl DeviceTensor {
         self.buffer
     }
 
+    /// A new tensor of `shape` on `device`, with unspecified contents.
+    pub fn alloc(device: &Arc<dyn Device>, shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
+        let buffer = device.alloc(shape.iter().product())?;
+        Ok(DeviceTensor::new(shape, buffer, Arc::clone(device)))
+    }
+
+    /// A tensor of `shape` on `device` holding a copy of `data`.
+    pub fn upload(device: &Arc<dyn Device>, data: &[f32], shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
+        Ok(DeviceTensor::new(shape, device.upload(data)?, Arc::clone(device)))
+    }
+
     /// The device that holds the buffer.
     pub fn device(&self) -> &Arc<dyn Device> {
         &self.device

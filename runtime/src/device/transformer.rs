@@ -81,16 +81,7 @@ fn backend(model: &TransformerModel, error: DeviceError) -> ModelError {
     ModelError::Backend { model: model.info().source.clone(), message: error.to_string() }
 }
 
-fn upload(device: &Arc<dyn Device>, data: &[f32], shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
-    Ok(DeviceTensor::new(shape, device.upload(data)?, Arc::clone(device)))
-}
-
-fn alloc(device: &Arc<dyn Device>, shape: Vec<usize>) -> Result<DeviceTensor, DeviceError> {
-    let len = shape.iter().product();
-    Ok(DeviceTensor::new(shape, device.alloc(len)?, Arc::clone(device)))
-}
-
-/// `out0 = in0 + in1`: a residual connection (launched with `in0` as its output, in place).
+/// `out0 = in0 + in1`: a residual connection.
 fn add_kernel() -> ElementwiseKernel {
     let mut b = KernelBuilder::new();
     let (x, y) = (b.input(0), b.input(1));
@@ -99,13 +90,25 @@ fn add_kernel() -> ElementwiseKernel {
     b.finish()
 }
 
+/// `out = x + y`, elementwise; `out` may be `x` (a residual added in place).
+fn add(device: &Arc<dyn Device>, x: &DeviceTensor, y: &DeviceTensor, out: &DeviceTensor) -> Result<(), DeviceError> {
+    let launch = Launch {
+        len: x.len(),
+        inputs: &[x.buffer(), y.buffer()],
+        outputs: &[out.buffer()],
+        params: &[],
+        noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
+    };
+    device.elementwise(&add_kernel(), &launch)
+}
+
 impl DeviceTransformer {
     /// Uploads `model`'s weights to `device`.
     pub(crate) fn upload(model: &TransformerModel, device: &Arc<dyn Device>) -> Result<DeviceTransformer, ModelError> {
         let manifest = model.manifest();
         let d = manifest.d_model;
         let weight = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, ModelError> {
-            upload(device, &model.tensor(name)?, shape).map_err(|e| backend(model, e))
+            DeviceTensor::upload(device, &model.tensor(name)?, shape).map_err(|e| backend(model, e))
         };
         let linear = |prefix: &str, outputs: usize, inputs: usize| -> Result<Linear, ModelError> {
             Ok(Linear {
@@ -171,7 +174,7 @@ impl DeviceTransformer {
         } else {
             let indices: Vec<u32> =
                 (0..batch).flat_map(|b| positions.clone().map(move |p| (b * n + p) as u32)).collect();
-            let selected = alloc(device, vec![selected_rows, self.d])?;
+            let selected = DeviceTensor::alloc(device, vec![selected_rows, self.d])?;
             device.gather_rows(hidden.buffer(), &indices, self.d, None, selected.buffer())?;
             selected
         };
@@ -182,15 +185,8 @@ impl DeviceTransformer {
                 Some(Some(layer)) => {
                     // h + gelu(heads.i(h)), as a new tensor: `selected` serves the other heads.
                     let branch = self.linear(device, &selected, layer, selected_rows, Activation::Gelu)?;
-                    let sum = alloc(device, vec![selected_rows, self.d])?;
-                    let launch = Launch {
-                        len: selected_rows * self.d,
-                        inputs: &[selected.buffer(), branch.buffer()],
-                        outputs: &[sum.buffer()],
-                        params: &[],
-                        noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
-                    };
-                    device.elementwise(&add_kernel(), &launch)?;
+                    let sum = DeviceTensor::alloc(device, vec![selected_rows, self.d])?;
+                    add(device, &selected, &branch, &sum)?;
                     self.head(device, &sum, selected_rows)
                 }
                 Some(None) => Err(DeviceError::Buffer {
@@ -216,7 +212,7 @@ impl DeviceTransformer {
             };
             input.extend(token.iter().zip(position).map(|(t, p)| t + p));
         }
-        let x = upload(device, &input, vec![rows, d])?;
+        let x = DeviceTensor::upload(device, &input, vec![rows, d])?;
         let attention =
             AttentionShape { batch, len: n, heads: self.attention_heads, head_dim: d / self.attention_heads, causal };
         for block in &self.blocks {
@@ -226,14 +222,14 @@ impl DeviceTransformer {
                 self.linear(device, &h, &block.k, rows, Activation::Identity)?,
                 self.linear(device, &h, &block.v, rows, Activation::Identity)?,
             );
-            let attended = alloc(device, vec![rows, d])?;
+            let attended = DeviceTensor::alloc(device, vec![rows, d])?;
             device.attention(q.buffer(), k.buffer(), v.buffer(), attended.buffer(), attention)?;
             let out = self.linear(device, &attended, &block.out, rows, Activation::Identity)?;
-            self.add_into(device, &x, &out)?;
+            add(device, &x, &out, &x)?;
             let h = self.norm(device, &x, &block.ln2, rows)?;
             let hidden = self.linear(device, &h, &block.fc1, rows, Activation::Gelu)?;
             let out = self.linear(device, &hidden, &block.fc2, rows, Activation::Identity)?;
-            self.add_into(device, &x, &out)?;
+            add(device, &x, &out, &x)?;
         }
         Ok(x)
     }
@@ -251,7 +247,7 @@ impl DeviceTransformer {
         norm: &Norm,
         rows: usize,
     ) -> Result<DeviceTensor, DeviceError> {
-        let out = alloc(device, vec![rows, self.d])?;
+        let out = DeviceTensor::alloc(device, vec![rows, self.d])?;
         device.layer_norm(x.buffer(), norm.weight.buffer(), norm.bias.buffer(), out.buffer(), rows, self.d, LN_EPS)?;
         Ok(out)
     }
@@ -265,25 +261,13 @@ impl DeviceTransformer {
         rows: usize,
         activation: Activation,
     ) -> Result<DeviceTensor, DeviceError> {
-        let out = alloc(device, vec![rows, layer.outputs])?;
+        let out = DeviceTensor::alloc(device, vec![rows, layer.outputs])?;
         let shape = LinearShape { rows, inputs: layer.inputs, outputs: layer.outputs };
         device.linear(x.buffer(), layer.weight.buffer(), out.buffer(), shape)?;
         if let Some(bias) = &layer.bias {
             device.bias_activation(out.buffer(), bias.buffer(), rows * layer.outputs, activation)?;
         }
         Ok(out)
-    }
-
-    /// `x += y`, elementwise.
-    fn add_into(&self, device: &Arc<dyn Device>, x: &DeviceTensor, y: &DeviceTensor) -> Result<(), DeviceError> {
-        let launch = Launch {
-            len: x.len(),
-            inputs: &[x.buffer(), y.buffer()],
-            outputs: &[x.buffer()],
-            params: &[],
-            noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
-        };
-        device.elementwise(&add_kernel(), &launch)
     }
 }
 

@@ -277,16 +277,19 @@ fn runs_concatenate_consecutive_seeds_and_replay_on_a_device() {
 }
 
 /// The shipped poker transformers evaluated on a device (its matrix products and layer kernels,
-/// with `extend` and `candidates` drawing their tokens there) give the CPU's tokens in every
-/// poker schedule and every masked-diffusion schedule.
+/// with `extend`, `candidates`, `propose` and `verify` drawing their tokens there) give the CPU's
+/// tokens in every poker schedule, speculative decoding and every masked-diffusion schedule.
 #[test]
 fn transformer_token_schedules_give_the_cpus_tokens_on_a_device() {
     let masked = "lm=examples/models/poker/masked_lm.safetensors";
     let short = ["--param", "gen_length=8", "--param", "block=4"];
-    let cases: [(&str, &str, &str, &[&str]); 7] = [
+    let speculative =
+        ["--model", "draft=examples/models/poker/causal_lm.safetensors", "--param", "max_tokens=6", "--param", "k=2"];
+    let cases: [(&str, &str, &str, &[&str]); 8] = [
         ("poker.sched", "independent", "mtp=examples/models/poker/mtp_lm.safetensors", &[]),
         ("poker.sched", "autoregressive", "lm=examples/models/poker/causal_lm.safetensors", &[]),
         ("poker.sched", "draft_verify", "mtp=examples/models/poker/mtp_lm.safetensors", &[]),
+        ("speculative.sched", "speculative", "target=examples/models/poker/causal_lm.safetensors", &speculative),
         ("mdlm.sched", "mdlm", masked, &["--param", "gen_length=6", "--param", "steps=6"]),
         ("block_diffusion.sched", "llada", masked, &short),
         ("block_diffusion.sched", "fast_dllm", masked, &short),

@@ -381,18 +381,30 @@ fn the_transformer_on_the_gpu_matches_the_host() {
         }
     }
     // Whole schedules: extending rows draws on the GPU (the sampling kernel after a gather), and
-    // so do LLaDA's candidates. A difference is a bug unless the GPU's logits, within 1e-5 of the
-    // host's, moved a draw across a near tie; print the logits of the row to tell.
+    // so do LLaDA's candidates and speculative decoding's drafts; verification runs there too
+    // (the verification kernel after the sampling kernel's distributions). A difference is a bug
+    // unless the GPU's logits, within 1e-5 of the host's, moved a draw across a near tie; print
+    // the logits of the row to tell.
+    let int = |name: &'static str, value: i64| (name, Value::Int(value));
     let schedules = [
-        ("poker.sched", "autoregressive", "causal_lm", vec![]),
-        ("block_diffusion.sched", "llada", "masked_lm", vec![("gen_length", Value::Int(8)), ("block", Value::Int(4))]),
+        ("poker.sched", "autoregressive", vec![("lm", "causal_lm")], vec![]),
+        ("poker.sched", "draft_verify", vec![("mtp", "mtp_lm")], vec![]),
+        (
+            "speculative.sched",
+            "speculative",
+            vec![("target", "causal_lm"), ("draft", "causal_lm")],
+            vec![int("max_tokens", 6), int("k", 2)],
+        ),
+        ("block_diffusion.sched", "llada", vec![("lm", "masked_lm")], vec![int("gen_length", 8), int("block", 4)]),
     ];
-    for (file, schedule, kind, params) in schedules {
+    for (file, schedule, bindings, params) in schedules {
         let source = std::fs::read_to_string(root().join("examples").join(file)).expect("the example is readable");
         let program = compile(file, &source).expect("the example checks");
         let executable = program.schedule(schedule).expect("exists").bind(&params).expect("binds");
-        let lm = load_model(&dir.join(format!("{kind}.safetensors")).display().to_string(), None).expect("loads");
-        let models = [("lm", lm)];
+        let load = |kind: &str| {
+            load_model(&dir.join(format!("{kind}.safetensors")).display().to_string(), None).expect("loads")
+        };
+        let models: Vec<(&str, Arc<dyn Model>)> = bindings.iter().map(|&(name, kind)| (name, load(kind))).collect();
         let cpu = RunOptions { seed: 4, batch: 64, ..RunOptions::default() };
         let on_gpu = RunOptions { device: Some(Arc::clone(&device)), ..cpu.clone() };
         let expected = executable.run_on(Engine::Jit, &models, &cpu).expect("the CPU run");

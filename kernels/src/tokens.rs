@@ -386,6 +386,85 @@ pub fn residual(p: &[f64], q: &[f64]) -> Vec<f64> {
         .unwrap_or_else(|| vec![1.0 / p.len() as f64; p.len()])
 }
 
+/// How the verification of one row of speculative decoding ends ([`verify_row`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyEnd {
+    /// Every draft token was accepted, and the model's token after them appended.
+    Whole,
+    /// A draft token was rejected, and a token of the model appended in its place.
+    Rejected,
+    /// The draft's end token was accepted, and nothing appended after it.
+    Stopped,
+}
+
+/// The model's probabilities at one draft position for sampling verification: its processed
+/// distribution `p`, and the draft's `q` when the draft has one.
+pub type DraftDistributions<'a> = (Vec<f64>, Option<&'a [f64]>);
+
+/// Speculative decoding's verification of one row that has not ended (Leviathan et al. 2023,
+/// Chen et al. 2023): the tokens the row appends, and how the verification ended.
+///
+/// Definition (normative: the runtime's `verify` and both entry points of
+/// [`crate::cuda_tokens::verify_source`] compute exactly this). With `k = draft.len()`, for each
+/// draft token `x` at position `i` in order:
+///
+/// - greedy verification (`distributions` is `None`): `x` is accepted iff
+///   `target_token(i) == x`;
+/// - sampling verification: with `(p, q) = distributions(i)`, `x` is accepted iff
+///   [`accept_draft`]`(p[x], q[x], uniform((k + 1) * vocab + i))`, where `p[x]` is 0 and `q[x]` is 1
+///   when `x` is out of their range (and `q[x]` is 1 when the draft has no `q`); a rejected `x`
+///   draws the token appended in its place by [`sample_probs`] of [`residual`]`(p, q)` (of `p`
+///   itself without `q`) with `uniform(i * vocab + v)` for entry `v`.
+///
+/// An accepted token is appended; verification stops at the first rejection
+/// ([`VerifyEnd::Rejected`]) or after an accepted token equal to `eos` ([`VerifyEnd::Stopped`]).
+/// If every draft token was accepted and none was `eos`, `target_token(k)` is appended
+/// ([`VerifyEnd::Whole`]). Index arithmetic is in 32 bits, wrapping. `target_token(i)` is the
+/// model's token at position `i`: its argmax for greedy verification, otherwise its token drawn
+/// with `uniform(i * vocab + v)`; it is called only for the appended position.
+pub fn verify_row<'a>(
+    draft: &[u32],
+    eos: Option<u32>,
+    vocab: usize,
+    target_token: impl Fn(usize) -> u32,
+    distributions: Option<impl Fn(usize) -> DraftDistributions<'a>>,
+    uniform: impl Fn(u32) -> f64,
+) -> (Vec<u32>, VerifyEnd) {
+    let k = draft.len();
+    let mut appended = Vec::with_capacity(k + 1);
+    for (i, &token) in draft.iter().enumerate() {
+        let rejected = match &distributions {
+            None => (target_token(i) != token).then(|| target_token(i)),
+            Some(distributions) => {
+                let (p, q) = distributions(i);
+                let p_token = p.get(token as usize).copied().unwrap_or(0.0);
+                let q_token = q.and_then(|q| q.get(token as usize)).copied().unwrap_or(1.0);
+                let acceptance = ((k + 1) * vocab + i) as u32;
+                if accept_draft(p_token, q_token, uniform(acceptance)) {
+                    None
+                } else {
+                    let base = (i * vocab) as u32;
+                    let draw = |v: u32| uniform(base.wrapping_add(v));
+                    Some(match q {
+                        Some(q) => sample_probs(&residual(&p, q), draw),
+                        None => sample_probs(&p, draw),
+                    })
+                }
+            }
+        };
+        if let Some(replacement) = rejected {
+            appended.push(replacement);
+            return (appended, VerifyEnd::Rejected);
+        }
+        appended.push(token);
+        if eos == Some(token) {
+            return (appended, VerifyEnd::Stopped);
+        }
+    }
+    appended.push(target_token(k));
+    (appended, VerifyEnd::Whole)
+}
+
 /// LLaDA's classifier-free guidance of one logit: `un + (scale + 1) (cond - un)` from the
 /// unconditional logit `un` and the conditional one `cond`.
 ///

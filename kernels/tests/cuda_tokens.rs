@@ -25,8 +25,8 @@ use sched_kernels::cuda_tokens::{
 };
 use sched_kernels::philox::uniform_f64;
 use sched_kernels::tokens::{
-    Nucleus, Sampler, accept_draft, argmax, guided_logit, gumbel_argmax, process_logits, residual, sample_probs,
-    softmax, threshold_positions, top_k_positions,
+    Nucleus, Sampler, VerifyEnd, argmax, guided_logit, gumbel_argmax, process_logits, softmax, threshold_positions,
+    top_k_positions, verify_row,
 };
 
 /// Every filter, with each nucleus rule.
@@ -897,63 +897,6 @@ struct VerifyCase {
 const TOKENS_BUFFER: usize = 2;
 const COUNTS_BUFFER: usize = 3;
 
-/// How the verification of a row ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Outcome {
-    /// Every draft token accepted, and the model's next token appended.
-    Whole,
-    /// A draft token rejected, and the model's token appended in its place.
-    Rejected,
-    /// The end token accepted, and nothing appended.
-    Stopped,
-}
-
-/// The runtime's `verify` of one row, by kernels/src/tokens.rs: the tokens it appends, and how it
-/// ends.
-fn expected_verify(
-    row: &VerifyRow,
-    greedy: bool,
-    eos: Option<u32>,
-    vocab: usize,
-    draw: impl Fn(u32) -> f64,
-) -> (Vec<u32>, Outcome) {
-    let k = row.draft.len();
-    let mut accepted = Vec::new();
-    let mut last = None;
-    let mut outcome = Outcome::Whole;
-    for (i, &token) in row.draft.iter().enumerate() {
-        let ok = if greedy {
-            row.target_token[i] == token
-        } else {
-            let p = &row.target[i];
-            let q = &row.proposal[i];
-            let q_token = q.get(token as usize).copied().unwrap_or(1.0);
-            let p_token = p.get(token as usize).copied().unwrap_or(0.0);
-            let index = ((k + 1) * vocab + i) as u32;
-            if accept_draft(p_token, q_token, draw(index)) {
-                true
-            } else {
-                let base = (i * vocab) as u32;
-                last = Some(sample_probs(&residual(p, q), |v| draw(base.wrapping_add(v))));
-                false
-            }
-        };
-        if !ok {
-            outcome = Outcome::Rejected;
-            break;
-        }
-        accepted.push(token);
-        if eos == Some(token) {
-            outcome = Outcome::Stopped;
-            break;
-        }
-    }
-    if outcome != Outcome::Stopped {
-        accepted.push(last.unwrap_or(row.target_token[accepted.len()]));
-    }
-    (accepted, outcome)
-}
-
 /// The verification entry points, run on the host CPU, append exactly the tokens of the
 /// runtime's `verify` with kernels/src/tokens.rs's acceptance test, residual and exponential race:
 /// drafts accepted, rejected, stopped at the end token, with tokens outside the vocabulary, and
@@ -1048,7 +991,15 @@ fn verification_computes_the_reference_tokens_on_the_host() {
         let (tokens, counts) = (buffers[TOKENS_BUFFER].as_u32(), buffers[COUNTS_BUFFER].as_u32());
         for (r, row) in case.rows.iter().enumerate() {
             let draw = |index: u32| uniform_f64(case.seed, case.site, case.step, row.sample, index);
-            let (expected, outcome) = expected_verify(row, case.greedy, case.eos, case.vocab, draw);
+            let distributions = |i: usize| (row.target[i].clone(), Some(row.proposal[i].as_slice()));
+            let (expected, outcome) = verify_row(
+                &row.draft,
+                case.eos,
+                case.vocab,
+                |i| row.target_token[i],
+                (!case.greedy).then_some(distributions),
+                draw,
+            );
             outcomes.push(outcome);
             let width = case.k + 1;
             let count = counts[r] as usize;
@@ -1063,7 +1014,7 @@ fn verification_computes_the_reference_tokens_on_the_host() {
     }
     // The cases exercise every outcome.
     let count = |outcome| outcomes.iter().filter(|&&o| o == outcome).count();
-    let (whole, rejected, stopped) = (count(Outcome::Whole), count(Outcome::Rejected), count(Outcome::Stopped));
+    let (whole, rejected, stopped) = (count(VerifyEnd::Whole), count(VerifyEnd::Rejected), count(VerifyEnd::Stopped));
     assert!(whole > 0 && rejected > 0 && stopped > 0, "{whole} whole, {rejected} rejected, {stopped} stopped");
     println!(
         "{} rows ({whole} accepted whole, {rejected} rejected, {stopped} stopped at the end token): \

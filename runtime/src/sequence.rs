@@ -16,10 +16,10 @@ use sched_kernels::cuda_tokens::{Choose, Filters, Logits, Report, SampleKernel, 
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
-use crate::device::{DeviceError, DeviceTensor, SampleLaunch};
+use crate::device::{CopySpan, DeviceError, DeviceTensor, SampleLaunch, VerifyLaunch};
 use crate::model::ModelError;
 use crate::tensor::Tensor;
-use crate::tokens::{MaskedLogits, TokenModel, TokenRows, Vocab};
+use crate::tokens::{KeptLogits, TokenModel, TokenRows, Vocab};
 
 /// A batch of token rows, with the window an unmasking step refines and, for a draft, the
 /// distribution each of its tokens was drawn from.
@@ -30,9 +30,8 @@ pub struct TokenSeq {
     pub prompt: usize,
     /// The number of last positions a step refines; the whole row when `None`.
     pub window: Option<usize>,
-    /// For a draft: per row and draft position, the probabilities over the vocabulary the token
-    /// was drawn from (one-hot for a greedy draft).
-    pub proposal: Option<Vec<Vec<Vec<f64>>>>,
+    /// For a draft: what its tokens were drawn from.
+    pub proposal: Option<Proposal>,
 }
 
 /// A failure of a token operation.
@@ -351,12 +350,6 @@ fn grouped_by<K: Copy + Ord, T: Clone>(
     Ok(out)
 }
 
-/// The logits of the next token of every row (one evaluation).
-fn next_logits(model: &dyn TokenModel, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, SequenceError> {
-    let vocab = model.vocab().size;
-    grouped(rows, |_| vocab, |batch| model.causal_logits(batch, batch.len))
-}
-
 /// The next token of every row (one evaluation), drawn by `choice` with the noise of extension
 /// token `position`; `samples[i]` is row `i`'s index in the whole batch, its noise sample.
 fn next_tokens(
@@ -453,7 +446,7 @@ pub struct LogitsCache {
 #[derive(Clone, Debug)]
 struct RowGroup {
     members: Vec<usize>,
-    logits: MaskedLogits,
+    logits: KeptLogits,
 }
 
 /// One masked-model call on the whole rows of `x`: for every masked position of the window, a
@@ -536,7 +529,7 @@ pub fn candidates(
     for group in &groups {
         let masked = masked_of(&group.members);
         let drawn = match &group.logits {
-            MaskedLogits::Host(logits) => {
+            KeptLogits::Host(logits) => {
                 let len = group.members.first().map_or(0, |&b| x.rows[b].len());
                 masked
                     .iter()
@@ -548,7 +541,7 @@ pub fn candidates(
                     })
                     .collect()
             }
-            MaskedLogits::Device(logits) => {
+            KeptLogits::Device(logits) => {
                 candidates_on_device(logits, &group.members, &masked, x, mask, vocab, temperature, noise)?
             }
         };
@@ -623,15 +616,15 @@ fn candidates_on_device(
 /// by the guidance kernel.
 fn guided_group(cond: RowGroup, un: RowGroup, scale: f64) -> Result<RowGroup, SequenceError> {
     let logits = match (cond.logits, un.logits) {
-        (MaskedLogits::Host(cond), MaskedLogits::Host(un)) => {
-            MaskedLogits::Host(cond.iter().zip(&un).map(|(&c, &u)| kernels::guided_logit(u, c, scale)).collect())
+        (KeptLogits::Host(cond), KeptLogits::Host(un)) => {
+            KeptLogits::Host(cond.iter().zip(&un).map(|(&c, &u)| kernels::guided_logit(u, c, scale)).collect())
         }
-        (MaskedLogits::Device(cond), MaskedLogits::Device(un)) => {
+        (KeptLogits::Device(cond), KeptLogits::Device(un)) => {
             let device = cond.device();
             let backend = |e: DeviceError| SequenceError::Invalid(format!("guiding logits on the device: {e}"));
             let guided = DeviceTensor::alloc(device, cond.shape.clone()).map_err(backend)?;
             device.guide_logits(un.buffer(), cond.buffer(), scale, cond.len(), guided.buffer()).map_err(backend)?;
-            MaskedLogits::Device(Arc::new(guided))
+            KeptLogits::Device(Arc::new(guided))
         }
         _ => {
             return Err(SequenceError::Invalid(
@@ -649,28 +642,41 @@ fn slot_of(members: &[usize], b: usize) -> usize {
 }
 
 /// Evaluates `call` once per group of rows of equal length (their indices increasing), keeping
-/// each group's logits where the call left them.
+/// each group's `[rows × len, vocab]` logits where the call left them.
 fn row_groups(
     rows: &[&[u32]],
     vocab: usize,
-    call: impl Fn(TokenRows<'_>) -> Result<MaskedLogits, ModelError>,
+    call: impl Fn(TokenRows<'_>) -> Result<KeptLogits, ModelError>,
 ) -> Result<Vec<RowGroup>, SequenceError> {
-    let mut lengths: Vec<usize> = rows.iter().map(|row| row.len()).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    lengths
+    kept_groups(rows, |b| rows[b].len(), |len| len * vocab, |_, batch| call(batch))
+}
+
+/// Evaluates `call` once per group of rows with the same `key` (rows of one key have one length;
+/// the indices of a group increasing), keeping each group's logits where the call left them;
+/// each row has `per_row(key)` of them.
+fn kept_groups<K: Copy + Ord>(
+    rows: &[&[u32]],
+    key: impl Fn(usize) -> K,
+    per_row: impl Fn(K) -> usize,
+    call: impl Fn(K, TokenRows<'_>) -> Result<KeptLogits, ModelError>,
+) -> Result<Vec<RowGroup>, SequenceError> {
+    let keys: Vec<K> = (0..rows.len()).map(&key).collect();
+    let mut groups = keys.clone();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
         .into_iter()
-        .map(|len| {
-            let members: Vec<usize> = (0..rows.len()).filter(|&b| rows[b].len() == len).collect();
+        .map(|group| {
+            let members: Vec<usize> = (0..rows.len()).filter(|&b| keys[b] == group).collect();
+            let len = members.first().map_or(0, |&b| rows[b].len());
             let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-            let logits = call(TokenRows { ids: &ids, batch: members.len(), len })?;
+            let logits = call(group, TokenRows { ids: &ids, batch: members.len(), len })?;
             let count = match &logits {
-                MaskedLogits::Host(logits) => logits.len(),
-                MaskedLogits::Device(logits) => logits.len(),
+                KeptLogits::Host(logits) => logits.len(),
+                KeptLogits::Device(logits) => logits.len(),
             };
-            let expected = members.len() * len * vocab;
-            // No rows or empty ones may come back as no logits: nothing is drawn from them.
-            if count != expected && !(count == 0 && (members.is_empty() || len == 0)) {
+            let expected = members.len() * per_row(group);
+            if count != expected {
                 return Err(SequenceError::Invalid(format!(
                     "the model returned {count} logits for {} rows of length {len}, expected {expected}",
                     members.len()
@@ -757,7 +763,8 @@ pub fn commit(
 
 /// `propose(model, seq, k, SAMPLER)`: `k` draft tokens per row with the distributions they were
 /// drawn from: one multi-token call for [`SamplerKind::Heads`], else `k` causal calls. Noise:
-/// draft token `j` draws `uniform(row, j * vocab + v)`.
+/// draft token `j` draws `uniform(row, j * vocab + v)`. A model evaluated on a device draws there
+/// and keeps the draft's logits there ([`Proposal::Device`]); only the tokens come back.
 pub fn propose(
     model: &dyn TokenModel,
     seq: &TokenSeq,
@@ -769,9 +776,15 @@ pub fn propose(
     let k = non_negative(k, "propose")?;
     let vocab = model.vocab().size;
     noise_room(k, vocab)?;
-    let batch = seq.rows.len();
-    let mut drafts: Vec<Vec<u32>> = vec![Vec::with_capacity(k); batch];
-    let mut proposal: Vec<Vec<Vec<f64>>> = vec![Vec::with_capacity(k); batch];
+    let mut drafter = Drafter {
+        choice,
+        noise,
+        vocab,
+        k,
+        drafts: vec![Vec::with_capacity(k); seq.rows.len()],
+        host: vec![Vec::with_capacity(k); seq.rows.len()],
+        device: None,
+    };
     let mut calls = 0;
     if kind == SamplerKind::Heads {
         let heads = model.heads();
@@ -779,35 +792,160 @@ pub fn propose(
             return Err(SequenceError::Invalid(format!("`propose` of {k} tokens from heads: the model has {heads}")));
         }
         let views: Vec<&[u32]> = seq.rows.iter().map(Vec::as_slice).collect();
-        let logits = grouped(&views, |_| heads * vocab, |batch| model.head_logits(batch))?;
+        let groups =
+            kept_groups(&views, |b| views[b].len(), |_| heads * vocab, |_, batch| model.head_logits_kept(batch))?;
         calls += 1;
-        for b in 0..batch {
-            for j in 0..k {
-                let scores = &logits[b][j * vocab..(j + 1) * vocab];
-                let (token, distribution) = choice.draw(scores, |v| noise.uniform(b, j * vocab + v as usize));
-                drafts[b].push(token);
-                proposal[b].push(distribution);
-            }
+        for group in &groups {
+            drafter.draw(group, heads, 0)?;
         }
     } else {
         for j in 0..k {
-            let extended: Vec<Vec<u32>> =
-                seq.rows.iter().zip(&drafts).map(|(row, draft)| row.iter().chain(draft).copied().collect()).collect();
+            let extended: Vec<Vec<u32>> = seq
+                .rows
+                .iter()
+                .zip(&drafter.drafts)
+                .map(|(row, draft)| row.iter().chain(draft).copied().collect())
+                .collect();
             let views: Vec<&[u32]> = extended.iter().map(Vec::as_slice).collect();
-            let logits = next_logits(model, &views)?;
+            let groups = kept_groups(
+                &views,
+                |b| views[b].len(),
+                |_| vocab,
+                |_, batch| model.causal_logits_kept(batch, batch.len),
+            )?;
             calls += 1;
-            for b in 0..batch {
-                let (token, distribution) = choice.draw(&logits[b], |v| noise.uniform(b, j * vocab + v as usize));
-                drafts[b].push(token);
-                proposal[b].push(distribution);
+            for group in &groups {
+                drafter.draw(group, 1, j)?;
             }
         }
     }
-    Ok((TokenSeq { rows: drafts, prompt: 0, window: None, proposal: Some(proposal) }, calls))
+    let proposal = match drafter.device {
+        Some(logits) if drafter.host.iter().all(Vec::is_empty) => Proposal::Device { logits: Arc::new(logits), choice },
+        Some(_) => {
+            return Err(SequenceError::Invalid(
+                "the draft model left some of its logits on the host and some on the device".into(),
+            ));
+        }
+        None => Proposal::Host(drafter.host),
+    };
+    Ok((TokenSeq { rows: drafter.drafts, prompt: 0, window: None, proposal: Some(proposal) }, calls))
+}
+
+/// What a draft's tokens were drawn from, for sampling verification.
+#[derive(Clone, Debug)]
+pub enum Proposal {
+    /// Per row and draft position, the probabilities over the vocabulary the token was drawn from
+    /// (one-hot for a greedy draft).
+    Host(Vec<Vec<Vec<f64>>>),
+    /// The draft model's raw logits `[rows, k, vocab]` on the device that computed them, and the
+    /// choice that drew from them: the distributions are computed where they are needed.
+    Device { logits: Arc<DeviceTensor>, choice: Choice },
+}
+
+impl PartialEq for Proposal {
+    fn eq(&self, other: &Proposal) -> bool {
+        match (self, other) {
+            (Proposal::Host(a), Proposal::Host(b)) => a == b,
+            (Proposal::Device { logits: a, choice: x }, Proposal::Device { logits: b, choice: y }) => {
+                Arc::ptr_eq(a, b) && x == y
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Proposal {
+    /// The distributions on the host, computed from the device's logits where they are there.
+    fn on_host(&self) -> Result<Cow<'_, [Vec<Vec<f64>>]>, SequenceError> {
+        match self {
+            Proposal::Host(distributions) => Ok(Cow::Borrowed(distributions)),
+            Proposal::Device { logits, choice } => {
+                let backend = |e: DeviceError| SequenceError::Invalid(format!("reading a draft's logits: {e}"));
+                let data = logits.device().download(logits.buffer()).map_err(backend)?;
+                let (k, vocab) = (logits.shape[1], logits.shape[2]);
+                let distribution = |b: usize, i: usize| choice.distribution(&data[(b * k + i) * vocab..][..vocab]);
+                Ok(Cow::Owned((0..logits.shape[0]).map(|b| (0..k).map(|i| distribution(b, i)).collect()).collect()))
+            }
+        }
+    }
+}
+
+/// The drafts of `propose` as its calls' logits come in: tokens per row, and the distributions
+/// they were drawn from on the host or the logits on the device.
+struct Drafter {
+    choice: Choice,
+    noise: Noise,
+    vocab: usize,
+    k: usize,
+    drafts: Vec<Vec<u32>>,
+    host: Vec<Vec<Vec<f64>>>,
+    /// `[rows, k, vocab]`, allocated at the first group whose logits are on a device.
+    device: Option<DeviceTensor>,
+}
+
+impl Drafter {
+    /// Draws from a group's logits, `per_member` rows of them per member: row `h` of member `b`
+    /// is draft position `first + h` of row `b`, drawn if it is below `k`.
+    fn draw(&mut self, group: &RowGroup, per_member: usize, first: usize) -> Result<(), SequenceError> {
+        let (vocab, k, choice, noise) = (self.vocab, self.k, self.choice, self.noise);
+        // (row, draft position, row of the group's logits), in the order of the draft positions.
+        let drawn: Vec<(usize, usize, usize)> = group
+            .members
+            .iter()
+            .enumerate()
+            .flat_map(|(slot, &b)| (0..per_member).map(move |h| (b, first + h, slot * per_member + h)))
+            .filter(|&(_, j, _)| j < k)
+            .collect();
+        match &group.logits {
+            KeptLogits::Host(logits) => {
+                for &(b, j, r) in &drawn {
+                    let scores = &logits[r * vocab..(r + 1) * vocab];
+                    let (token, distribution) = choice.draw(scores, |v| noise.uniform(b, j * vocab + v as usize));
+                    self.drafts[b].push(token);
+                    self.host[b].push(distribution);
+                }
+            }
+            KeptLogits::Device(logits) => {
+                let device = logits.device();
+                let backend = |e: DeviceError| SequenceError::Invalid(format!("drafting on the device: {e}"));
+                // Every row of the logits is drawn (with its own noise), and the drafted ones kept.
+                let rows = group.members.len() * per_member;
+                let samples: Vec<u32> =
+                    group.members.iter().flat_map(|&b| std::iter::repeat_n(b as u32, per_member)).collect();
+                let positions: Vec<u32> = (0..rows).map(|r| (first + r % per_member.max(1)) as u32).collect();
+                let (kernel, params) = choice.sample_kernel();
+                let launch = SampleLaunch {
+                    logits: logits.buffer(),
+                    rows,
+                    vocab,
+                    params,
+                    noise_sample: &samples,
+                    noise_position: &positions,
+                    seed: noise.seed,
+                    site: noise.site,
+                    step: noise.step,
+                };
+                let tokens = device.sample_rows(&kernel, &launch).map_err(backend)?.tokens;
+                let proposal = match &mut self.device {
+                    Some(proposal) => proposal,
+                    empty => {
+                        empty.insert(DeviceTensor::alloc(device, vec![self.drafts.len(), k, vocab]).map_err(backend)?)
+                    }
+                };
+                for &(b, j, r) in &drawn {
+                    self.drafts[b].push(tokens[r]);
+                    let span = CopySpan { from: r * vocab, to: (b * k + j) * vocab, len: vocab };
+                    device.copy(logits.buffer(), proposal.buffer(), span).map_err(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `verify(model, seq, draft, SAMPLER)`: one causal call scores every draft position; each row
-/// keeps the longest accepted prefix of its draft and adds one token of the model.
+/// keeps the longest accepted prefix of its draft and adds one token of the model, as
+/// [`kernels::verify_row`] defines it.
 ///
 /// Greedy: draft tokens are accepted while they equal the model's argmax, then the argmax
 /// follows (the output is greedy decoding's). Sampling (Leviathan et al., Chen et al.): draft
@@ -816,6 +954,10 @@ pub fn propose(
 /// from `norm(max(0, p - q))`, and a row that accepts all `k` adds a bonus token from `p`; both
 /// draw `uniform(row, i * vocab + v)`. The output has exactly the model's distribution. A row
 /// that has ended is left as it is; a row stops after an accepted end token.
+///
+/// A model evaluated on a device keeps its logits there: greedy verification brings back only
+/// its argmaxes, and sampling verification of a draft whose logits are on the same device
+/// ([`Proposal::Device`]) only the appended tokens ([`crate::device::Device::verify_drafts`]).
 pub fn verify(
     model: &dyn TokenModel,
     seq: &TokenSeq,
@@ -843,64 +985,149 @@ pub fn verify(
         open.iter().map(|&b| seq.rows[b].iter().chain(&draft.rows[b]).copied().collect()).collect();
     let views: Vec<&[u32]> = extended.iter().map(Vec::as_slice).collect();
     let lengths: Vec<(usize, usize)> = open.iter().map(|&b| (seq.rows[b].len(), draft.rows[b].len())).collect();
-    let logits = grouped_scores(model, &views, &lengths)?;
-    for (slot, &b) in open.iter().enumerate() {
-        let draft_row = &draft.rows[b];
-        let k = draft_row.len();
-        let score = |i: usize| &logits[slot][i * vocab..(i + 1) * vocab];
-        let mut accepted = Vec::new();
-        let mut last = None;
-        for (i, &token) in draft_row.iter().enumerate() {
-            let ok = match choice {
-                Choice::Greedy => kernels::argmax(score(i)) == token,
-                Choice::Sample(_) => {
-                    let p = choice.distribution(score(i));
-                    let q = draft.proposal.as_ref().and_then(|q| q.get(b)).and_then(|q| q.get(i));
-                    let q_token = q.and_then(|q| q.get(token as usize)).copied().unwrap_or(1.0);
-                    let p_token = p.get(token as usize).copied().unwrap_or(0.0);
-                    if kernels::accept_draft(p_token, q_token, noise.uniform(b, (k + 1) * vocab + i)) {
-                        true
-                    } else {
-                        let residual = match q {
-                            Some(q) => kernels::residual(&p, q),
-                            None => p,
-                        };
-                        last = Some(kernels::sample_probs(&residual, |v| noise.uniform(b, i * vocab + v as usize)));
-                        false
-                    }
-                }
-            };
-            if !ok {
-                break;
-            }
-            accepted.push(token);
-            if specials.eos == Some(token) {
-                break;
-            }
+    // Causal logits of every draft position and the one after: `(k + 1) × vocab` per row.
+    let groups = kept_groups(
+        &views,
+        |slot| lengths[slot],
+        |(_, k)| (k + 1) * vocab,
+        |(len, _), batch| model.causal_logits_kept(batch, len),
+    )?;
+    let verifier = Verifier { draft, choice, eos: specials.eos, vocab, noise };
+    for group in groups {
+        // The group's members are indices into `open`.
+        let members: Vec<usize> = group.members.iter().map(|&slot| open[slot]).collect();
+        let appended = match group.logits {
+            KeptLogits::Host(logits) => verifier.on_host(&logits, &members)?,
+            KeptLogits::Device(logits) => verifier.on_device(&logits, &members)?,
+        };
+        for (&b, tokens) in members.iter().zip(appended) {
+            rows[b].extend(tokens);
         }
-        let stopped = accepted.last().is_some_and(|&t| specials.eos == Some(t));
-        if !stopped {
-            let i = accepted.len();
-            let token = match (last, choice) {
-                (Some(token), _) => token,
-                (None, _) => choice.pick(score(i), |v| noise.uniform(b, i * vocab + v as usize)),
-            };
-            accepted.push(token);
-        }
-        rows[b].extend(accepted);
     }
     Ok((seq.with_rows(rows), 1))
 }
 
-/// Causal logits of every draft position and the one after: for each row with `(len, k)`, the
-/// scores at positions `len..=len + k`, `(k + 1) × vocab` entries.
-fn grouped_scores(
-    model: &dyn TokenModel,
-    rows: &[&[u32]],
-    lengths: &[(usize, usize)],
-) -> Result<Vec<Vec<f32>>, SequenceError> {
-    let vocab = model.vocab().size;
-    grouped_by(rows, |b| lengths[b], |(_, k)| (k + 1) * vocab, |(len, _), batch, _| model.causal_logits(batch, len))
+/// The verification of a draft, group by group of rows.
+struct Verifier<'a> {
+    draft: &'a TokenSeq,
+    choice: Choice,
+    eos: Option<u32>,
+    vocab: usize,
+    noise: Noise,
+}
+
+impl Verifier<'_> {
+    /// The tokens each of `members` (rows of the batch, all with drafts of one length) appends,
+    /// from the group's logits on the host.
+    fn on_host(&self, logits: &[f32], members: &[usize]) -> Result<Vec<Vec<u32>>, SequenceError> {
+        let (choice, noise, vocab) = (self.choice, self.noise, self.vocab);
+        let proposal = match (&self.draft.proposal, choice) {
+            (Some(proposal), Choice::Sample(_)) => Some(proposal.on_host()?),
+            _ => None,
+        };
+        let appended = members
+            .iter()
+            .enumerate()
+            .map(|(slot, &b)| {
+                let draft = &self.draft.rows[b];
+                let k = draft.len();
+                let score = |i: usize| &logits[(slot * (k + 1) + i) * vocab..][..vocab];
+                let token = |i: usize| choice.pick(score(i), |v| noise.uniform(b, i * vocab + v as usize));
+                let drafted = proposal.as_ref().and_then(|q| q.get(b));
+                let distributions =
+                    |i: usize| (choice.distribution(score(i)), drafted.and_then(|q| q.get(i)).map(Vec::as_slice));
+                let sampled = matches!(choice, Choice::Sample(_)).then_some(distributions);
+                kernels::verify_row(draft, self.eos, vocab, token, sampled, |index| noise.uniform(b, index as usize)).0
+            })
+            .collect();
+        Ok(appended)
+    }
+
+    /// [`Verifier::on_host`] with the group's logits on a device: greedy verification draws the
+    /// argmaxes there, and sampling verification of a draft whose logits are on the same device
+    /// verifies there; otherwise the logits come to the host.
+    fn on_device(&self, logits: &DeviceTensor, members: &[usize]) -> Result<Vec<Vec<u32>>, SequenceError> {
+        let device = logits.device();
+        let backend = |e: DeviceError| SequenceError::Invalid(format!("verifying drafts on the device: {e}"));
+        let (choice, noise, vocab) = (self.choice, self.noise, self.vocab);
+        let k = members.first().map_or(0, |&b| self.draft.rows[b].len());
+        let samples: Vec<u32> = members.iter().map(|&b| b as u32).collect();
+        let proposal = match (&self.draft.proposal, choice) {
+            (Some(Proposal::Device { logits: proposal, choice: drafted }), Choice::Sample(_))
+                if proposal.shape == [self.draft.rows.len(), k, vocab]
+                    && std::ptr::addr_eq(Arc::as_ptr(proposal.device()), Arc::as_ptr(device)) =>
+            {
+                Some((proposal, *drafted))
+            }
+            _ => None,
+        };
+        match (choice, proposal) {
+            (Choice::Greedy, _) => {
+                // The model's argmax at each position; the comparison is the host's.
+                let scored = members.len() * (k + 1);
+                let rows: Vec<u32> = samples.iter().flat_map(|&b| std::iter::repeat_n(b, k + 1)).collect();
+                let positions: Vec<u32> = (0..scored).map(|r| (r % (k + 1)) as u32).collect();
+                let (kernel, params) = choice.sample_kernel();
+                let launch = SampleLaunch {
+                    logits: logits.buffer(),
+                    rows: scored,
+                    vocab,
+                    params,
+                    noise_sample: &rows,
+                    noise_position: &positions,
+                    seed: noise.seed,
+                    site: noise.site,
+                    step: noise.step,
+                };
+                let argmaxes = device.sample_rows(&kernel, &launch).map_err(backend)?.tokens;
+                let appended = members.iter().enumerate().map(|(slot, &b)| {
+                    let token = |i: usize| argmaxes[slot * (k + 1) + i];
+                    let sampled = None::<fn(usize) -> kernels::DraftDistributions<'static>>;
+                    let uniform = |index: u32| noise.uniform(b, index as usize);
+                    kernels::verify_row(&self.draft.rows[b], self.eos, vocab, token, sampled, uniform).0
+                });
+                Ok(appended.collect())
+            }
+            (Choice::Sample(_), Some((proposal, drafted))) => {
+                let whole = members.len() == self.draft.rows.len();
+                let gathered = if whole {
+                    None
+                } else {
+                    let gathered = DeviceTensor::alloc(device, vec![members.len(), k, vocab]).map_err(backend)?;
+                    for (slot, &b) in members.iter().enumerate() {
+                        let span = CopySpan { from: b * k * vocab, to: slot * k * vocab, len: k * vocab };
+                        device.copy(proposal.buffer(), gathered.buffer(), span).map_err(backend)?;
+                    }
+                    Some(gathered)
+                };
+                let draft: Vec<u32> = members.iter().flat_map(|&b| self.draft.rows[b].iter().copied()).collect();
+                let ((target_kernel, target_params), (proposal_kernel, proposal_params)) =
+                    (choice.sample_kernel(), drafted.sample_kernel());
+                let launch = VerifyLaunch {
+                    target: logits.buffer(),
+                    target_kernel,
+                    target_params,
+                    proposal: gathered.as_ref().map_or(proposal.buffer(), DeviceTensor::buffer),
+                    proposal_kernel,
+                    proposal_params,
+                    draft: &draft,
+                    rows: members.len(),
+                    k,
+                    vocab,
+                    noise_sample: &samples,
+                    seed: noise.seed,
+                    site: noise.site,
+                    step: noise.step,
+                    eos: self.eos,
+                };
+                device.verify_drafts(&launch).map_err(backend)
+            }
+            (Choice::Sample(_), None) => {
+                let logits = device.download(logits.buffer()).map_err(backend)?;
+                self.on_host(&logits, members)
+            }
+        }
+    }
 }
 
 /// The text of a row: its words up to the first end token, separated by spaces (the words of

@@ -29,12 +29,15 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use sched_kernels::cuda as emit;
-use sched_kernels::cuda_tokens::{self, Report, SampleKernel};
+use sched_kernels::cuda_tokens::{self, Report, SampleKernel, SampleParams};
 use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
-use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, check_counts};
+use super::{
+    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, VerifyLaunch,
+    check_counts, reporting_distribution,
+};
 
 /// A buffer and the number of elements the runtime asked for (CUDA cannot allocate zero bytes,
 /// so an empty buffer holds one unused element).
@@ -275,6 +278,69 @@ impl CudaDevice {
         };
         lock(&self.modules).insert(source, loaded.clone());
         Ok(loaded)
+    }
+
+    /// Launches the sampling module of `kernel` over `launch`'s rows (checked to fit in 32 bits),
+    /// writing each row's token to `tokens` and the report to `report`.
+    fn launch_sampling(
+        &self,
+        kernel: &SampleKernel,
+        launch: &SampleLaunch<'_>,
+        tokens: &CudaSlice<u32>,
+        report: &CudaSlice<f64>,
+    ) -> Result<(), DeviceError> {
+        let SampleLaunch { rows, vocab, params, seed, site, step, .. } = *launch;
+        let (rows32, vocab32) = (rows as u32, vocab as u32);
+        let Loaded::Single(function) =
+            self.load(cuda_tokens::sample_source(kernel), ModuleKind::Single(cuda_tokens::SAMPLE_ENTRY))?
+        else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [logits] = self.addresses(&[launch.logits], rows * vocab)?[..] else { return Err(unknown(launch.logits)) };
+        let upload =
+            |data: &[u32]| self.stream.clone_htod(data).map_err(driver("copying noise coordinates to the GPU"));
+        let (samples, positions) = (upload(launch.noise_sample)?, upload(launch.noise_position)?);
+        let seed_address = self.seed_address(Some(seed))?;
+        let blocks = cuda_tokens::row_blocks(rows32, self.multiprocessors);
+        let scratch_bytes = cuda_tokens::sample_scratch_bytes(kernel, vocab32).saturating_mul(u64::from(blocks));
+        let scratch_len = usize::try_from(scratch_bytes).map_err(|_| DeviceError::Buffer {
+            buffer: launch.logits.0,
+            problem: format!("sampling scratch of {scratch_bytes} bytes exceeds the address space"),
+        })?;
+        let scratch =
+            self.stream.alloc_zeros::<u8>(scratch_len.max(1)).map_err(driver("allocating sampling scratch"))?;
+        let (samples_address, _s) = samples.device_ptr(&self.stream);
+        let (positions_address, _p) = positions.device_ptr(&self.stream);
+        let (scratch_address, _c) = scratch.device_ptr(&self.stream);
+        let (tokens_address, _t) = tokens.device_ptr(&self.stream);
+        let (report_address, _r) = report.device_ptr(&self.stream);
+        let mut builder = self.stream.launch_builder(&function);
+        builder
+            .arg(&logits)
+            .arg(&samples_address)
+            .arg(&positions_address)
+            .arg(&seed_address)
+            .arg(&site)
+            .arg(&step)
+            .arg(&params.temperature)
+            .arg(&params.top_k)
+            .arg(&params.top_p)
+            .arg(&params.min_p)
+            .arg(&rows32)
+            .arg(&vocab32)
+            .arg(&scratch_address)
+            .arg(&tokens_address)
+            .arg(&report_address);
+        let config =
+            LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (emit::BLOCK_THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the arguments follow `sched_sample_rows`'s signature in
+        // `sched_kernels::cuda_tokens`: `rows * vocab` logits (checked above), one noise sample and
+        // position per row (checked by the callers), the seed words, the scalars, a scratch slot of
+        // `sample_scratch_bytes` per block, and the callers' `rows` tokens and report of the
+        // kernel's length. The noise coordinates and the scratch are freed on this stream, after
+        // the launch; the tokens and the report are the callers', read back after it.
+        unsafe { builder.launch(config) }.map_err(driver("launching a sampling kernel"))?;
+        Ok(())
     }
 
     /// The device addresses of `buffers`, each checked to hold at least `len` elements.
@@ -747,13 +813,14 @@ impl Device for CudaDevice {
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
         self.refuse_while_capturing("reading tokens back")?;
         launch.check()?;
-        let SampleLaunch { rows, vocab, params, seed, site, step, .. } = *launch;
+        let SampleLaunch { rows, vocab, .. } = *launch;
         let too_big = || DeviceError::Buffer {
             buffer: launch.logits.0,
             problem: format!("{rows} rows of {vocab} logits exceed 2^32"),
         };
-        let (rows32, vocab32) =
-            (u32::try_from(rows).map_err(|_| too_big())?, u32::try_from(vocab).map_err(|_| too_big())?);
+        if u32::try_from(rows).is_err() || u32::try_from(vocab).is_err() {
+            return Err(too_big());
+        }
         if rows == 0 {
             return Ok(Sampled { tokens: Vec::new(), report: Vec::new() });
         }
@@ -762,54 +829,9 @@ impl Device for CudaDevice {
             Report::RawProbability | Report::Probability => rows,
             Report::Distribution => rows.checked_mul(vocab).ok_or_else(too_big)?,
         };
-        let Loaded::Single(function) =
-            self.load(cuda_tokens::sample_source(kernel), ModuleKind::Single(cuda_tokens::SAMPLE_ENTRY))?
-        else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let [logits] = self.addresses(&[launch.logits], rows * vocab)?[..] else { return Err(unknown(launch.logits)) };
-        let upload =
-            |data: &[u32]| self.stream.clone_htod(data).map_err(driver("copying noise coordinates to the GPU"));
-        let (samples, positions) = (upload(launch.noise_sample)?, upload(launch.noise_position)?);
-        let seed_address = self.seed_address(Some(seed))?;
-        let blocks = cuda_tokens::row_blocks(rows32, self.multiprocessors);
-        let scratch_bytes = cuda_tokens::sample_scratch_bytes(kernel, vocab32).saturating_mul(u64::from(blocks));
-        let scratch_len = usize::try_from(scratch_bytes).map_err(|_| too_big())?.max(1);
-        let scratch = self.stream.alloc_zeros::<u8>(scratch_len).map_err(driver("allocating sampling scratch"))?;
         let tokens = self.stream.alloc_zeros::<u32>(rows).map_err(driver("allocating tokens"))?;
         let report = self.stream.alloc_zeros::<f64>(report_len.max(1)).map_err(driver("allocating a report"))?;
-        {
-            let (samples_address, _s) = samples.device_ptr(&self.stream);
-            let (positions_address, _p) = positions.device_ptr(&self.stream);
-            let (scratch_address, _c) = scratch.device_ptr(&self.stream);
-            let (tokens_address, _t) = tokens.device_ptr(&self.stream);
-            let (report_address, _r) = report.device_ptr(&self.stream);
-            let mut builder = self.stream.launch_builder(&function);
-            builder
-                .arg(&logits)
-                .arg(&samples_address)
-                .arg(&positions_address)
-                .arg(&seed_address)
-                .arg(&site)
-                .arg(&step)
-                .arg(&params.temperature)
-                .arg(&params.top_k)
-                .arg(&params.top_p)
-                .arg(&params.min_p)
-                .arg(&rows32)
-                .arg(&vocab32)
-                .arg(&scratch_address)
-                .arg(&tokens_address)
-                .arg(&report_address);
-            let config =
-                LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (emit::BLOCK_THREADS, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: the arguments follow `sched_sample_rows`'s signature in
-            // `sched_kernels::cuda_tokens`: `rows * vocab` logits (checked above), one noise sample
-            // and position per row, the seed words, the scalars, a scratch slot of
-            // `sample_scratch_bytes` per block, `rows` tokens and a report of the kernel's length;
-            // every buffer lives on this stream until the copies below finish.
-            unsafe { builder.launch(config) }.map_err(driver("launching a sampling kernel"))?;
-        }
+        self.launch_sampling(kernel, launch, &tokens, &report)?;
         let tokens = self.stream.clone_dtoh(&tokens).map_err(driver("copying tokens from the GPU"))?;
         let mut report = self.stream.clone_dtoh(&report).map_err(driver("copying a report from the GPU"))?;
         self.synchronize()?;
@@ -817,24 +839,128 @@ impl Device for CudaDevice {
         Ok(Sampled { tokens, report })
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+    fn verify_drafts(&self, launch: &VerifyLaunch<'_>) -> Result<Vec<Vec<u32>>, DeviceError> {
+        self.refuse_while_capturing("reading verified tokens back")?;
+        let (rows32, k32, vocab32) = launch.check()?;
+        let VerifyLaunch { rows, k, vocab, seed, site, step, eos, .. } = *launch;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        // Checked by `launch.check`: `rows × (k + 1) × vocab` fits.
+        let scored = rows * (k + 1);
+        let allocate =
+            |len: usize| self.stream.alloc_zeros::<f64>(len.max(1)).map_err(driver("allocating distributions"));
+        let allocate_words =
+            |len: usize| self.stream.alloc_zeros::<u32>(len.max(1)).map_err(driver("allocating tokens"));
+        // The model's distribution and token at each position, then the draft's distribution.
+        let (target, target_tokens) = (allocate(scored * vocab)?, allocate_words(scored)?);
+        let scored_samples: Vec<u32> =
+            launch.noise_sample.iter().flat_map(|&s| std::iter::repeat_n(s, k + 1)).collect();
+        let scored_positions: Vec<u32> = (0..rows).flat_map(|_| 0..=k32).collect();
+        let sample = |logits: BufferId, rows: usize, params: SampleParams| SampleLaunch {
+            logits,
+            rows,
+            vocab,
+            params,
+            noise_sample: &scored_samples[..rows],
+            noise_position: &scored_positions[..rows],
+            seed,
+            site,
+            step,
+        };
+        let target_launch = sample(launch.target, scored, launch.target_params);
+        self.launch_sampling(&reporting_distribution(launch.target_kernel), &target_launch, &target_tokens, &target)?;
+        let (proposal, drafted) = (allocate(rows * k * vocab)?, allocate_words(rows * k)?);
+        if k > 0 {
+            // Any noise serves: the distribution does not depend on it.
+            let proposal_launch = sample(launch.proposal, rows * k, launch.proposal_params);
+            self.launch_sampling(
+                &reporting_distribution(launch.proposal_kernel),
+                &proposal_launch,
+                &drafted,
+                &proposal,
+            )?;
+        }
+        let Loaded::Single(function) =
+            self.load(cuda_tokens::verify_source(), ModuleKind::Single(cuda_tokens::VERIFY_SAMPLE_ENTRY))?
+        else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let upload = |data: &[u32]| self.stream.clone_htod(data).map_err(driver("copying drafts to the GPU"));
+        let (draft, samples) = (upload(if k == 0 { &[0] } else { launch.draft })?, upload(launch.noise_sample)?);
+        let seed_address = self.seed_address(Some(seed))?;
+        let blocks = cuda_tokens::row_blocks(rows32, self.multiprocessors);
+        let scratch_bytes = cuda_tokens::verify_scratch_bytes(vocab32).saturating_mul(u64::from(blocks));
+        let scratch_len = usize::try_from(scratch_bytes).map_err(|_| DeviceError::Buffer {
+            buffer: launch.target.0,
+            problem: format!("verification scratch of {scratch_bytes} bytes exceeds the address space"),
+        })?;
+        let scratch =
+            self.stream.alloc_zeros::<u8>(scratch_len.max(1)).map_err(driver("allocating verification scratch"))?;
+        let (tokens, counts) = (allocate_words(scored)?, allocate_words(rows)?);
+        let (has_eos, eos_word) = (u32::from(eos.is_some()), eos.unwrap_or(0));
+        {
+            let (draft_address, _d) = draft.device_ptr(&self.stream);
+            let (target_address, _p) = target.device_ptr(&self.stream);
+            let (proposal_address, _q) = proposal.device_ptr(&self.stream);
+            let (target_tokens_address, _m) = target_tokens.device_ptr(&self.stream);
+            let (samples_address, _s) = samples.device_ptr(&self.stream);
+            let (scratch_address, _c) = scratch.device_ptr(&self.stream);
+            let (tokens_address, _t) = tokens.device_ptr(&self.stream);
+            let (counts_address, _n) = counts.device_ptr(&self.stream);
+            let mut builder = self.stream.launch_builder(&function);
+            builder
+                .arg(&draft_address)
+                .arg(&target_address)
+                .arg(&proposal_address)
+                .arg(&target_tokens_address)
+                .arg(&samples_address)
+                .arg(&seed_address)
+                .arg(&site)
+                .arg(&step)
+                .arg(&has_eos)
+                .arg(&eos_word)
+                .arg(&rows32)
+                .arg(&k32)
+                .arg(&vocab32)
+                .arg(&scratch_address)
+                .arg(&tokens_address)
+                .arg(&counts_address);
+            let config =
+                LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (emit::BLOCK_THREADS, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: the arguments follow `sched_verify_sample`'s signature in
+            // `sched_kernels::cuda_tokens`: `rows × k` draft tokens, the `rows × (k + 1) × vocab`
+            // model distributions and `rows × (k + 1)` tokens, the `rows × k × vocab` draft
+            // distributions, one noise sample per row, the seed words, the scalars, a scratch slot
+            // of `verify_scratch_bytes` per block, and `rows × (k + 1)` tokens and `rows` counts
+            // to write; every buffer lives on this stream until the copies below finish.
+            unsafe { builder.launch(config) }.map_err(driver("launching a verification kernel"))?;
+        }
+        let tokens = self.stream.clone_dtoh(&tokens).map_err(driver("copying verified tokens from the GPU"))?;
+        let counts = self.stream.clone_dtoh(&counts).map_err(driver("copying verified counts from the GPU"))?;
+        self.synchronize()?;
+        Ok((0..rows).map(|r| tokens[r * (k + 1)..][..(counts[r] as usize).min(k + 1)].to_vec()).collect())
+    }
+
+    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
+        let CopySpan { from: start, to: at, len } = span;
         let mut held = lock(&self.buffers);
         let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
             return Err(unknown(if from == to { to } else { from }));
         };
-        for (id, buffer) in [(from, &*source), (to, &*target)] {
-            if buffer.len < len {
+        for (id, buffer, offset) in [(from, &*source, start), (to, &*target, at)] {
+            if buffer.len.checked_sub(offset).is_none_or(|rest| rest < len) {
                 return Err(DeviceError::Buffer {
                     buffer: id.0,
-                    problem: format!("has {} elements, fewer than the {len} copied", buffer.len),
+                    problem: format!("has {} elements, fewer than the {len} copied from element {offset}", buffer.len),
                 });
             }
         }
         if len == 0 {
             return Ok(());
         }
-        let source = source.slice.slice(..len);
-        let mut target = target.slice.slice_mut(..len);
+        let source = source.slice.slice(start..start + len);
+        let mut target = target.slice.slice_mut(at..at + len);
         self.stream.memcpy_dtod(&source, &mut target).map_err(driver("copying on the GPU"))
     }
 

@@ -23,7 +23,10 @@ use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 use sched_kernels::{philox, tokens};
 
 use super::op::DeviceOp;
-use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, check_counts};
+use super::{
+    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, VerifyLaunch,
+    check_counts, reporting_distribution,
+};
 
 /// A device that keeps its buffers in host memory.
 #[derive(Debug, Default)]
@@ -35,6 +38,8 @@ pub struct EmulatedDevice {
     /// The operations recorded so far, while a capture runs.
     capturing: Mutex<Option<Vec<DeviceOp<BufferId>>>>,
     graphs: Mutex<HashMap<u64, Vec<DeviceOp<BufferId>>>>,
+    /// The elements [`Device::download`] has returned so far.
+    downloaded: AtomicU64,
 }
 
 /// Locks a mutex whose data stays consistent across a panic (every update is one insert, remove,
@@ -51,6 +56,12 @@ impl EmulatedDevice {
     /// A device whose [`Device::capture`] returns `None`, as a GPU without graph support would.
     pub fn without_graphs() -> EmulatedDevice {
         EmulatedDevice { no_graphs: true, ..EmulatedDevice::default() }
+    }
+
+    /// How many elements [`Device::download`] has returned so far, so that tests can check what
+    /// stays on the device.
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded.load(Ordering::Relaxed)
     }
 
     fn buffers(&self) -> MutexGuard<'_, HashMap<u64, Vec<f32>>> {
@@ -143,7 +154,9 @@ impl Device for EmulatedDevice {
 
     fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
         self.refuse_while_capturing("copying from the device")?;
-        self.buffers().get(&buffer.0).cloned().ok_or_else(|| unknown(buffer))
+        let data = self.buffers().get(&buffer.0).cloned().ok_or_else(|| unknown(buffer))?;
+        self.downloaded.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(data)
     }
 
     fn free(&self, buffer: BufferId) {
@@ -233,19 +246,24 @@ impl Device for EmulatedDevice {
         }
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::Copy { from, to, len }) {
+    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
+        if self.record(|| DeviceOp::Copy { from, to, span }) {
             return Ok(());
         }
+        let CopySpan { from: start, to: at, len } = span;
         let mut buffers = self.buffers();
         let source = match buffers.get(&from.0) {
-            Some(data) if data.len() >= len => data[..len].to_vec(),
-            Some(data) => return Err(short(from, data.len(), len)),
+            Some(data) if data.len().checked_sub(start).is_some_and(|rest| rest >= len) => {
+                data[start..start + len].to_vec()
+            }
+            Some(data) => return Err(short(from, data.len(), start.saturating_add(len))),
             None => return Err(unknown(from)),
         };
         match buffers.get_mut(&to.0) {
-            Some(data) if data.len() >= len => data[..len].copy_from_slice(&source),
-            Some(data) => return Err(short(to, data.len(), len)),
+            Some(data) if data.len().checked_sub(at).is_some_and(|rest| rest >= len) => {
+                data[at..at + len].copy_from_slice(&source);
+            }
+            Some(data) => return Err(short(to, data.len(), at.saturating_add(len))),
             None => return Err(unknown(to)),
         }
         Ok(())
@@ -346,6 +364,41 @@ impl Device for EmulatedDevice {
             sampled.report.extend(report);
         }
         Ok(sampled)
+    }
+
+    fn verify_drafts(&self, launch: &VerifyLaunch<'_>) -> Result<Vec<Vec<u32>>, DeviceError> {
+        self.refuse_while_capturing("reading verified tokens back")?;
+        launch.check()?;
+        let VerifyLaunch { rows, k, vocab, seed, site, step, eos, .. } = *launch;
+        let target = self.read(launch.target, rows * (k + 1) * vocab)?;
+        let proposal = self.read(launch.proposal, rows * k * vocab)?;
+        let (target_kernel, proposal_kernel) =
+            (reporting_distribution(launch.target_kernel), reporting_distribution(launch.proposal_kernel));
+        let appended = (0..rows)
+            .map(|r| {
+                let sample = launch.noise_sample[r];
+                let uniform = |index: u32| philox::uniform_f64(seed, site, step, sample, index);
+                // Position `i`'s entry `v` draws index `i * vocab + v`, as the sampling launch of
+                // the CUDA device does.
+                let at = |i: usize| move |v: u32| uniform((i as u32).wrapping_mul(vocab as u32).wrapping_add(v));
+                let scored: Vec<(u32, Vec<f64>)> = (0..=k)
+                    .map(|i| {
+                        let logits = &target[(r * (k + 1) + i) * vocab..][..vocab];
+                        target_kernel.sample_row(&launch.target_params, logits, at(i))
+                    })
+                    .collect();
+                let drafted: Vec<Vec<f64>> = (0..k)
+                    .map(|i| {
+                        let logits = &proposal[(r * k + i) * vocab..][..vocab];
+                        proposal_kernel.sample_row(&launch.proposal_params, logits, at(i)).1
+                    })
+                    .collect();
+                let distributions = |i: usize| (scored[i].1.clone(), drafted.get(i).map(Vec::as_slice));
+                let draft = &launch.draft[r * k..(r + 1) * k];
+                tokens::verify_row(draft, eos, vocab, |i| scored[i].0, Some(distributions), uniform).0
+            })
+            .collect();
+        Ok(appended)
     }
 
     fn live_buffers(&self) -> usize {

@@ -35,7 +35,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use sched_kernels::KernelError;
-use sched_kernels::cuda_tokens::{SampleKernel, SampleParams};
+use sched_kernels::cuda_tokens::{Choose, Report, SampleKernel, SampleParams};
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::nvrtc::NvrtcError;
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
@@ -166,8 +166,12 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// kernel's report to the host (a synchronisation), as [`SampleKernel::sample_row`] defines
     /// them.
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError>;
-    /// Copies the first `len` elements of buffer `from` into buffer `to` (distinct buffers).
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError>;
+    /// Sampling verification of speculative drafts on the device ([`VerifyLaunch`]), returning
+    /// the tokens each row appends (a synchronisation).
+    fn verify_drafts(&self, launch: &VerifyLaunch<'_>) -> Result<Vec<Vec<u32>>, DeviceError>;
+    /// Copies `span.len` elements of buffer `from`, from element `span.from` on, into buffer `to`
+    /// from element `span.to` on (distinct buffers).
+    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError>;
     /// How many buffers are allocated now (for leak checks).
     fn live_buffers(&self) -> usize;
     /// The device that holds this one's buffers when this one only passes work on to it (a
@@ -237,6 +241,90 @@ impl SampleLaunch<'_> {
             });
         }
         Ok(())
+    }
+}
+
+/// A sampling verification launch: speculative decoding's `verify` with a sampler for `rows`
+/// rows of `k` draft tokens, as [`sched_kernels::tokens::verify_row`] defines it for each row.
+/// The device draws the model's distribution `p` and tokens from `target` (the sampling kernel
+/// `target_kernel` with [`Report::Distribution`], its entries `v` at position `i` drawing index
+/// `i * vocab + v` of the row's noise), the draft's distribution `q` from `proposal` the same way,
+/// and verifies every row in one launch; only the appended tokens come back.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyLaunch<'a> {
+    /// `rows × (k + 1) × vocab`: the model's logits at each draft position and the one after.
+    pub target: BufferId,
+    /// How the model draws from its logits; it must choose by Gumbel-max (greedy verification
+    /// compares argmaxes and needs no launch of its own), and its report is ignored.
+    pub target_kernel: SampleKernel,
+    pub target_params: SampleParams,
+    /// `rows × k × vocab`: the draft's logits at each draft position.
+    pub proposal: BufferId,
+    /// How the draft drew its tokens from them; its report is ignored.
+    pub proposal_kernel: SampleKernel,
+    pub proposal_params: SampleParams,
+    /// `rows × k`: the draft tokens.
+    pub draft: &'a [u32],
+    pub rows: usize,
+    pub k: usize,
+    pub vocab: usize,
+    /// The noise sample word of each row.
+    pub noise_sample: &'a [u32],
+    pub seed: u64,
+    pub site: u32,
+    pub step: u32,
+    /// The end token: a row stops after accepting it.
+    pub eos: Option<u32>,
+}
+
+impl VerifyLaunch<'_> {
+    /// Checks the per-row inputs and the kernels, and returns the sizes as the kernels' 32-bit
+    /// words: rows, k and vocab.
+    pub(crate) fn check(&self) -> Result<(u32, u32, u32), DeviceError> {
+        let problem = |problem: String| DeviceError::Buffer { buffer: self.target.0, problem };
+        if self.target_kernel.choose != Choose::Gumbel {
+            return Err(problem("is verified by sampling, but the model's kernel chooses greedily".into()));
+        }
+        if self.noise_sample.len() != self.rows || Some(self.draft.len()) != self.rows.checked_mul(self.k) {
+            return Err(problem(format!(
+                "is verified as {} rows of {} draft tokens, but the launch has {} noise samples and {} draft tokens",
+                self.rows,
+                self.k,
+                self.noise_sample.len(),
+                self.draft.len()
+            )));
+        }
+        // The sampling launches score `rows × (k + 1)` rows, a 32-bit count, of `vocab` logits.
+        let scored_rows = self.rows.checked_mul(self.k + 1).filter(|&n| n.checked_mul(self.vocab).is_some());
+        let scored_rows = scored_rows.and_then(|n| u32::try_from(n).ok());
+        match (scored_rows, u32::try_from(self.rows), u32::try_from(self.k), u32::try_from(self.vocab)) {
+            (Some(_), Ok(rows), Ok(k), Ok(vocab)) => Ok((rows, k, vocab)),
+            _ => Err(problem(format!(
+                "is verified as {} rows of {} draft tokens over {} logits, more than 2^32 scored rows",
+                self.rows, self.k, self.vocab
+            ))),
+        }
+    }
+}
+
+/// The kernel that reports the distribution `kernel` draws from.
+pub(crate) fn reporting_distribution(kernel: SampleKernel) -> SampleKernel {
+    SampleKernel { report: Report::Distribution, ..kernel }
+}
+
+/// Which elements a [`Device::copy`] moves: `len` of them, from element `from` of the source to
+/// element `to` of the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CopySpan {
+    pub from: usize,
+    pub to: usize,
+    pub len: usize,
+}
+
+impl CopySpan {
+    /// The first `len` elements, to the first `len`.
+    pub fn prefix(len: usize) -> CopySpan {
+        CopySpan { from: 0, to: 0, len }
     }
 }
 

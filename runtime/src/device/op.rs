@@ -4,7 +4,7 @@
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot};
 
-use super::{BufferId, Device, DeviceError, Launch, LinearShape};
+use super::{BufferId, CopySpan, Device, DeviceError, Launch, LinearShape};
 
 /// A device operation that computes on buffers and returns nothing to the host. Floats are kept
 /// as their bits, so two operations compare exactly (NaN payloads included).
@@ -36,7 +36,7 @@ pub enum DeviceOp<B> {
     Copy {
         from: B,
         to: B,
-        len: usize,
+        span: CopySpan,
     },
     LayerNorm {
         x: B,
@@ -101,7 +101,7 @@ impl<B> DeviceOp<B> {
             DeviceOp::BiasActivation { data, bias, len, activation } => {
                 DeviceOp::BiasActivation { data: name(data), bias: name(bias), len: *len, activation: *activation }
             }
-            DeviceOp::Copy { from, to, len } => DeviceOp::Copy { from: name(from), to: name(to), len: *len },
+            DeviceOp::Copy { from, to, span } => DeviceOp::Copy { from: name(from), to: name(to), span: *span },
             DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => DeviceOp::LayerNorm {
                 x: name(x),
                 weight: name(weight),
@@ -160,7 +160,7 @@ impl<B> DeviceOp<B> {
             DeviceOp::BiasActivation { data, bias, len, activation } => {
                 device.bias_activation(buffer(data), buffer(bias), *len, *activation)
             }
-            DeviceOp::Copy { from, to, len } => device.copy(buffer(from), buffer(to), *len),
+            DeviceOp::Copy { from, to, span } => device.copy(buffer(from), buffer(to), *span),
             DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => device.layer_norm(
                 buffer(x),
                 buffer(weight),

@@ -34,7 +34,9 @@ use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 
 use super::op::DeviceOp;
-use super::{BufferId, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled};
+use super::{
+    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, VerifyLaunch,
+};
 
 /// One operation a run asked of its device.
 #[derive(Clone, Debug)]
@@ -160,9 +162,9 @@ impl Device for Recorder {
         Ok(())
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        self.inner.copy(from, to, len)?;
-        self.record(Recorded::Op(DeviceOp::Copy { from, to, len }));
+    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
+        self.inner.copy(from, to, span)?;
+        self.record(Recorded::Op(DeviceOp::Copy { from, to, span }));
         Ok(())
     }
 
@@ -224,6 +226,12 @@ impl Device for Recorder {
         let sampled = self.inner.sample_rows(kernel, launch)?;
         self.record(Recorded::Tokens);
         Ok(sampled)
+    }
+
+    fn verify_drafts(&self, launch: &VerifyLaunch<'_>) -> Result<Vec<Vec<u32>>, DeviceError> {
+        let appended = self.inner.verify_drafts(launch)?;
+        self.record(Recorded::Tokens);
+        Ok(appended)
     }
 
     fn live_buffers(&self) -> usize {
@@ -365,7 +373,7 @@ impl PlanBuilder {
                     let own = self.own(data.len());
                     self.slots.insert(*buffer, Slot::Own(own));
                     let (from, to) = (Slot::Constant(constant), Slot::Own(own));
-                    self.plan.steps.push(DeviceOp::Copy { from, to, len: data.len() });
+                    self.plan.steps.push(DeviceOp::Copy { from, to, span: CopySpan::prefix(data.len()) });
                 } else {
                     self.slots.insert(*buffer, Slot::Constant(constant));
                 }
@@ -379,7 +387,7 @@ impl PlanBuilder {
                 let result = self.plan.results.len();
                 self.plan.results.push(*len);
                 let from = self.slot(*buffer);
-                self.plan.steps.push(DeviceOp::Copy { from, to: Slot::Result(result), len: *len });
+                self.plan.steps.push(DeviceOp::Copy { from, to: Slot::Result(result), span: CopySpan::prefix(*len) });
             }
             // `Plan::new` returned before building a plan with a reduction or token work.
             Recorded::Reduce | Recorded::Tokens => {}

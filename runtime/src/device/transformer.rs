@@ -7,8 +7,8 @@
 //! host, as candle adds them, and uploaded once per evaluation; everything after runs on the
 //! device, and only the positions the caller asked for go through the final LayerNorm and the
 //! unembedding. Their logits come back to the host, or stay on the device where a token
-//! operation draws from them there ([`DeviceTokenModel::draw_next_on`],
-//! [`DeviceTokenModel::masked_logits_kept_on`]). The network computes what candle computes on
+//! operation draws from them there ([`DeviceTokenModel::draw_next_on`] and the `*_kept_on`
+//! methods). The network computes what candle computes on
 //! the CPU in the same order of layers; the matrix products and the attention's sums run in
 //! another order, so the logits agree to f32 rounding, not bit for bit.
 
@@ -18,11 +18,11 @@ use sched_kernels::builder::KernelBuilder;
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{BinaryOp, ElementwiseKernel, NoiseLaunch};
 
-use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape, SampleLaunch};
+use super::{CopySpan, Device, DeviceError, DeviceTensor, Launch, LinearShape, SampleLaunch};
 use crate::model::{Model, ModelError};
 use crate::sequence::Draw;
 use crate::tokens::transformer::{Evaluation, TransformerModel};
-use crate::tokens::{DeviceTokenModel, MaskedLogits, TokenRows};
+use crate::tokens::{DeviceTokenModel, KeptLogits, TokenRows};
 
 /// The ε of every LayerNorm of the network (as on the host).
 const LN_EPS: f32 = 1e-5;
@@ -240,6 +240,24 @@ impl DeviceTransformer {
         self.linear(device, &normed, &self.unembed, rows, Activation::Identity)
     }
 
+    /// The logits of each head (`[batch, vocab]` each) interleaved as `[batch, heads, vocab]`.
+    fn interleave(
+        &self,
+        device: &Arc<dyn Device>,
+        per_head: &[DeviceTensor],
+        batch: usize,
+    ) -> Result<DeviceTensor, DeviceError> {
+        let (heads, vocab) = (per_head.len(), self.vocab);
+        let logits = DeviceTensor::alloc(device, vec![batch, heads, vocab])?;
+        for b in 0..batch {
+            for (j, head) in per_head.iter().enumerate() {
+                let span = CopySpan { from: b * vocab, to: (b * heads + j) * vocab, len: vocab };
+                device.copy(head.buffer(), logits.buffer(), span)?;
+            }
+        }
+        Ok(logits)
+    }
+
     fn norm(
         &self,
         device: &Arc<dyn Device>,
@@ -292,13 +310,37 @@ impl DeviceTokenModel for TransformerModel {
         self.head_logits_with(rows, |e| network.evaluate(device, e).map_err(|error| backend(self, error)))
     }
 
-    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError> {
+    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
         let network = self.weights_on(device)?;
         let logits = self.masked_with(rows, |evaluation| {
             let logits = network.logits(device, evaluation).map_err(|error| backend(self, error))?;
             Ok(logits.into_iter().next().map(Arc::new))
         })?;
-        Ok(logits.map_or(MaskedLogits::Host(Vec::new()), MaskedLogits::Device))
+        Ok(logits.map_or(KeptLogits::Host(Vec::new()), KeptLogits::Device))
+    }
+
+    fn causal_logits_kept_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        from: usize,
+    ) -> Result<KeptLogits, ModelError> {
+        let network = self.weights_on(device)?;
+        let logits = self.causal_with(rows, from, |evaluation| {
+            let logits = network.logits(device, evaluation).map_err(|error| backend(self, error))?;
+            Ok(logits.into_iter().next().map(Arc::new))
+        })?;
+        Ok(logits.map_or(KeptLogits::Host(Vec::new()), KeptLogits::Device))
+    }
+
+    fn head_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
+        let network = self.weights_on(device)?;
+        let logits = self.heads_with(rows, |evaluation| {
+            let per_head = network.logits(device, evaluation).map_err(|error| backend(self, error))?;
+            let logits = network.interleave(device, &per_head, rows.batch).map_err(|error| backend(self, error))?;
+            Ok(Some(Arc::new(logits)))
+        })?;
+        Ok(logits.map_or(KeptLogits::Host(Vec::new()), KeptLogits::Device))
     }
 
     fn draw_next_on(

@@ -94,8 +94,23 @@ pub trait TokenModel: Send + Sync {
     /// itself). One evaluation.
     ///
     /// [`masked_logits`]: TokenModel::masked_logits
-    fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError> {
-        Ok(MaskedLogits::Host(self.masked_logits(rows)?))
+    fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
+        Ok(KeptLogits::Host(self.masked_logits(rows)?))
+    }
+
+    /// [`causal_logits`] of the rows, left where the model computed them (on the device of a model
+    /// evaluated there). One evaluation.
+    ///
+    /// [`causal_logits`]: TokenModel::causal_logits
+    fn causal_logits_kept(&self, rows: TokenRows<'_>, from: usize) -> Result<KeptLogits, ModelError> {
+        Ok(KeptLogits::Host(self.causal_logits(rows, from)?))
+    }
+
+    /// [`head_logits`] of the rows, left where the model computed them. One evaluation.
+    ///
+    /// [`head_logits`]: TokenModel::head_logits
+    fn head_logits_kept(&self, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
+        Ok(KeptLogits::Host(self.head_logits(rows)?))
     }
 
     /// The next token of every row, drawn as `draw` says from [`causal_logits`]'s logits of
@@ -115,10 +130,10 @@ pub trait TokenModel: Send + Sync {
     }
 }
 
-/// The logits of a masked-model call, `[rows × len, vocab]`: on the host as
-/// [`TokenModel::masked_logits`] gives them, or raw on the device that computed them.
+/// The logits of a model call, in the layout of the [`TokenModel`] method that made them: on the
+/// host, or on the device that computed them (raw, for a masked-model call).
 #[derive(Clone, Debug)]
-pub enum MaskedLogits {
+pub enum KeptLogits {
     Host(Vec<f32>),
     Device(Arc<DeviceTensor>),
 }
@@ -136,7 +151,18 @@ pub trait DeviceTokenModel: Send + Sync {
     fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError>;
     /// [`TokenModel::masked_logits_kept`]: the raw masked-model logits, on the device (on the
     /// host, empty, for no rows or empty ones).
-    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError>;
+    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError>;
+    /// [`TokenModel::causal_logits_kept`]: the logits on the device (on the host, empty, for no
+    /// rows).
+    fn causal_logits_kept_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        from: usize,
+    ) -> Result<KeptLogits, ModelError>;
+    /// [`TokenModel::head_logits_kept`]: the logits on the device (on the host, empty, for no
+    /// rows).
+    fn head_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError>;
     /// [`TokenModel::draw_next`] with the logits and the draws on the device.
     fn draw_next_on(
         &self,
@@ -178,7 +204,15 @@ impl TokenModel for OnDevice<'_> {
         self.network.draw_next_on(self.device, rows, draw)
     }
 
-    fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<MaskedLogits, ModelError> {
+    fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
         self.network.masked_logits_kept_on(self.device, rows)
+    }
+
+    fn causal_logits_kept(&self, rows: TokenRows<'_>, from: usize) -> Result<KeptLogits, ModelError> {
+        self.network.causal_logits_kept_on(self.device, rows, from)
+    }
+
+    fn head_logits_kept(&self, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
+        self.network.head_logits_kept_on(self.device, rows)
     }
 }

@@ -656,32 +656,41 @@ impl TransformerModel {
         rows: TokenRows<'_>,
         evaluate: impl FnOnce(&Evaluation<'_>) -> Result<Vec<Vec<f32>>, ModelError>,
     ) -> Result<Vec<f32>, ModelError> {
-        if self.manifest.kind == ModelKind::MaskedLm {
-            return Err(self.unsupported("score next tokens from heads (it is bidirectional)"));
-        }
-        let ids = self.input(rows, 1)?;
-        if rows.batch == 0 {
-            return Ok(Vec::new());
-        }
-        let heads = self.manifest.heads;
-        let evaluation = Evaluation {
-            ids: &ids,
-            batch: rows.batch,
-            n: rows.len + 1,
-            causal: true,
-            positions: rows.len..rows.len + 1,
-            heads: 0..heads,
-        };
-        let per_head = evaluate(&evaluation)?;
+        let per_head = self.heads_with(rows, evaluate)?;
         // Each head's logits are [batch, vocab]; the result is [batch, heads, vocab].
         let vocab = self.manifest.vocab;
-        let mut logits = Vec::with_capacity(rows.batch * heads * vocab);
+        let mut logits = Vec::with_capacity(rows.batch * per_head.len() * vocab);
         for b in 0..rows.batch {
             for head in &per_head {
                 logits.extend_from_slice(head.get(b * vocab..(b + 1) * vocab).unwrap_or_default());
             }
         }
         Ok(logits)
+    }
+
+    /// Checks a multi-token evaluation of `rows` (every head, at the next position) and hands it
+    /// to `evaluate`; no rows give the default result without an evaluation.
+    pub(crate) fn heads_with<T: Default>(
+        &self,
+        rows: TokenRows<'_>,
+        evaluate: impl FnOnce(&Evaluation<'_>) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
+        if self.manifest.kind == ModelKind::MaskedLm {
+            return Err(self.unsupported("score next tokens from heads (it is bidirectional)"));
+        }
+        let ids = self.input(rows, 1)?;
+        if rows.batch == 0 {
+            return Ok(T::default());
+        }
+        let evaluation = Evaluation {
+            ids: &ids,
+            batch: rows.batch,
+            n: rows.len + 1,
+            causal: true,
+            positions: rows.len..rows.len + 1,
+            heads: 0..self.manifest.heads,
+        };
+        evaluate(&evaluation)
     }
 }
 

@@ -305,16 +305,6 @@ fn longest(rows: &[Vec<u32>]) -> usize {
     rows.iter().map(Vec::len).max().unwrap_or(0)
 }
 
-/// Evaluates `call` on the rows grouped by length, returning each row's logits. The rows of one
-/// length form one batch, in their order.
-fn grouped(
-    rows: &[&[u32]],
-    per_row: impl Fn(usize) -> usize,
-    call: impl Fn(TokenRows<'_>) -> Result<Vec<f32>, ModelError>,
-) -> Result<Vec<Vec<f32>>, SequenceError> {
-    grouped_by(rows, |b| rows[b].len(), per_row, |_, batch, _| call(batch))
-}
-
 /// Evaluates `call` once per group of rows with the same `key` (rows of one key have one length),
 /// returning each row's `per_row(key)` logits. The rows of one group form one batch, in their
 /// order.
@@ -398,17 +388,17 @@ pub fn extend(
             )));
         }
         let views: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
-        let logits = grouped(&views, |_| heads * vocab, |batch| model.head_logits(batch))?;
+        let groups =
+            kept_groups(&views, |b| views[b].len(), |_| heads * vocab, |_, batch| model.head_logits_kept(batch))?;
         calls += 1;
-        for (b, row) in rows.iter_mut().enumerate() {
-            let ended = specials.has_ended(row);
-            for i in 0..count {
-                let token = match (ended, specials.eos) {
-                    (true, Some(eos)) => eos,
-                    _ => choice
-                        .pick(&logits[b][i * vocab..(i + 1) * vocab], |v| noise.uniform(b, i * vocab + v as usize)),
-                };
-                row.push(token);
+        let mut drafter = Drafter::new(rows.len(), count, vocab, choice, noise, false);
+        for group in &groups {
+            drafter.draw(group, heads, 0)?;
+        }
+        for ((row, drawn), b) in rows.iter_mut().zip(drafter.drafts).zip(0..) {
+            match specials.eos.filter(|_| specials.has_ended(&seq.rows[b])) {
+                Some(eos) => row.extend(std::iter::repeat_n(eos, count)),
+                None => row.extend(drawn),
             }
         }
         return Ok((seq.with_rows(rows), calls));
@@ -776,15 +766,7 @@ pub fn propose(
     let k = non_negative(k, "propose")?;
     let vocab = model.vocab().size;
     noise_room(k, vocab)?;
-    let mut drafter = Drafter {
-        choice,
-        noise,
-        vocab,
-        k,
-        drafts: vec![Vec::with_capacity(k); seq.rows.len()],
-        host: vec![Vec::with_capacity(k); seq.rows.len()],
-        device: None,
-    };
+    let mut drafter = Drafter::new(seq.rows.len(), k, vocab, choice, noise, true);
     let mut calls = 0;
     if kind == SamplerKind::Heads {
         let heads = model.heads();
@@ -870,13 +852,16 @@ impl Proposal {
     }
 }
 
-/// The drafts of `propose` as its calls' logits come in: tokens per row, and the distributions
-/// they were drawn from on the host or the logits on the device.
+/// The tokens of `propose` (or of `extend ... with heads()`) as its calls' logits come in: `k`
+/// per row and, for a draft, the distributions they were drawn from on the host or the logits on
+/// the device.
 struct Drafter {
     choice: Choice,
     noise: Noise,
     vocab: usize,
     k: usize,
+    /// Whether to keep what the tokens were drawn from (a draft's proposal).
+    keep: bool,
     drafts: Vec<Vec<u32>>,
     host: Vec<Vec<Vec<f64>>>,
     /// `[rows, k, vocab]`, allocated at the first group whose logits are on a device.
@@ -884,6 +869,11 @@ struct Drafter {
 }
 
 impl Drafter {
+    fn new(rows: usize, k: usize, vocab: usize, choice: Choice, noise: Noise, keep: bool) -> Drafter {
+        let host = if keep { vec![Vec::with_capacity(k); rows] } else { vec![Vec::new(); rows] };
+        Drafter { choice, noise, vocab, k, keep, drafts: vec![Vec::with_capacity(k); rows], host, device: None }
+    }
+
     /// Draws from a group's logits, `per_member` rows of them per member: row `h` of member `b`
     /// is draft position `first + h` of row `b`, drawn if it is below `k`.
     fn draw(&mut self, group: &RowGroup, per_member: usize, first: usize) -> Result<(), SequenceError> {
@@ -900,9 +890,14 @@ impl Drafter {
             KeptLogits::Host(logits) => {
                 for &(b, j, r) in &drawn {
                     let scores = &logits[r * vocab..(r + 1) * vocab];
-                    let (token, distribution) = choice.draw(scores, |v| noise.uniform(b, j * vocab + v as usize));
-                    self.drafts[b].push(token);
-                    self.host[b].push(distribution);
+                    let uniform = |v: u32| noise.uniform(b, j * vocab + v as usize);
+                    if self.keep {
+                        let (token, distribution) = choice.draw(scores, uniform);
+                        self.drafts[b].push(token);
+                        self.host[b].push(distribution);
+                    } else {
+                        self.drafts[b].push(choice.pick(scores, uniform));
+                    }
                 }
             }
             KeptLogits::Device(logits) => {
@@ -926,6 +921,12 @@ impl Drafter {
                     step: noise.step,
                 };
                 let tokens = device.sample_rows(&kernel, &launch).map_err(backend)?.tokens;
+                if !self.keep {
+                    for &(b, _, r) in &drawn {
+                        self.drafts[b].push(tokens[r]);
+                    }
+                    return Ok(());
+                }
                 let proposal = match &mut self.device {
                     Some(proposal) => proposal,
                     empty => {

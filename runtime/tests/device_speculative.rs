@@ -1,8 +1,9 @@
-//! Speculative decoding's `propose` and `verify` (runtime/src/sequence.rs) with the logits on a
-//! device against the same logits on the host: drafts drawn by the sampling kernel with their
-//! logits kept on the device, greedy verification by the device's argmaxes, and sampling
-//! verification by `Device::verify_drafts`, on the emulated device. The models here give the
-//! same logits on the host and on the device, so every token must be the host's, bit for bit.
+//! Speculative decoding's `propose` and `verify`, and `extend ... with heads()`
+//! (runtime/src/sequence.rs), with the logits on a device against the same logits on the host:
+//! drafts drawn by the sampling kernel with their logits kept on the device, greedy verification
+//! by the device's argmaxes, and sampling verification by `Device::verify_drafts`, on the
+//! emulated device. The models here give the same logits on the host and on the device, so every
+//! token must be the host's, bit for bit.
 
 use std::sync::Arc;
 
@@ -192,5 +193,31 @@ fn drafts_and_verification_on_a_device_give_the_hosts_tokens() {
     }
     // The cases accept whole drafts and reject some.
     assert!(whole > 0 && cut > 0, "{whole} whole drafts accepted, {cut} cut");
+    assert_eq!(device.live_buffers(), 0, "every device buffer was freed");
+}
+
+/// `extend ... with heads()` on a device draws every head's token there: the host's tokens, with
+/// ended rows padded by the end token, and no logits brought back.
+#[test]
+fn extending_from_heads_on_a_device_gives_the_hosts_tokens() {
+    let emulated = Arc::new(EmulatedDevice::new());
+    let device: Arc<dyn Device> = emulated.clone();
+    let model = &Scripted::new(3);
+    let on_device = OnDevice { model, device: &device, network: model };
+    let specials = Specials::of(&model.vocab);
+    let seq = sequence();
+    for (case, choice) in [Choice::Greedy, sampler(1.0, 0, 1.0, 0.0), sampler(0.6, 2, 0.9, 0.0)].into_iter().enumerate()
+    {
+        let noise = Noise { seed: 7 + case as u64, site: 0, step: 2 };
+        let extend = |model: &dyn TokenModel| {
+            sequence::extend(model, &seq, 3, SamplerKind::Heads, choice, specials, noise).expect("extends")
+        };
+        let (expected, calls) = extend(model);
+        let before = emulated.downloaded();
+        let (extended, device_calls) = extend(&on_device);
+        assert_eq!(emulated.downloaded(), before, "case {case}: logits came back to the host");
+        assert_eq!((extended.rows.clone(), device_calls), (expected.rows.clone(), calls), "case {case}");
+        assert_eq!(extended.rows[4], vec![3, EOS, EOS, EOS, EOS], "the ended row is padded");
+    }
     assert_eq!(device.live_buffers(), 0, "every device buffer was freed");
 }

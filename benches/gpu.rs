@@ -26,10 +26,12 @@
 //!    as one CUDA graph with a new seed (`sched_runtime::device::replay`), and whether the replay
 //!    gave the bits of a plain run with that seed.
 //! 6. Token generation with the shipped poker transformers (`examples/models/poker`): LLaDA
-//!    (`examples/block_diffusion.sched`, 8 tokens in blocks of 4) on the masked model and
-//!    autoregressive sampling (`examples/poker.sched`) on the causal one, at 4096 rows, on the CPU
-//!    and on the device (the network's layers there, tokens drawn there): milliseconds per run,
-//!    and whether the device's tokens are the CPU's.
+//!    (`examples/block_diffusion.sched`, 8 tokens in blocks of 4) on the masked model,
+//!    autoregressive sampling (`examples/poker.sched`) and speculative decoding
+//!    (`examples/speculative.sched`, 6 tokens, drafts of 2, the causal model drafting and
+//!    verifying) on the causal one, at 4096 rows, on the CPU and on the device (the network's
+//!    layers there, tokens drawn and drafts verified there): milliseconds per run, and whether
+//!    the device's tokens are the CPU's.
 //!
 //! Every time is the median of `--reps` runs (default 10) after one warm-up; kernel times are GPU
 //! time between CUDA events. Results are `key<TAB>value<TAB>unit` lines, appended to `--tsv FILE`
@@ -285,20 +287,29 @@ fn schedules(device: &Arc<dyn Device>, options: &Options, rows: &mut Rows) -> Re
 
 /// Section 6: token generation on the CPU and on the device.
 fn tokens(device: &Arc<dyn Device>, rows: &mut Rows) -> Result<()> {
+    let int = |name: &'static str, value: i64| (name, Value::Int(value));
     let schedules = [
-        ("llada", include_str!("../examples/block_diffusion.sched"), "masked_lm"),
-        ("autoregressive", include_str!("../examples/poker.sched"), "causal_lm"),
+        (
+            "llada",
+            include_str!("../examples/block_diffusion.sched"),
+            vec![("lm", "masked_lm")],
+            vec![int("gen_length", 8), int("block", 4)],
+        ),
+        ("autoregressive", include_str!("../examples/poker.sched"), vec![("lm", "causal_lm")], vec![]),
+        (
+            "speculative",
+            include_str!("../examples/speculative.sched"),
+            vec![("target", "causal_lm"), ("draft", "causal_lm")],
+            vec![int("max_tokens", 6), int("k", 2)],
+        ),
     ];
-    for (schedule, source, kind) in schedules {
+    for (schedule, source, bindings, params) in schedules {
         let program = compile(schedule, source).map_err(|d| d.to_string())?;
-        let params: Vec<(&str, Value)> = if schedule == "llada" {
-            vec![("gen_length", Value::Int(8)), ("block", Value::Int(4))]
-        } else {
-            Vec::new()
-        };
         let executable = program.schedule(schedule)?.bind(&params)?;
-        let lm = load_model(&format!("examples/models/poker/{kind}.safetensors"), None)?;
-        let models = [("lm", lm)];
+        let mut models = Vec::new();
+        for (name, kind) in bindings {
+            models.push((name, load_model(&format!("examples/models/poker/{kind}.safetensors"), None)?));
+        }
         let mut outputs = Vec::new();
         for (name, on_device) in [("cpu", false), ("gpu", true)] {
             let run_options =

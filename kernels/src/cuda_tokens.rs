@@ -139,11 +139,13 @@
 //!
 //! [`VERIFY_GREEDY_ENTRY`] runs one thread per row (row `blockIdx.x * 256 + threadIdx.x`, the
 //! rows looping over the grid), so `ceil(rows / 256)` blocks suffice; [`VERIFY_SAMPLE_ENTRY`]
-//! runs one block per row like the other entry points. Both are the runtime's `verify` for one
-//! row that has not ended: the accepted prefix of the draft and then, unless the row accepted its
-//! end token (`has_eos != 0` and a draft token equals `eos`), one token of the model;
-//! `tokens[row * (k + 1) ..]` receives them and `counts[row]` their number. [`VERIFY_GREEDY_ENTRY`] accepts draft token `i` while it equals `target[i]` and
-//! then appends `target[accepted]`. [`VERIFY_SAMPLE_ENTRY`] accepts draft token `x` at position
+//! runs one block per row like the other entry points. Both compute [`tokens::verify_row`] (the
+//! runtime's `verify` of one row that has not ended, with `eos` when `has_eos != 0`, the model's
+//! token at position `i` `target[i]` or `target_token[i]`, and the distributions `p_i` and `q_i`
+//! of sampling verification): the accepted prefix of the draft and then, unless the row accepted
+//! its end token, one token of the model; `tokens[row * (k + 1) ..]` receives them and
+//! `counts[row]` their number. [`VERIFY_GREEDY_ENTRY`] accepts draft token `i` while it equals
+//! `target[i]` and then appends `target[accepted]`. [`VERIFY_SAMPLE_ENTRY`] accepts draft token `x` at position
 //! `i` by [`tokens::accept_draft`]`(p_i[x], q_i[x], u)` with `u` drawn at index
 //! `(k + 1) * vocab + i` (a token `x >= vocab` has `p = 0` and `q = 1`, so it is rejected); the
 //! first rejected position `i` draws [`tokens::sample_probs`] of [`tokens::residual`]`(p_i, q_i)`

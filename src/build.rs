@@ -1,13 +1,14 @@
 //! `sched build`: compile a schedule and print one of its stages.
 
 use sched_compiler::clif;
-use sched_compiler::ir::{Function, Op};
+use sched_compiler::ir::{Function, Op, TokenOp};
 use sched_compiler::pipeline::{self, Stage};
 use sched_compiler::print::to_dot;
 use sched_kernels::cuda;
 use sched_kernels::jit::CompiledKernel;
 use sched_kernels::spec::ReductionKernel;
 use sched_lang::Program;
+use sched_runtime::sequence;
 
 /// What `sched build --emit` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -24,7 +25,8 @@ pub enum Emit {
     /// the instruction each runtime hook call stands for.
     Clif,
     /// The fused kernels as the CUDA C that NVRTC compiles for `--device cuda`, plus the
-    /// reduction kernels the schedule reads back into host control flow.
+    /// reduction kernels the schedule reads back into host control flow and the token kernels
+    /// its token operations launch where their model runs on the device.
     Cuda,
 }
 
@@ -118,6 +120,44 @@ fn cuda_sources(function: &Function) -> String {
             Ok(source) => out.push_str(&source),
             Err(error) => out.push_str(&format!("// cannot emit the reduction: {error}\n")),
         }
+        out.push('\n');
+    }
+    out.push_str(&token_sources(function));
+    out
+}
+
+/// The CUDA modules of the function's token operations (where their model runs on the device),
+/// each once, after a comment naming the operations that launch it and what for.
+fn token_sources(function: &Function) -> String {
+    let mut ops: Vec<TokenOp> = function
+        .graph
+        .node_weights()
+        .flat_map(|block| &block.insts)
+        .filter_map(|inst| match inst.op {
+            Op::Tokens { op, .. } => Some(op),
+            _ => None,
+        })
+        .collect();
+    ops.dedup();
+    let mut modules: Vec<(Vec<String>, String)> = Vec::new();
+    for op in ops {
+        for module in sequence::device_modules(op) {
+            let use_line = format!("// {}: {}", op.name(), module.role);
+            match modules.iter_mut().find(|(_, source)| *source == module.source) {
+                Some((uses, _)) if uses.contains(&use_line) => {}
+                Some((uses, _)) => uses.push(use_line),
+                None => modules.push((vec![use_line], module.source)),
+            }
+        }
+    }
+    let mut out = String::new();
+    for (uses, source) in modules {
+        out.push_str("// A token kernel, launched where the token model runs on the device:\n");
+        for line in uses {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(&source);
         out.push('\n');
     }
     out

@@ -177,6 +177,13 @@ fn build_prints_every_stage() {
     assert!(text(&kernels.stdout).contains("function u0:0(i64, i64, i64) system_v"), "each kernel's CLIF follows it");
     let ast = sched(&["build", "examples/ddim.sched", "--emit", "ast"]);
     assert!(text(&ast.stdout).contains("Refine"));
+    let cuda = sched(&["build", "examples/ddim.sched", "--emit", "cuda"]);
+    let cuda = text(&cuda.stdout);
+    assert!(cuda.contains("sched_elementwise(") && !cuda.contains("token kernel"), "{cuda}");
+    let speculative = sched(&["build", "examples/speculative.sched", "--emit", "cuda"]);
+    let speculative = text(&speculative.stdout);
+    assert!(speculative.contains("// propose.sample: draws the tokens"), "{speculative}");
+    assert!(speculative.contains("sched_sample_rows(") && speculative.contains("sched_verify_sample("));
     let clif = sched(&["build", "examples/ddim.sched", "--emit", "clif"]);
     let golden = std::fs::read_to_string("compiler/tests/golden/ddim.clif").expect("the golden host code");
     assert_eq!(text(&clif.stdout), golden);

@@ -11,12 +11,13 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use sched_compiler::ir::{Remask, SamplerKind};
-use sched_kernels::cuda_tokens::{Choose, Filters, Logits, Report, SampleKernel, SampleParams};
+use sched_compiler::ir::{Remask, SamplerKind, TokenOp};
+use sched_kernels::cuda_tokens::{self as kernels_cuda, Choose, Filters, Logits, Report, SampleKernel, SampleParams};
+use sched_kernels::layers;
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
-use crate::device::{CopySpan, DeviceError, DeviceTensor, SampleLaunch, VerifyLaunch};
+use crate::device::{CopySpan, DeviceError, DeviceTensor, SampleLaunch, VerifyLaunch, reporting_distribution};
 use crate::model::ModelError;
 use crate::tensor::Tensor;
 use crate::tokens::{KeptLogits, TokenModel, TokenRows, Vocab};
@@ -557,6 +558,75 @@ fn candidate(scores: &[f32], temperature: f64, uniform: impl Fn(u32) -> f64) -> 
     (token, kernels::softmax(scores).get(token as usize).copied().unwrap_or(0.0))
 }
 
+/// The sampling kernel that computes [`candidate`] from a gathered row: greedy at temperature 0,
+/// else Gumbel-max of the logits divided by the temperature, reporting the raw probability.
+fn candidate_kernel(temperature: f64) -> SampleKernel {
+    let (logits, choose) =
+        if temperature == 0.0 { (Logits::Raw, Choose::Greedy) } else { (Logits::Divided, Choose::Gumbel) };
+    SampleKernel { logits, choose, report: Report::RawProbability }
+}
+
+/// A CUDA module that a token operation launches where its model runs on a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceModule {
+    /// What the operation launches it for.
+    pub role: String,
+    pub source: String,
+}
+
+/// The CUDA modules `op` launches where its model runs on a device (for
+/// `sched build --emit cuda`). Where the module depends on a run-time argument, each variant is
+/// listed: a candidate temperature of 0 or not, guidance or not; a sampler's filters are those
+/// its arguments turn on, so for `sample(...)` the module with every filter stands for the one a
+/// run compiles.
+pub fn device_modules(op: TokenOp) -> Vec<DeviceModule> {
+    let module = |role: &str, source: String| DeviceModule { role: role.into(), source };
+    let every_filter = Sampler { top_k: 1, top_p: 0.5, min_p: 0.5, ..Sampler::plain() };
+    let sampling = |kind: SamplerKind| match kind {
+        SamplerKind::Greedy => Choice::Greedy.sample_kernel().0,
+        SamplerKind::Sample => Choice::Sample(every_filter).sample_kernel().0,
+        SamplerKind::Heads => Choice::Sample(Sampler::plain()).sample_kernel().0,
+    };
+    let draws = |kind: SamplerKind| match kind {
+        SamplerKind::Sample => "draws the tokens (the filters its arguments turn on; here every one)",
+        SamplerKind::Greedy | SamplerKind::Heads => "draws the tokens",
+    };
+    match op {
+        TokenOp::Extend(kind) | TokenOp::Propose(kind) => {
+            vec![module(draws(kind), kernels_cuda::sample_source(&sampling(kind)))]
+        }
+        TokenOp::Verify(SamplerKind::Greedy) => {
+            vec![module(
+                "draws the model's argmax at each draft position",
+                kernels_cuda::sample_source(&sampling(SamplerKind::Greedy)),
+            )]
+        }
+        TokenOp::Verify(kind) => vec![
+            module(
+                "writes the model's distribution and token at each draft position (and the draft's distribution, with the draft's sampler)",
+                kernels_cuda::sample_source(&reporting_distribution(sampling(kind))),
+            ),
+            module("accepts, resamples and appends (sched_verify_sample)", kernels_cuda::verify_source()),
+        ],
+        TokenOp::Candidates => vec![
+            module("gathers the masked positions' logits", layers::gather_rows_source().to_string()),
+            module("draws the candidates at temperature 0", kernels_cuda::sample_source(&candidate_kernel(0.0))),
+            module(
+                "draws the candidates at a positive temperature",
+                kernels_cuda::sample_source(&candidate_kernel(1.0)),
+            ),
+            module("combines the two calls of classifier-free guidance", kernels_cuda::guide_source().to_string()),
+        ],
+        TokenOp::Prompt
+        | TokenOp::ExtendMask
+        | TokenOp::Length
+        | TokenOp::Ended
+        | TokenOp::Tail
+        | TokenOp::Whole
+        | TokenOp::Commit(_) => Vec::new(),
+    }
+}
+
 /// The candidates of the masked positions `masked` (row, position) of a group of rows whose
 /// logits are on a device: their rows gathered with the mask token's logit blocked, and a
 /// sampling kernel that computes [`candidate`] for each, so only tokens and probabilities come
@@ -581,9 +651,7 @@ fn candidates_on_device(
     let indices: Vec<u32> = masked.iter().map(|&(b, p)| (slot_of(members, b) * len + p) as u32).collect();
     let gathered = DeviceTensor::alloc(device, vec![masked.len(), vocab]).map_err(backend)?;
     device.gather_rows(logits.buffer(), &indices, vocab, Some(mask), gathered.buffer()).map_err(backend)?;
-    let (logits_kind, choose) =
-        if temperature == 0.0 { (Logits::Raw, Choose::Greedy) } else { (Logits::Divided, Choose::Gumbel) };
-    let kernel = SampleKernel { logits: logits_kind, choose, report: Report::RawProbability };
+    let kernel = candidate_kernel(temperature);
     let samples: Vec<u32> = masked.iter().map(|&(b, _)| b as u32).collect();
     let positions: Vec<u32> = masked.iter().map(|&(_, p)| p as u32).collect();
     let launch = SampleLaunch {

@@ -16,19 +16,25 @@
 //! - Noise drawn on the GPU equals `sched_kernels::philox` (Philox's integers exactly; the
 //!   Gaussian's f64 transcendental functions differ from the host's libm by an ulp at most, so
 //!   the f32 results are compared within one f32 ulp).
+//! - The token launchers (row sampling, span copies, sampling verification) give the emulated
+//!   device's tokens on the same logits, and the shipped transformers on the GPU give the host's
+//!   logits and, in token schedules, its tokens.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use sched::api::{Engine, Executable, Value, compile};
+use sched::kernels::cuda_tokens::{Choose, Filters, Logits, Report, SampleKernel, SampleParams};
 use sched::kernels::spec::{
     Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel,
 };
+use sched::kernels::tokens::Nucleus;
 use sched::kernels::{cuda, nvrtc, philox};
 use sched::lang::types::ModelKind;
 use sched::runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors_of_width, write_safetensors};
 use sched::runtime::device::cuda::CudaDevice;
-use sched::runtime::device::{Device, DeviceTensor, Launch};
+use sched::runtime::device::emulated::EmulatedDevice;
+use sched::runtime::device::{CopySpan, Device, DeviceTensor, Launch, SampleLaunch, VerifyLaunch};
 use sched::runtime::interp::{OutputValue, Outputs, RunOptions};
 use sched::runtime::interpolant::Interpolant;
 use sched::runtime::load::load_model;
@@ -270,6 +276,137 @@ fn gpu_noise_is_the_philox_stream() {
         }
         eprintln!("{distribution:?}: {off} of {len} draws differ from the host's by one ulp");
     }
+}
+
+/// The token launchers on the GPU against the emulated device (the kernels' references) on the
+/// same logits: every shape of row sampling, copies of spans, and sampling verification. Tokens
+/// must agree exactly and probabilities within 1e-12 relative: CUDA's double `exp` and `log` may
+/// differ from glibc's in the last bit, which could move a token only at a near tie, and these
+/// logits have none.
+#[test]
+fn token_launches_on_the_gpu_match_the_emulated_device() {
+    let Some(gpu) = gpu("token_launches_on_the_gpu_match_the_emulated_device") else { return };
+    let gpu: Arc<dyn Device> = gpu;
+    let emulated: Arc<dyn Device> = Arc::new(EmulatedDevice::new());
+    let (rows, k, vocab) = (37, 3, 300);
+    // Logits over [-4, 4], one in twenty ruled out.
+    let logits = |len: usize, salt: u32| -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let u = philox::uniform_f64(11, salt, 0, 0, i as u32);
+                if u < 0.05 { f32::NEG_INFINITY } else { (8.0 * u - 4.0) as f32 }
+            })
+            .collect()
+    };
+    let (target, proposal) = (logits(rows * (k + 1) * vocab, 1), logits(rows * k * vocab, 2));
+    let upload = |device: &Arc<dyn Device>, data: &[f32]| device.upload(data).expect("an upload");
+    let params = SampleParams { temperature: 0.8, top_k: 40, top_p: 0.9, min_p: 0.02 };
+    let every = |nucleus| Filters { top_k: true, top_p: Some(nucleus), min_p: true };
+    let logits_kinds = [
+        Logits::Raw,
+        Logits::Divided,
+        Logits::Processed(every(Nucleus::KeepCrossing)),
+        Logits::Processed(every(Nucleus::DropCrossing)),
+    ];
+    let reports = [Report::Token, Report::RawProbability, Report::Probability, Report::Distribution];
+    let scored = rows * (k + 1);
+    let samples: Vec<u32> = (0..scored as u32).map(|r| 3 * r + 1).collect();
+    let positions: Vec<u32> = (0..scored as u32).map(|r| r % 5).collect();
+    let close = |a: f64, b: f64| a == b || (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
+    let mut sampled = 0;
+    for logits in logits_kinds {
+        for choose in [Choose::Greedy, Choose::Gumbel] {
+            for report in reports {
+                let kernel = SampleKernel { logits, choose, report };
+                let run = |device: &Arc<dyn Device>| {
+                    let buffer = upload(device, &target);
+                    let launch = SampleLaunch {
+                        logits: buffer,
+                        rows: scored,
+                        vocab,
+                        params,
+                        noise_sample: &samples,
+                        noise_position: &positions,
+                        seed: 0xfeed_beef,
+                        site: 4,
+                        step: 6,
+                    };
+                    let result = device.sample_rows(&kernel, &launch).expect("the rows are sampled");
+                    device.free(buffer);
+                    result
+                };
+                let (expected, actual) = (run(&emulated), run(&gpu));
+                assert_eq!(actual.tokens, expected.tokens, "{kernel}: the GPU's tokens differ");
+                assert_eq!(actual.report.len(), expected.report.len(), "{kernel}");
+                let worst = expected.report.iter().zip(&actual.report).position(|(&a, &b)| !close(a, b));
+                assert_eq!(worst, None, "{kernel}: the GPU's report differs");
+                sampled += 1;
+            }
+        }
+    }
+    // A span of one buffer copied into the middle of another.
+    let (from, to) = (upload(&gpu, &target), upload(&gpu, &proposal));
+    let span = CopySpan { from: 5 * vocab + 7, to: 2 * vocab, len: 3 * vocab + 1 };
+    gpu.copy(from, to, span).expect("the span is copied");
+    let mut expected = proposal.clone();
+    expected[span.to..span.to + span.len].copy_from_slice(&target[span.from..span.from + span.len]);
+    let copied = gpu.download(to).expect("the copy comes back");
+    assert!(copied.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "the copied span differs");
+    assert!(gpu.copy(from, to, CopySpan { from: target.len(), to: 0, len: 1 }).is_err(), "a span past the end");
+    gpu.free(from);
+    gpu.free(to);
+    // Sampling verification: drafts mostly the draft's argmax (so that some are accepted), some
+    // any token, some outside the vocabulary; every row's noise sample its own.
+    let draft: Vec<u32> = (0..rows * k)
+        .map(|r| match r % 7 {
+            0 => vocab as u32 + 1,
+            1 | 2 => (r * 31 % vocab) as u32,
+            _ => sched::kernels::tokens::argmax(&proposal[r * vocab..(r + 1) * vocab]),
+        })
+        .collect();
+    let noise_sample: Vec<u32> = (0..rows as u32).map(|r| 5 * r + 2).collect();
+    let sampler = |logits| SampleKernel { logits, choose: Choose::Gumbel, report: Report::Token };
+    let drafters = [
+        (SampleKernel { logits: Logits::Raw, choose: Choose::Greedy, report: Report::Token }, params),
+        (sampler(Logits::Processed(Filters::NONE)), SampleParams { temperature: 1.0, ..params }),
+        (sampler(Logits::Processed(every(Nucleus::KeepCrossing))), params),
+    ];
+    let mut verified = 0;
+    for (target_kernel, target_params) in [drafters[1], drafters[2]] {
+        for (proposal_kernel, proposal_params) in drafters {
+            for eos in [None, Some(7)] {
+                let run = |device: &Arc<dyn Device>| {
+                    let (target_buffer, proposal_buffer) = (upload(device, &target), upload(device, &proposal));
+                    let launch = VerifyLaunch {
+                        target: target_buffer,
+                        target_kernel,
+                        target_params,
+                        proposal: proposal_buffer,
+                        proposal_kernel,
+                        proposal_params,
+                        draft: &draft,
+                        rows,
+                        k,
+                        vocab,
+                        noise_sample: &noise_sample,
+                        seed: 99,
+                        site: 1,
+                        step: 3,
+                        eos,
+                    };
+                    let appended = device.verify_drafts(&launch).expect("the drafts are verified");
+                    device.free(target_buffer);
+                    device.free(proposal_buffer);
+                    appended
+                };
+                let (expected, actual) = (run(&emulated), run(&gpu));
+                assert_eq!(actual, expected, "{target_kernel} verifying drafts of {proposal_kernel}, eos {eos:?}");
+                verified += expected.iter().map(Vec::len).sum::<usize>();
+            }
+        }
+    }
+    assert_eq!(gpu.live_buffers(), 0, "every GPU buffer was freed");
+    eprintln!("{sampled} sampling kernels and {verified} verified tokens match the emulated device");
 }
 
 #[test]

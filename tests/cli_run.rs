@@ -314,9 +314,12 @@ fn transformer_token_schedules_give_the_cpus_tokens_on_a_device() {
         assert_eq!(device["device"], "emulated");
         assert_eq!(cpu["outputs"], device["outputs"], "{schedule}: the device's tokens differ from the CPU's");
         assert_eq!(cpu["nfe"], device["nfe"], "{schedule}");
-        // Every evaluation ran on the device, none on the host.
+        // Every evaluation ran on the device, none on the host, and each one's tokens came back
+        // in one read (a synchronisation), without its logits.
         assert_eq!(device["transfers"]["device_model_calls"], device["nfe"], "{schedule}");
         assert_eq!(device["transfers"]["host_model_calls"], 0, "{schedule}");
+        assert_eq!(device["transfers"]["host_syncs"], device["nfe"], "{schedule}");
+        assert_eq!(device["transfers"]["downloads"], device["nfe"], "{schedule}");
     }
 }
 

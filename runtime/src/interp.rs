@@ -21,6 +21,7 @@ use sched_kernels::philox;
 use sched_kernels::spec::{self, Distribution, NoiseLaunch, NoiseSlot};
 
 use crate::convert::{FieldCoefficients, field_coefficients, field_kind_of};
+use crate::device::counted::Counted;
 use crate::device::{Device, DeviceTensor, Launch, Transfers};
 use crate::grid::{Grid, materialize};
 use crate::model::{Model, ModelError, uniform_time};
@@ -286,8 +287,11 @@ pub(crate) struct Machine<'a> {
     compiled: Option<&'a [CompiledKernel]>,
     /// The threads a compiled kernel may use.
     threads: usize,
-    /// The accelerator of the run, if any.
+    /// The accelerator of the run, if any, as the run sees it: counting its transfers.
     device: Option<Arc<dyn Device>>,
+    /// The same device, for its count.
+    counted: Option<Arc<Counted>>,
+    /// The model calls of the run on the device and on the host (the device counts the rest).
     transfers: Transfers,
     /// The vocabulary of the first bound token model: its special tokens and words.
     vocab: Option<Vocab>,
@@ -317,6 +321,7 @@ impl<'a> Machine<'a> {
             Some(model) => std::iter::once(options.batch).chain(model.info().sample_shape.iter().copied()).collect(),
             None => vec![options.batch],
         };
+        let counted = options.device.clone().map(|device| Arc::new(Counted::new(device)));
         Ok(Machine {
             function,
             params,
@@ -336,7 +341,8 @@ impl<'a> Machine<'a> {
             kernel_launches: 0,
             compiled: native.map(|n| n.kernels),
             threads: native.map_or(1, |n| n.threads),
-            device: options.device.clone(),
+            device: counted.clone().map(|counted| counted as Arc<dyn Device>),
+            counted,
             transfers: Transfers::default(),
             vocab: models.iter().find_map(|m| m.tokens()).map(|m| m.vocab().clone()),
             candidate_cache: vec![None; function.noise_sites as usize],
@@ -345,6 +351,7 @@ impl<'a> Machine<'a> {
 
     /// What the run produced.
     pub(crate) fn finish(self) -> Outputs {
+        let transfers = self.transfers();
         let values = self
             .function
             .outputs
@@ -366,9 +373,17 @@ impl<'a> Machine<'a> {
             model_calls: self.model_calls,
             model_calls_by_model: self.model_calls_by_slot,
             kernel_launches: self.kernel_launches,
-            transfers: self.transfers,
+            transfers,
             output_downloads,
         }
+    }
+
+    /// The run's transfers: what its device counted, and the model calls the executor counted.
+    fn transfers(&self) -> Transfers {
+        let mut transfers = self.counted.as_ref().map(|counted| counted.transfers()).unwrap_or_default();
+        transfers.host_model_calls = self.transfers.host_model_calls;
+        transfers.device_model_calls = self.transfers.device_model_calls;
+        transfers
     }
 
     /// Sets a host value from its 64 bits (an f64's bits, an i64, or 0/1 for a bool).
@@ -436,8 +451,6 @@ impl<'a> Machine<'a> {
             return Err(RunError::Jit("a device tensor exists in a run without a device".into()));
         };
         let data = device.download(tensor.buffer())?;
-        self.transfers.downloads += 1;
-        self.transfers.download_bytes += 4 * data.len() as u64;
         Ok(Tensor::new(tensor.shape.clone(), data))
     }
 
@@ -458,10 +471,7 @@ impl<'a> Machine<'a> {
     }
 
     fn upload(&mut self, device: &Arc<dyn Device>, tensor: &Tensor) -> Result<DeviceTensor, RunError> {
-        let uploaded = DeviceTensor::upload(device, &tensor.data, tensor.shape.clone())?;
-        self.transfers.uploads += 1;
-        self.transfers.upload_bytes += 4 * tensor.data.len() as u64;
-        Ok(uploaded)
+        Ok(DeviceTensor::upload(device, &tensor.data, tensor.shape.clone())?)
     }
 
     fn set(&mut self, inst: &Inst, value: Val) {
@@ -600,9 +610,7 @@ impl<'a> Machine<'a> {
                 if let (Val::Device(x), Some(device)) = (self.get(*x), &self.device) {
                     let noise = NoiseLaunch { seed, per_sample: x.len().max(1), slots: &[] };
                     let launch = Launch { len: x.len(), inputs: &[x.buffer()], outputs: &[], params: &[], noise };
-                    let value = device.reduce(&kernel, &launch)?;
-                    self.transfers.reductions += 1;
-                    Some(Val::F64(value))
+                    Some(Val::F64(device.reduce(&kernel, &launch)?))
                 } else {
                     let x = self.tensor(*x)?;
                     let noise = NoiseLaunch { seed, per_sample: x.per_sample().max(1), slots: &[] };
@@ -621,7 +629,10 @@ impl<'a> Machine<'a> {
                 Some(Val::F64(self.grid_value(*g, self.get(*i).i64(), pair_end)?))
             }
             Op::Emit { index, value } => {
-                let download = matches!(self.get(*value), Val::Device(_)).then_some(self.transfers.downloads);
+                let download = match (self.get(*value), &self.counted) {
+                    (Val::Device(_), Some(counted)) => Some(counted.download_calls()),
+                    _ => None,
+                };
                 let output = match self.host(*value)? {
                     Val::Tensor(t) => OutputValue::Tensor((*t).clone()),
                     Val::F64(v) => OutputValue::F64(v),

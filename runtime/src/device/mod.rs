@@ -24,6 +24,7 @@
 //!   allocating, uploading, downloading and reducing are errors; a captured graph replays the
 //!   recorded work with the seed [`Device::replay_graph`] is given.
 
+pub mod counted;
 pub mod cuda;
 pub mod emulated;
 pub mod mlp;
@@ -336,7 +337,8 @@ pub struct LinearShape {
     pub outputs: usize,
 }
 
-/// What moved between the host and the device during a run.
+/// What moved between the host and the device during a run: the moves of the executor and of the
+/// device models it called, as [`counted::Counted`] counts them, and the model calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transfers {
     /// Host-to-device copies, and their bytes.

@@ -13,13 +13,18 @@
 //!   evaluator. It is the null device of the tests: the executor's buffer logic (residency,
 //!   in-place updates, transfers, frees) runs in CI without a GPU and must give the CPU's bits.
 //!
+//! Two wrappers pass everything on to another device: [`counted::Counted`], through which every
+//! run reaches its device and which counts the run's transfers, and [`replay::Recorder`], which
+//! records a run for replays.
+//!
 //! Invariants every device keeps:
 //! - A launch's outputs may be the same buffers as its inputs (in-place updates); every element of
 //!   an output depends only on the same element of the inputs, so that is well defined.
 //! - Buffers hold f32 and are freed exactly once, by [`Device::free`], when the executor drops
 //!   the last tensor that names them.
-//! - Kernels run in launch order; [`Device::download`] and [`Device::reduce`] return only after
-//!   every earlier launch finished (they are the only synchronisations).
+//! - Kernels run in launch order; [`Device::download`], [`Device::reduce`],
+//!   [`Device::sample_rows`] and [`Device::verify_drafts`] return only after every earlier launch
+//!   finished (they are the only synchronisations: each returns data to the host).
 //! - While [`Device::capture`] runs its body, launches and copies are recorded, not executed, and
 //!   allocating, uploading, downloading and reducing are errors; a captured graph replays the
 //!   recorded work with the seed [`Device::replay_graph`] is given.

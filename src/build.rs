@@ -152,7 +152,10 @@ fn token_sources(function: &Function) -> String {
     }
     let mut out = String::new();
     for (uses, source) in modules {
-        out.push_str("// A token kernel, launched where the token model runs on the device:\n");
+        out.push_str(
+            "// A token kernel, launched where the token model runs on the device (the operation then \
+             reads its tokens back: a host synchronisation per call):\n",
+        );
         for line in uses {
             out.push_str(&line);
             out.push('\n');

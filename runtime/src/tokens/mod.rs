@@ -139,7 +139,8 @@ pub enum KeptLogits {
 }
 
 /// A token model whose network runs on a device. Each method is [`TokenModel`]'s of the same
-/// name, evaluated on `device`, with the logits returned to the host.
+/// name, evaluated on `device`: the plain ones return the logits to the host, the `*_kept_on`
+/// ones leave them on the device, and [`DeviceTokenModel::draw_next_on`] returns only tokens.
 pub trait DeviceTokenModel: Send + Sync {
     fn causal_logits_on(
         &self,

@@ -8,7 +8,8 @@
 //! - On the GPU, the same seed gives the same bits run after run, and a sample's bits do not
 //!   depend on the batch size wherever they do not on the CPU (a reduction over the whole batch,
 //!   as in adaptive step-size control, makes a run batch-dependent on every device).
-//! - Every fused kernel and reduction of every runnable example compiles to PTX with NVRTC. This
+//! - Every fused kernel, reduction and token kernel of every runnable example compiles to PTX
+//!   with NVRTC. This
 //!   needs libnvrtc only, no GPU: CI installs it (`.ci/run`) and sets `SCHED_REQUIRE_NVRTC=1`,
 //!   which turns the skip into a failure.
 //! - The checkpoint MLP evaluated on the GPU (cuBLAS and the layer kernel) matches the host's
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sched::api::{Engine, Executable, Value, compile};
+use sched::compiler::ir::Op;
 use sched::kernels::cuda_tokens::{Choose, Filters, Logits, Report, SampleKernel, SampleParams};
 use sched::kernels::spec::{
     Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel,
@@ -39,6 +41,7 @@ use sched::runtime::interp::{OutputValue, Outputs, RunOptions};
 use sched::runtime::interpolant::Interpolant;
 use sched::runtime::load::load_model;
 use sched::runtime::model::Model;
+use sched::runtime::sequence;
 use sched::runtime::tensor::Tensor;
 
 /// The GPU, or `None` after saying why the test is skipped.
@@ -163,6 +166,14 @@ fn every_example_kernel_compiles_to_ptx() {
                 cuda::elementwise_source(kernel).unwrap_or_else(|e| panic!("{}: k{index}: {e}", example.label));
             sources.push((format!("{}: k{index}", example.label), source));
         }
+        // The token kernels its token operations launch where their model runs on the device.
+        for inst in example.executable.function().graph.node_weights().flat_map(|block| &block.insts) {
+            if let Op::Tokens { op, .. } = inst.op {
+                for module in sequence::device_modules(op) {
+                    sources.push((format!("{}: {}: {}", example.label, op.name(), module.role), module.source));
+                }
+            }
+        }
     }
     sources.sort_by(|a, b| a.1.cmp(&b.1));
     sources.dedup_by(|a, b| a.1 == b.1);
@@ -170,7 +181,7 @@ fn every_example_kernel_compiles_to_ptx() {
         let ptx = nvrtc::compile_ptx(source, "sm_90").unwrap_or_else(|e| panic!("{label}: {e}\n{source}"));
         assert!(ptx.contains(".visible .entry"), "{label}: the PTX has no entry point");
     }
-    eprintln!("{} distinct kernels of the examples compile to PTX for sm_90", sources.len());
+    eprintln!("{} distinct kernels of the examples (token kernels included) compile to PTX for sm_90", sources.len());
 }
 
 #[test]

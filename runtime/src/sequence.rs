@@ -17,7 +17,7 @@ use sched_kernels::layers;
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
-use crate::device::{CopySpan, DeviceError, DeviceTensor, SampleLaunch, VerifyLaunch, reporting_distribution};
+use crate::device::{CopySpan, DeviceError, DeviceTensor, SampleLaunch, Sampled, VerifyLaunch, reporting_distribution};
 use crate::model::ModelError;
 use crate::tensor::Tensor;
 use crate::tokens::{KeptLogits, TokenModel, TokenRows, Vocab};
@@ -911,10 +911,15 @@ impl Proposal {
             Proposal::Host(distributions) => Ok(Cow::Borrowed(distributions)),
             Proposal::Device { logits, choice } => {
                 let backend = |e: DeviceError| SequenceError::Invalid(format!("reading a draft's logits: {e}"));
+                let &[rows, k, vocab] = logits.shape.as_slice() else {
+                    return Err(SequenceError::Invalid(format!(
+                        "a draft's logits have shape {:?}, not [rows, k, vocab]",
+                        logits.shape
+                    )));
+                };
                 let data = logits.device().download(logits.buffer()).map_err(backend)?;
-                let (k, vocab) = (logits.shape[1], logits.shape[2]);
                 let distribution = |b: usize, i: usize| choice.distribution(&data[(b * k + i) * vocab..][..vocab]);
-                Ok(Cow::Owned((0..logits.shape[0]).map(|b| (0..k).map(|i| distribution(b, i)).collect()).collect()))
+                Ok(Cow::Owned((0..rows).map(|b| (0..k).map(|i| distribution(b, i)).collect()).collect()))
             }
         }
     }
@@ -988,7 +993,7 @@ impl Drafter {
                     site: noise.site,
                     step: noise.step,
                 };
-                let tokens = device.sample_rows(&kernel, &launch).map_err(backend)?.tokens;
+                let tokens = drawn_tokens(device.sample_rows(&kernel, &launch).map_err(backend)?, rows)?;
                 if !self.keep {
                     for &(b, _, r) in &drawn {
                         self.drafts[b].push(tokens[r]);
@@ -1010,6 +1015,17 @@ impl Drafter {
         }
         Ok(())
     }
+}
+
+/// The tokens of a sampling launch over `rows` rows, checked to be one per row.
+fn drawn_tokens(sampled: Sampled, rows: usize) -> Result<Vec<u32>, SequenceError> {
+    if sampled.tokens.len() != rows {
+        return Err(SequenceError::Invalid(format!(
+            "the device drew {} tokens from {rows} rows of logits",
+            sampled.tokens.len()
+        )));
+    }
+    Ok(sampled.tokens)
 }
 
 /// `verify(model, seq, draft, SAMPLER)`: one causal call scores every draft position; each row
@@ -1148,7 +1164,7 @@ impl Verifier<'_> {
                     site: noise.site,
                     step: noise.step,
                 };
-                let argmaxes = device.sample_rows(&kernel, &launch).map_err(backend)?.tokens;
+                let argmaxes = drawn_tokens(device.sample_rows(&kernel, &launch).map_err(backend)?, scored)?;
                 let appended = members.iter().enumerate().map(|(slot, &b)| {
                     let token = |i: usize| argmaxes[slot * (k + 1) + i];
                     let sampled = None::<fn(usize) -> kernels::DraftDistributions<'static>>;
@@ -1189,7 +1205,15 @@ impl Verifier<'_> {
                     step: noise.step,
                     eos: self.eos,
                 };
-                device.verify_drafts(&launch).map_err(backend)
+                let appended = device.verify_drafts(&launch).map_err(backend)?;
+                if appended.len() != members.len() {
+                    return Err(SequenceError::Invalid(format!(
+                        "the device verified {} of {} rows",
+                        appended.len(),
+                        members.len()
+                    )));
+                }
+                Ok(appended)
             }
             (Choice::Sample(_), None) => {
                 let logits = device.download(logits.buffer()).map_err(backend)?;

@@ -51,7 +51,7 @@ use sched::runtime::checkpoint::write_safetensors;
 use sched::runtime::device::cuda::CudaDevice;
 use sched::runtime::device::emulated::EmulatedDevice;
 use sched::runtime::device::replay::{Plan, Recorder, Replay};
-use sched::runtime::device::{CopySpan, Device, Launch};
+use sched::runtime::device::{Device, Launch};
 use sched::runtime::interp::OutputValue;
 use sched::runtime::interp::RunOptions;
 use sched::runtime::load::load_model;
@@ -187,7 +187,7 @@ fn bandwidth(device: &CudaDevice, options: &Options, rows: &mut Rows) -> Result<
     let x = device.upload(&vec![0.5; len])?;
     let eps = device.upload(&vec![0.25; len])?;
     let out = device.alloc(len)?;
-    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.copy(x, out, CopySpan::prefix(len))?))?;
+    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.copy(x, out, len)?))?;
     let copy_gbs = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
     push(rows, "gpu.copy.ms", format!("{copy_ms:.4}"), "ms");
     push(rows, "gpu.copy.bandwidth", format!("{copy_gbs:.1}"), "GB/s");

@@ -17,7 +17,7 @@
 //! - Noise drawn on the GPU equals `sched_kernels::philox` (Philox's integers exactly; the
 //!   Gaussian's f64 transcendental functions differ from the host's libm by an ulp at most, so
 //!   the f32 results are compared within one f32 ulp).
-//! - The token launchers (row sampling, span copies, sampling verification) give the emulated
+//! - The token launchers (row sampling, row moves, sampling verification) give the emulated
 //!   device's tokens on the same logits, and the shipped transformers on the GPU give the host's
 //!   logits and, in token schedules, its tokens.
 
@@ -36,7 +36,7 @@ use sched::lang::types::ModelKind;
 use sched::runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors_of_width, write_safetensors};
 use sched::runtime::device::cuda::CudaDevice;
 use sched::runtime::device::emulated::EmulatedDevice;
-use sched::runtime::device::{CopySpan, Device, DeviceTensor, Launch, SampleLaunch, VerifyLaunch};
+use sched::runtime::device::{Device, DeviceTensor, Launch, RowMoves, SampleLaunch, VerifyLaunch};
 use sched::runtime::interp::{OutputValue, Outputs, RunOptions};
 use sched::runtime::interpolant::Interpolant;
 use sched::runtime::load::load_model;
@@ -290,7 +290,7 @@ fn gpu_noise_is_the_philox_stream() {
 }
 
 /// The token launchers on the GPU against the emulated device (the kernels' references) on the
-/// same logits: every shape of row sampling, copies of spans, and sampling verification. Tokens
+/// same logits: every shape of row sampling, row moves, and sampling verification. Tokens
 /// must agree exactly and probabilities within 1e-12 relative: CUDA's double `exp` and `log` may
 /// differ from glibc's in the last bit, which could move a token only at a near tie, and these
 /// logits have none.
@@ -355,15 +355,18 @@ fn token_launches_on_the_gpu_match_the_emulated_device() {
             }
         }
     }
-    // A span of one buffer copied into the middle of another.
+    // Rows of one buffer moved to rows of another, in a scattered order; the rows no move names
+    // keep their data, and a repeated destination is refused.
     let (from, to) = (upload(&gpu, &target), upload(&gpu, &proposal));
-    let span = CopySpan { from: 5 * vocab + 7, to: 2 * vocab, len: 3 * vocab + 1 };
-    gpu.copy(from, to, span).expect("the span is copied");
+    let (source_rows, destination_rows) = ([5u32, 0, 5, 17, 2], [3u32, 9, 0, 4, 100]);
+    let moves = RowMoves { from: &source_rows, to: &destination_rows, width: vocab };
+    gpu.move_rows(from, to, moves).expect("the rows are moved");
     let mut expected = proposal.clone();
-    expected[span.to..span.to + span.len].copy_from_slice(&target[span.from..span.from + span.len]);
-    let copied = gpu.download(to).expect("the copy comes back");
-    assert!(copied.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "the copied span differs");
-    assert!(gpu.copy(from, to, CopySpan { from: target.len(), to: 0, len: 1 }).is_err(), "a span past the end");
+    sched::kernels::layers::move_rows(&target, &source_rows, &destination_rows, vocab, &mut expected);
+    let moved = gpu.download(to).expect("the rows come back");
+    assert!(moved.iter().zip(&expected).all(|(a, b)| a.to_bits() == b.to_bits()), "the moved rows differ");
+    let repeated = RowMoves { from: &[0, 1], to: &[2, 2], width: vocab };
+    assert!(gpu.move_rows(from, to, repeated).is_err(), "two moves to one row");
     gpu.free(from);
     gpu.free(to);
     // Sampling verification: drafts mostly the draft's argmax (so that some are accepted), some

@@ -1,13 +1,14 @@
 //! The fixed kernels of the built-in networks on a device (the layers around their matrix
 //! products): a bias added to every row of a row-major matrix followed by an activation, a
-//! LayerNorm of every row, multi-head scaled dot-product attention, and the gather of chosen rows
-//! of a matrix (the logits of the masked positions, with the mask token's logit blocked).
+//! LayerNorm of every row, multi-head scaled dot-product attention, the gather of chosen rows of a
+//! matrix (the logits of the masked positions, with the mask token's logit blocked), and the move
+//! of chosen rows of one matrix to chosen rows of another (a draft's logits, assembled row by row).
 //!
 //! Each layer has a reference function ([`bias_activation`], [`layer_norm`], [`attention`],
-//! [`gather_rows`]), which the emulated device runs and whose documentation is the NORMATIVE
-//! definition of the layer (every operation, its order and its rounding), and the same
+//! [`gather_rows`], [`move_rows`]), which the emulated device runs and whose documentation is the
+//! NORMATIVE definition of the layer (every operation, its order and its rounding), and the same
 //! computation as CUDA C ([`bias_activation_source`], [`layer_norm_source`], [`attention_source`],
-//! [`gather_rows_source`]), compiled with the options of [`crate::nvrtc`]: `--fmad=false` (no
+//! [`gather_rows_source`], [`move_rows_source`]), compiled with the options of [`crate::nvrtc`]: `--fmad=false` (no
 //! multiply-add contraction), `--prec-div=true` and `--prec-sqrt=true` (correctly rounded `/` and
 //! `sqrtf`) and `--ftz=false` (subnormals kept). Under these options every `+`, `-`, `*`, `/`
 //! and `sqrtf` of the CUDA text is the reference's IEEE f32 operation, and the kernels loop
@@ -497,6 +498,62 @@ extern "C" __global__ void sched_gather_rows(
         const unsigned int c = (unsigned int)(i - r * width);
         // -inf from its bits; a blocked column of at least width matches no element.
         out[i] = c == blocked ? __uint_as_float(0xff800000u) : src[(unsigned long long)indices[r] * width + c];
+    }
+}
+"#
+}
+
+/// The entry point of [`move_rows_source`].
+pub const MOVE_ROWS_ENTRY: &str = "sched_move_rows";
+
+/// Moves rows of `src` to rows of `out`, both row-major matrices of rows of `width` elements: for
+/// each `i`, row `to[i]` of `out` becomes a copy of row `from[i]` of `src`, every element keeping
+/// its bits (NaN payloads included). Rows of `out` that no `to[i]` names are left unchanged.
+///
+/// The destinations must be distinct (a launcher refuses repeated ones: the copies of a launch
+/// run in parallel). Bad input does not panic; the moves it names are skipped: a move whose
+/// `from[i]` is not below `src`'s whole rows (`src.len() / width`) or whose `to[i]` is not below
+/// `out`'s, and the moves past the shorter of `from` and `to`. `width = 0` moves nothing.
+pub fn move_rows(src: &[f32], from: &[u32], to: &[u32], width: usize, out: &mut [f32]) {
+    if width == 0 {
+        return;
+    }
+    let (src_rows, out_rows) = (src.len() / width, out.len() / width);
+    for (&from, &to) in from.iter().zip(to) {
+        let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to)) else { continue };
+        if from < src_rows && to < out_rows {
+            out[to * width..(to + 1) * width].copy_from_slice(&src[from * width..(from + 1) * width]);
+        }
+    }
+}
+
+/// The CUDA C of [`move_rows`]:
+///
+/// ```c
+/// extern "C" __global__ void sched_move_rows(
+///     const float* src, const unsigned int* from, const unsigned int* to, unsigned long long rows,
+///     unsigned int width, float* out)
+/// ```
+///
+/// `rows` is the number of moves, `from` and `to` hold `rows` row numbers each, and `out`, which
+/// must not overlap `src`, holds every row that `to` names. The launcher guarantees that every
+/// `from[i]` is below the rows of `src` and every `to[i]` below the rows of `out`, and that the
+/// destinations are distinct (the kernel does not check). Thread `t` of the grid copies elements
+/// `t, t + T, t + 2T, ...` of the `rows * width` moved elements (a grid-stride loop, `T` the
+/// threads of the grid), each a load and a store of its bits: the result is [`move_rows`]'s bit
+/// for bit on a GPU as on the host.
+pub fn move_rows_source() -> &'static str {
+    r#"// sched: move of chosen rows of a matrix to chosen rows of another.
+extern "C" __global__ void sched_move_rows(
+    const float* src, const unsigned int* from, const unsigned int* to, unsigned long long rows,
+    unsigned int width, float* out)
+{
+    const unsigned long long len = rows * width;
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < len; i += stride) {
+        const unsigned long long r = i / width;
+        const unsigned long long c = i - r * width;
+        out[(unsigned long long)to[r] * width + c] = src[(unsigned long long)from[r] * width + c];
     }
 }
 "#

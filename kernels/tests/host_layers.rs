@@ -21,9 +21,9 @@ use common::host_cuda::{
 use common::random::Random;
 use sched_kernels::cuda::BLOCK_THREADS;
 use sched_kernels::layers::{
-    ATTENTION_ENTRY, Activation, AttentionShape, BIAS_ACTIVATION_ENTRY, GATHER_ENTRY, LN_ENTRY, activation_code,
-    attention, attention_source, bias_activation, bias_activation_source, gather_rows, gather_rows_source, layer_norm,
-    layer_norm_source,
+    ATTENTION_ENTRY, Activation, AttentionShape, BIAS_ACTIVATION_ENTRY, GATHER_ENTRY, LN_ENTRY, MOVE_ROWS_ENTRY,
+    activation_code, attention, attention_source, bias_activation, bias_activation_source, gather_rows,
+    gather_rows_source, layer_norm, layer_norm_source, move_rows, move_rows_source,
 };
 
 /// The ε of the transformer's LayerNorms.
@@ -40,6 +40,7 @@ fn layer_sources_compile_to_ptx() {
         (LN_ENTRY, layer_norm_source()),
         (ATTENTION_ENTRY, attention_source()),
         (GATHER_ENTRY, gather_rows_source()),
+        (MOVE_ROWS_ENTRY, move_rows_source()),
     ];
     for (name, source) in sources {
         let ptx = compile(source, name);
@@ -64,7 +65,7 @@ fn layer_sources_compile_to_ptx() {
                     assert!(body.contains(instruction), "{name} has no {instruction}:\n{body}");
                 }
             }
-            GATHER_ENTRY => {
+            GATHER_ENTRY | MOVE_ROWS_ENTRY => {
                 // A copy: 32-bit loads and stores, and no floating-point arithmetic at all.
                 for instruction in ["ld.global.u32", "ld.global.f32", "st.global.f32"] {
                     assert!(body.contains(instruction), "{name} has no {instruction}:\n{body}");
@@ -416,4 +417,64 @@ fn gather_rows_is_the_reference_bit_for_bit_on_the_host() {
     }
     assert!(blocks > 0 && blocks < launches.len(), "{blocks} of {} launches block a column", launches.len());
     println!("{} gather launches match", launches.len());
+}
+
+/// The row-move kernel gives the reference's bits on the host: moves in any order (the
+/// destinations a permutation of some of the output's rows, the sources repeating), rows of the
+/// output that no move names left as they were, no move at all, and more elements than a block
+/// has threads.
+#[test]
+fn move_rows_is_the_reference_bit_for_bit_on_the_host() {
+    let Some(cxx) = host_cxx_or_skip("move_rows_is_the_reference_bit_for_bit_on_the_host") else {
+        return;
+    };
+    let mut random = Random(15);
+    let mut program = Program::new();
+    let module = program.module(Module::new(move_rows_source(), &[MOVE_ROWS_ENTRY]));
+    let specials = [0.0, -0.0, 1e-45, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(0xffc0_1234)];
+    // (rows of the source, rows of the output, moves, width).
+    let mut shapes: Vec<(usize, usize, usize, usize)> = (0..30)
+        .map(|_| {
+            let out_rows = random.size(1, 12);
+            (random.size(1, 10), out_rows, random.size(0, out_rows), random.size(1, 64))
+        })
+        .collect();
+    shapes.extend([(3, 4, 0, 5), (1, 1, 1, 1), (4, 40, 30, 300)]);
+    let mut launches = Vec::new();
+    for (src_rows, out_rows, count, width) in shapes {
+        for grid in grids(count * width) {
+            let mut src = random.values(src_rows * width, -8.0, 8.0);
+            for (k, v) in src.iter_mut().enumerate().filter(|(k, _)| k % 7 == 3) {
+                *v = specials[(k / 7) % specials.len()];
+            }
+            let before = random.values(out_rows * width, -1.0, 1.0);
+            let from: Vec<u32> = (0..count).map(|_| random.below(src_rows as u64) as u32).collect();
+            // Distinct destinations in a random order: a shuffled prefix of the output's rows.
+            let mut rows: Vec<u32> = (0..out_rows as u32).collect();
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, random.below(i as u64 + 1) as usize);
+            }
+            let to: Vec<u32> = rows[..count].to_vec();
+            let mut case = Case::new(module);
+            let buffers = [
+                case.buffer(Buffer::F32(src.clone())),
+                case.buffer(Buffer::U32(from.clone())),
+                case.buffer(Buffer::U32(to.clone())),
+                case.buffer(Buffer::F32(before.clone())),
+            ];
+            let args =
+                vec![buffers[0], buffers[1], buffers[2], Arg::U64(count as u64), Arg::U32(width as u32), buffers[3]];
+            case.launch(MOVE_ROWS_ENTRY, grid.grid, grid.block, args);
+            launches.push((program.case(case), buffers, src, from, to, before, width, grid));
+        }
+    }
+    let outputs = program.run_or_panic(&cxx, "move_rows");
+    for (case, buffers, src, from, to, before, width, grid) in &launches {
+        let what = format!("{} source rows of {width}, moves {from:?} -> {to:?}, {grid:?}", src.len() / width);
+        let mut expected = before.clone();
+        move_rows(src, from, to, *width, &mut expected);
+        assert_eq!(bits(buffer_after(&outputs, *case, buffers[3])), bits(&expected), "{what}");
+        check_input(buffer_after(&outputs, *case, buffers[0]), src, &what);
+    }
+    println!("{} row-move launches match", launches.len());
 }

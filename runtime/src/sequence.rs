@@ -17,7 +17,7 @@ use sched_kernels::layers;
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
-use crate::device::{CopySpan, DeviceError, DeviceTensor, SampleLaunch, Sampled, VerifyLaunch, reporting_distribution};
+use crate::device::{DeviceError, DeviceTensor, RowMoves, SampleLaunch, Sampled, VerifyLaunch, reporting_distribution};
 use crate::model::ModelError;
 use crate::tensor::Tensor;
 use crate::tokens::{KeptLogits, TokenModel, TokenRows, Vocab};
@@ -592,9 +592,11 @@ pub fn device_modules(op: TokenOp) -> Vec<DeviceModule> {
         SamplerKind::Greedy | SamplerKind::Heads => "draws the tokens",
     };
     match op {
-        TokenOp::Extend(kind) | TokenOp::Propose(kind) => {
-            vec![module(draws(kind), kernels_cuda::sample_source(&sampling(kind)))]
-        }
+        TokenOp::Extend(kind) => vec![module(draws(kind), kernels_cuda::sample_source(&sampling(kind)))],
+        TokenOp::Propose(kind) => vec![
+            module(draws(kind), kernels_cuda::sample_source(&sampling(kind))),
+            module("keeps the draft's logits for the verification", layers::move_rows_source().to_string()),
+        ],
         TokenOp::Verify(SamplerKind::Greedy) => {
             vec![module(
                 "draws the model's argmax at each draft position",
@@ -607,6 +609,7 @@ pub fn device_modules(op: TokenOp) -> Vec<DeviceModule> {
                 kernels_cuda::sample_source(&reporting_distribution(sampling(kind))),
             ),
             module("accepts, resamples and appends (sched_verify_sample)", kernels_cuda::verify_source()),
+            module("gathers the draft's logits of a group of rows", layers::move_rows_source().to_string()),
         ],
         TokenOp::Candidates => vec![
             module("gathers the masked positions' logits", layers::gather_rows_source().to_string()),
@@ -1006,11 +1009,14 @@ impl Drafter {
                         empty.insert(DeviceTensor::alloc(device, vec![self.drafts.len(), k, vocab]).map_err(backend)?)
                     }
                 };
+                let (mut from, mut to) = (Vec::with_capacity(drawn.len()), Vec::with_capacity(drawn.len()));
                 for &(b, j, r) in &drawn {
                     self.drafts[b].push(tokens[r]);
-                    let span = CopySpan { from: r * vocab, to: (b * k + j) * vocab, len: vocab };
-                    device.copy(logits.buffer(), proposal.buffer(), span).map_err(backend)?;
+                    from.push(r as u32);
+                    to.push((b * k + j) as u32);
                 }
+                let moves = RowMoves { from: &from, to: &to, width: vocab };
+                device.move_rows(logits.buffer(), proposal.buffer(), moves).map_err(backend)?;
             }
         }
         Ok(())
@@ -1179,10 +1185,11 @@ impl Verifier<'_> {
                     None
                 } else {
                     let gathered = DeviceTensor::alloc(device, vec![members.len(), k, vocab]).map_err(backend)?;
-                    for (slot, &b) in members.iter().enumerate() {
-                        let span = CopySpan { from: b * k * vocab, to: slot * k * vocab, len: k * vocab };
-                        device.copy(proposal.buffer(), gathered.buffer(), span).map_err(backend)?;
-                    }
+                    let from: Vec<u32> =
+                        members.iter().flat_map(|&b| (0..k).map(move |i| (b * k + i) as u32)).collect();
+                    let to: Vec<u32> = (0..from.len() as u32).collect();
+                    let moves = RowMoves { from: &from, to: &to, width: vocab };
+                    device.move_rows(proposal.buffer(), gathered.buffer(), moves).map_err(backend)?;
                     Some(gathered)
                 };
                 let draft: Vec<u32> = members.iter().flat_map(|&b| self.draft.rows[b].iter().copied()).collect();

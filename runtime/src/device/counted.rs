@@ -4,8 +4,8 @@
 //! A run wraps its device in one ([`crate::interp`]), so its count includes the transfers its
 //! device models make (weights on first use, per-call conditioning, token draws and
 //! verifications), and no other run's, even when runs share a device. What counts:
-//! - an upload: [`Device::upload`], and the host data a launch takes along (the row indices of a
-//!   gather, the per-row inputs of a sampling or verification launch), its bytes as the host holds
+//! - an upload: [`Device::upload`], and the host data a launch takes along (the row numbers of a
+//!   gather or a row move, the per-row inputs of a sampling or verification launch), its bytes as the host holds
 //!   them;
 //! - a download, each one a synchronisation: [`Device::download`], and the tokens and reports a
 //!   sampling or verification launch returns;
@@ -23,7 +23,7 @@ use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 
 use super::{
-    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, Transfers,
+    BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, Transfers,
     VerifyLaunch,
 };
 
@@ -161,6 +161,12 @@ impl Device for Counted {
         Ok(())
     }
 
+    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
+        self.inner.move_rows(src, out, moves)?;
+        self.uploaded(size_of_val(moves.from) + size_of_val(moves.to));
+        Ok(())
+    }
+
     fn guide_logits(
         &self,
         un: BufferId,
@@ -188,8 +194,8 @@ impl Device for Counted {
         Ok(appended)
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
-        self.inner.copy(from, to, span)
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        self.inner.copy(from, to, len)
     }
 
     fn live_buffers(&self) -> usize {

@@ -35,7 +35,7 @@ use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
 use super::{
-    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, VerifyLaunch,
+    BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
     check_counts, reporting_distribution,
 };
 
@@ -778,6 +778,46 @@ impl Device for CudaDevice {
         Ok(())
     }
 
+    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
+        let RowMoves { from, to, width } = moves;
+        let lengths = {
+            let held = lock(&self.buffers);
+            held.get(&src.0).map(|b| b.len).zip(held.get(&out.0).map(|b| b.len))
+        };
+        let Some((src_len, out_len)) = lengths else {
+            return Err(unknown(if lock(&self.buffers).contains_key(&src.0) { out } else { src }));
+        };
+        moves.check(src, src_len, out, out_len)?;
+        if from.is_empty() || width == 0 {
+            return Ok(());
+        }
+        let Loaded::Single(function) =
+            self.load(layers::move_rows_source().to_string(), ModuleKind::Single(layers::MOVE_ROWS_ENTRY))?
+        else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [src_address] = self.addresses(&[src], width)?[..] else { return Err(unknown(src)) };
+        let [out_address] = self.addresses(&[out], width)?[..] else { return Err(unknown(out)) };
+        let upload = |rows: &[u32]| self.stream.clone_htod(rows).map_err(driver("copying row numbers to the GPU"));
+        let (from_rows, to_rows) = (upload(from)?, upload(to)?);
+        let (from_address, _f) = from_rows.device_ptr(&self.stream);
+        let (to_address, _t) = to_rows.device_ptr(&self.stream);
+        let (rows, width32) = (from.len() as u64, width as u32);
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&src_address).arg(&from_address).arg(&to_address).arg(&rows).arg(&width32).arg(&out_address);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(rows.saturating_mul(width as u64), self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_move_rows`'s signature: `RowMoves::check` found every
+        // source row inside `src`, every destination row inside `out`, the destinations distinct,
+        // `out` not `src` and the width below 2^32; the row numbers live on this stream until after
+        // the launch (they are freed on the same stream when dropped).
+        unsafe { builder.launch(config) }.map_err(driver("launching a row move"))?;
+        Ok(())
+    }
+
     fn guide_logits(
         &self,
         un: BufferId,
@@ -942,25 +982,24 @@ impl Device for CudaDevice {
         Ok((0..rows).map(|r| tokens[r * (k + 1)..][..(counts[r] as usize).min(k + 1)].to_vec()).collect())
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
-        let CopySpan { from: start, to: at, len } = span;
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
         let mut held = lock(&self.buffers);
         let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
             return Err(unknown(if from == to { to } else { from }));
         };
-        for (id, buffer, offset) in [(from, &*source, start), (to, &*target, at)] {
-            if buffer.len.checked_sub(offset).is_none_or(|rest| rest < len) {
+        for (id, buffer) in [(from, &*source), (to, &*target)] {
+            if buffer.len < len {
                 return Err(DeviceError::Buffer {
                     buffer: id.0,
-                    problem: format!("has {} elements, fewer than the {len} copied from element {offset}", buffer.len),
+                    problem: format!("has {} elements, fewer than the {len} copied", buffer.len),
                 });
             }
         }
         if len == 0 {
             return Ok(());
         }
-        let source = source.slice.slice(start..start + len);
-        let mut target = target.slice.slice_mut(at..at + len);
+        let source = source.slice.slice(..len);
+        let mut target = target.slice.slice_mut(..len);
         self.stream.memcpy_dtod(&source, &mut target).map_err(driver("copying on the GPU"))
     }
 

@@ -24,7 +24,7 @@ use sched_kernels::{philox, tokens};
 
 use super::op::DeviceOp;
 use super::{
-    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, VerifyLaunch,
+    BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
     check_counts, reporting_distribution,
 };
 
@@ -246,24 +246,19 @@ impl Device for EmulatedDevice {
         }
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::Copy { from, to, span }) {
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        if self.record(|| DeviceOp::Copy { from, to, len }) {
             return Ok(());
         }
-        let CopySpan { from: start, to: at, len } = span;
         let mut buffers = self.buffers();
         let source = match buffers.get(&from.0) {
-            Some(data) if data.len().checked_sub(start).is_some_and(|rest| rest >= len) => {
-                data[start..start + len].to_vec()
-            }
-            Some(data) => return Err(short(from, data.len(), start.saturating_add(len))),
+            Some(data) if data.len() >= len => data[..len].to_vec(),
+            Some(data) => return Err(short(from, data.len(), len)),
             None => return Err(unknown(from)),
         };
         match buffers.get_mut(&to.0) {
-            Some(data) if data.len().checked_sub(at).is_some_and(|rest| rest >= len) => {
-                data[at..at + len].copy_from_slice(&source);
-            }
-            Some(data) => return Err(short(to, data.len(), at.saturating_add(len))),
+            Some(data) if data.len() >= len => data[..len].copy_from_slice(&source),
+            Some(data) => return Err(short(to, data.len(), len)),
             None => return Err(unknown(to)),
         }
         Ok(())
@@ -332,6 +327,19 @@ impl Device for EmulatedDevice {
         let mut result = vec![0.0; indices.len() * width];
         layers::gather_rows(&source, indices, width, blocked, &mut result);
         self.write(out, &result)
+    }
+
+    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
+        let RowMoves { from, to, width } = moves;
+        if self.record(|| DeviceOp::MoveRows { src, from: from.to_vec(), to: to.to_vec(), width, out }) {
+            return Ok(());
+        }
+        let source = self.buffers().get(&src.0).cloned().ok_or_else(|| unknown(src))?;
+        let mut buffers = self.buffers();
+        let target = buffers.get_mut(&out.0).ok_or_else(|| unknown(out))?;
+        moves.check(src, source.len(), out, target.len())?;
+        layers::move_rows(&source, from, to, width, target);
+        Ok(())
     }
 
     fn guide_logits(

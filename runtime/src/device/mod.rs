@@ -158,6 +158,10 @@ pub trait Device: Send + Sync + fmt::Debug {
         blocked: Option<u32>,
         out: BufferId,
     ) -> Result<(), DeviceError>;
+    /// Row `moves.to[i]` of `out` becomes a copy of row `moves.from[i]` of `src` (rows of
+    /// `moves.width` elements), as [`sched_kernels::layers::move_rows`] defines it; `out` is not
+    /// `src`, and [`RowMoves::check`] says what else a launch must satisfy.
+    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError>;
     /// `out[i] = guided_logit(un[i], cond[i], scale)` for the first `len` elements
     /// ([`sched_kernels::tokens::guided_logit`], classifier-free guidance); `out` may be `cond`.
     fn guide_logits(
@@ -175,9 +179,8 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// Sampling verification of speculative drafts on the device ([`VerifyLaunch`]), returning
     /// the tokens each row appends (a synchronisation).
     fn verify_drafts(&self, launch: &VerifyLaunch<'_>) -> Result<Vec<Vec<u32>>, DeviceError>;
-    /// Copies `span.len` elements of buffer `from`, from element `span.from` on, into buffer `to`
-    /// from element `span.to` on (distinct buffers).
-    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError>;
+    /// Copies the first `len` elements of buffer `from` into buffer `to` (distinct buffers).
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError>;
     /// How many buffers are allocated now (for leak checks).
     fn live_buffers(&self) -> usize;
     /// The device that holds this one's buffers when this one only passes work on to it (a
@@ -318,19 +321,49 @@ pub(crate) fn reporting_distribution(kernel: SampleKernel) -> SampleKernel {
     SampleKernel { report: Report::Distribution, ..kernel }
 }
 
-/// Which elements a [`Device::copy`] moves: `len` of them, from element `from` of the source to
-/// element `to` of the target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CopySpan {
-    pub from: usize,
-    pub to: usize,
-    pub len: usize,
+/// The rows a [`Device::move_rows`] moves: row `from[i]` of the source to row `to[i]` of the
+/// output, for rows of `width` elements.
+#[derive(Clone, Copy, Debug)]
+pub struct RowMoves<'a> {
+    pub from: &'a [u32],
+    pub to: &'a [u32],
+    pub width: usize,
 }
 
-impl CopySpan {
-    /// The first `len` elements, to the first `len`.
-    pub fn prefix(len: usize) -> CopySpan {
-        CopySpan { from: 0, to: 0, len }
+impl RowMoves<'_> {
+    /// Checks the moves against buffers of `src_len` and `out_len` elements: one destination per
+    /// source, every row inside its buffer, distinct destinations (the copies run in parallel),
+    /// distinct buffers, and rows of fewer than 2^32 elements.
+    pub(crate) fn check(
+        &self,
+        src: BufferId,
+        src_len: usize,
+        out: BufferId,
+        out_len: usize,
+    ) -> Result<(), DeviceError> {
+        let problem = |buffer: BufferId, problem: String| DeviceError::Buffer { buffer: buffer.0, problem };
+        if src == out {
+            return Err(problem(out, "is both the source and the output of a row move".into()));
+        }
+        if self.from.len() != self.to.len() {
+            return Err(problem(out, format!("{} rows are moved to {} destinations", self.from.len(), self.to.len())));
+        }
+        if u32::try_from(self.width).is_err() {
+            return Err(problem(src, "has rows of more than 2^32 elements".into()));
+        }
+        let (src_rows, out_rows) = (src_len / self.width.max(1), out_len / self.width.max(1));
+        if let Some(&row) = self.from.iter().find(|&&row| row as usize >= src_rows) {
+            return Err(problem(src, format!("has {src_rows} rows, and row {row} is moved")));
+        }
+        if let Some(&row) = self.to.iter().find(|&&row| row as usize >= out_rows) {
+            return Err(problem(out, format!("has {out_rows} rows, and row {row} is written")));
+        }
+        let mut destinations = self.to.to_vec();
+        destinations.sort_unstable();
+        if let Some(pair) = destinations.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(problem(out, format!("row {} is written by two moves", pair[0])));
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot};
 
-use super::{BufferId, CopySpan, Device, DeviceError, Launch, LinearShape};
+use super::{BufferId, Device, DeviceError, Launch, LinearShape, RowMoves};
 
 /// A device operation that computes on buffers and returns nothing to the host. Floats are kept
 /// as their bits, so two operations compare exactly (NaN payloads included).
@@ -36,7 +36,7 @@ pub enum DeviceOp<B> {
     Copy {
         from: B,
         to: B,
-        span: CopySpan,
+        len: usize,
     },
     LayerNorm {
         x: B,
@@ -59,6 +59,13 @@ pub enum DeviceOp<B> {
         indices: Vec<u32>,
         width: usize,
         blocked: Option<u32>,
+        out: B,
+    },
+    MoveRows {
+        src: B,
+        from: Vec<u32>,
+        to: Vec<u32>,
+        width: usize,
         out: B,
     },
 }
@@ -101,7 +108,7 @@ impl<B> DeviceOp<B> {
             DeviceOp::BiasActivation { data, bias, len, activation } => {
                 DeviceOp::BiasActivation { data: name(data), bias: name(bias), len: *len, activation: *activation }
             }
-            DeviceOp::Copy { from, to, span } => DeviceOp::Copy { from: name(from), to: name(to), span: *span },
+            DeviceOp::Copy { from, to, len } => DeviceOp::Copy { from: name(from), to: name(to), len: *len },
             DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => DeviceOp::LayerNorm {
                 x: name(x),
                 weight: name(weight),
@@ -121,6 +128,9 @@ impl<B> DeviceOp<B> {
                 blocked: *blocked,
                 out: name(out),
             },
+            DeviceOp::MoveRows { src, from, to, width, out } => {
+                DeviceOp::MoveRows { src: name(src), from: from.clone(), to: to.clone(), width: *width, out: name(out) }
+            }
         }
     }
 
@@ -131,7 +141,8 @@ impl<B> DeviceOp<B> {
             DeviceOp::Linear { out, .. }
             | DeviceOp::LayerNorm { out, .. }
             | DeviceOp::Attention { out, .. }
-            | DeviceOp::Gather { out, .. } => vec![out],
+            | DeviceOp::Gather { out, .. }
+            | DeviceOp::MoveRows { out, .. } => vec![out],
             DeviceOp::BiasActivation { data, .. } => vec![data],
             DeviceOp::Copy { to, .. } => vec![to],
         }
@@ -160,7 +171,7 @@ impl<B> DeviceOp<B> {
             DeviceOp::BiasActivation { data, bias, len, activation } => {
                 device.bias_activation(buffer(data), buffer(bias), *len, *activation)
             }
-            DeviceOp::Copy { from, to, span } => device.copy(buffer(from), buffer(to), *span),
+            DeviceOp::Copy { from, to, len } => device.copy(buffer(from), buffer(to), *len),
             DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => device.layer_norm(
                 buffer(x),
                 buffer(weight),
@@ -175,6 +186,9 @@ impl<B> DeviceOp<B> {
             }
             DeviceOp::Gather { src, indices, width, blocked, out } => {
                 device.gather_rows(buffer(src), indices, *width, *blocked, buffer(out))
+            }
+            DeviceOp::MoveRows { src, from, to, width, out } => {
+                device.move_rows(buffer(src), buffer(out), RowMoves { from, to, width: *width })
             }
         }
     }

@@ -35,7 +35,7 @@ use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 
 use super::op::DeviceOp;
 use super::{
-    BufferId, CopySpan, Device, DeviceError, GraphId, Launch, LinearShape, SampleLaunch, Sampled, VerifyLaunch,
+    BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
 };
 
 /// One operation a run asked of its device.
@@ -162,9 +162,9 @@ impl Device for Recorder {
         Ok(())
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, span: CopySpan) -> Result<(), DeviceError> {
-        self.inner.copy(from, to, span)?;
-        self.record(Recorded::Op(DeviceOp::Copy { from, to, span }));
+    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        self.inner.copy(from, to, len)?;
+        self.record(Recorded::Op(DeviceOp::Copy { from, to, len }));
         Ok(())
     }
 
@@ -206,6 +206,13 @@ impl Device for Recorder {
     ) -> Result<(), DeviceError> {
         self.inner.gather_rows(src, indices, width, blocked, out)?;
         self.record(Recorded::Op(DeviceOp::Gather { src, indices: indices.to_vec(), width, blocked, out }));
+        Ok(())
+    }
+
+    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
+        self.inner.move_rows(src, out, moves)?;
+        let RowMoves { from, to, width } = moves;
+        self.record(Recorded::Op(DeviceOp::MoveRows { src, from: from.to_vec(), to: to.to_vec(), width, out }));
         Ok(())
     }
 
@@ -373,7 +380,7 @@ impl PlanBuilder {
                     let own = self.own(data.len());
                     self.slots.insert(*buffer, Slot::Own(own));
                     let (from, to) = (Slot::Constant(constant), Slot::Own(own));
-                    self.plan.steps.push(DeviceOp::Copy { from, to, span: CopySpan::prefix(data.len()) });
+                    self.plan.steps.push(DeviceOp::Copy { from, to, len: data.len() });
                 } else {
                     self.slots.insert(*buffer, Slot::Constant(constant));
                 }
@@ -387,7 +394,7 @@ impl PlanBuilder {
                 let result = self.plan.results.len();
                 self.plan.results.push(*len);
                 let from = self.slot(*buffer);
-                self.plan.steps.push(DeviceOp::Copy { from, to: Slot::Result(result), span: CopySpan::prefix(*len) });
+                self.plan.steps.push(DeviceOp::Copy { from, to: Slot::Result(result), len: *len });
             }
             // `Plan::new` returned before building a plan with a reduction or token work.
             Recorded::Reduce | Recorded::Tokens => {}

@@ -18,7 +18,7 @@ use sched_kernels::builder::KernelBuilder;
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{BinaryOp, ElementwiseKernel, NoiseLaunch};
 
-use super::{CopySpan, Device, DeviceError, DeviceTensor, Launch, LinearShape, SampleLaunch};
+use super::{Device, DeviceError, DeviceTensor, Launch, LinearShape, RowMoves, SampleLaunch};
 use crate::model::{Model, ModelError};
 use crate::sequence::Draw;
 use crate::tokens::transformer::{Evaluation, TransformerModel};
@@ -249,11 +249,10 @@ impl DeviceTransformer {
     ) -> Result<DeviceTensor, DeviceError> {
         let (heads, vocab) = (per_head.len(), self.vocab);
         let logits = DeviceTensor::alloc(device, vec![batch, heads, vocab])?;
-        for b in 0..batch {
-            for (j, head) in per_head.iter().enumerate() {
-                let span = CopySpan { from: b * vocab, to: (b * heads + j) * vocab, len: vocab };
-                device.copy(head.buffer(), logits.buffer(), span)?;
-            }
+        let from: Vec<u32> = (0..batch as u32).collect();
+        for (j, head) in per_head.iter().enumerate() {
+            let to: Vec<u32> = (0..batch).map(|b| (b * heads + j) as u32).collect();
+            device.move_rows(head.buffer(), logits.buffer(), RowMoves { from: &from, to: &to, width: vocab })?;
         }
         Ok(logits)
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use sched_compiler::ir::SamplerKind;
 use sched_kernels::philox;
 use sched_kernels::tokens::{Nucleus, Sampler};
+use sched_runtime::device::counted::Counted;
 use sched_runtime::device::emulated::EmulatedDevice;
 use sched_runtime::device::{Device, DeviceTensor};
 use sched_runtime::model::ModelError;
@@ -144,8 +145,8 @@ fn sampler(temperature: f64, top_k: usize, top_p: f64, min_p: f64) -> Choice {
 
 #[test]
 fn drafts_and_verification_on_a_device_give_the_hosts_tokens() {
-    let emulated = Arc::new(EmulatedDevice::new());
-    let device: Arc<dyn Device> = emulated.clone();
+    let counted = Arc::new(Counted::new(Arc::new(EmulatedDevice::new())));
+    let device: Arc<dyn Device> = counted.clone();
     let (draft_model, target_model) = (&Scripted::new(1), &Scripted::new(2));
     let draft_device = OnDevice { model: draft_model, device: &device, network: draft_model };
     let target_device = OnDevice { model: target_model, device: &device, network: target_model };
@@ -171,12 +172,12 @@ fn drafts_and_verification_on_a_device_give_the_hosts_tokens() {
                 sequence::verify(model, &seq, draft, verify_choice, specials, noise).expect("verifies").0
             };
             let expected = verify(target_model, &host_draft);
-            let before = emulated.downloaded();
+            let before = counted.download_calls();
             let on_device = verify(&target_device, &device_draft);
             assert_eq!(on_device.rows, expected.rows, "{what}");
             // Greedy verification brings back argmaxes, sampling verification only the tokens: no
             // logits come back.
-            assert_eq!(emulated.downloaded(), before, "{what}: logits came back to the host");
+            assert_eq!(counted.download_calls(), before, "{what}: logits came back to the host");
             // A draft drawn on the host verified on the device (its distributions are on the host,
             // so the logits come back), and one drawn on the device verified on the host.
             assert_eq!(verify(&target_device, &host_draft).rows, expected.rows, "{what}");
@@ -200,8 +201,8 @@ fn drafts_and_verification_on_a_device_give_the_hosts_tokens() {
 /// ended rows padded by the end token, and no logits brought back.
 #[test]
 fn extending_from_heads_on_a_device_gives_the_hosts_tokens() {
-    let emulated = Arc::new(EmulatedDevice::new());
-    let device: Arc<dyn Device> = emulated.clone();
+    let counted = Arc::new(Counted::new(Arc::new(EmulatedDevice::new())));
+    let device: Arc<dyn Device> = counted.clone();
     let model = &Scripted::new(3);
     let on_device = OnDevice { model, device: &device, network: model };
     let specials = Specials::of(&model.vocab);
@@ -213,9 +214,9 @@ fn extending_from_heads_on_a_device_gives_the_hosts_tokens() {
             sequence::extend(model, &seq, 3, SamplerKind::Heads, choice, specials, noise).expect("extends")
         };
         let (expected, calls) = extend(model);
-        let before = emulated.downloaded();
+        let before = counted.download_calls();
         let (extended, device_calls) = extend(&on_device);
-        assert_eq!(emulated.downloaded(), before, "case {case}: logits came back to the host");
+        assert_eq!(counted.download_calls(), before, "case {case}: logits came back to the host");
         assert_eq!((extended.rows.clone(), device_calls), (expected.rows.clone(), calls), "case {case}");
         assert_eq!(extended.rows[4], vec![3, EOS, EOS, EOS, EOS], "the ended row is padded");
     }

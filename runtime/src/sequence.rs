@@ -9,6 +9,7 @@
 //! for the same row.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use sched_compiler::ir::{Remask, SamplerKind, TokenOp};
@@ -17,7 +18,7 @@ use sched_kernels::layers;
 use sched_kernels::philox;
 use sched_kernels::tokens::{self as kernels, Nucleus, Sampler};
 
-use crate::device::{DeviceError, DeviceTensor, RowMoves, SampleLaunch, Sampled, VerifyLaunch, reporting_distribution};
+use crate::device::{DeviceError, DeviceTensor, RowMoves, SampleLaunch, VerifyLaunch, reporting_distribution};
 use crate::model::ModelError;
 use crate::tensor::Tensor;
 use crate::tokens::{KeptLogits, TokenModel, TokenRows, Vocab};
@@ -306,39 +307,28 @@ fn longest(rows: &[Vec<u32>]) -> usize {
     rows.iter().map(Vec::len).max().unwrap_or(0)
 }
 
-/// Evaluates `call` once per group of rows with the same `key` (rows of one key have one length),
-/// returning each row's `per_row(key)` logits. The rows of one group form one batch, in their
-/// order.
-fn grouped_by<K: Copy + Ord, T: Clone>(
+/// Evaluates `call` once per group of rows with the same `key` (rows of one key have one length):
+/// the rows of a group, in increasing order, form one batch. Returns each group's members and what
+/// its call returned.
+fn each_group<K: Copy + Ord, T>(
     rows: &[&[u32]],
     key: impl Fn(usize) -> K,
-    per_row: impl Fn(K) -> usize,
-    call: impl Fn(K, TokenRows<'_>, &[usize]) -> Result<Vec<T>, ModelError>,
-) -> Result<Vec<Vec<T>>, SequenceError> {
-    let mut out: Vec<Vec<T>> = vec![Vec::new(); rows.len()];
+    call: impl Fn(K, TokenRows<'_>, &[usize]) -> Result<T, ModelError>,
+) -> Result<Vec<(K, Vec<usize>, T)>, SequenceError> {
     let keys: Vec<K> = (0..rows.len()).map(&key).collect();
     let mut groups = keys.clone();
     groups.sort_unstable();
     groups.dedup();
-    for group in groups {
-        let members: Vec<usize> = (0..rows.len()).filter(|&b| keys[b] == group).collect();
-        let len = members.first().map_or(0, |&b| rows[b].len());
-        let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-        let logits = call(group, TokenRows { ids: &ids, batch: members.len(), len }, &members)?;
-        let size = per_row(group);
-        if logits.len() != size * members.len() {
-            return Err(SequenceError::Invalid(format!(
-                "the model returned {} logits for {} rows of length {len}, expected {}",
-                logits.len(),
-                members.len(),
-                size * members.len()
-            )));
-        }
-        for (slot, &b) in members.iter().enumerate() {
-            out[b] = logits[slot * size..(slot + 1) * size].to_vec();
-        }
-    }
-    Ok(out)
+    groups
+        .into_iter()
+        .map(|group| {
+            let members: Vec<usize> = (0..rows.len()).filter(|&b| keys[b] == group).collect();
+            let len = members.first().map_or(0, |&b| rows[b].len());
+            let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
+            let result = call(group, TokenRows { ids: &ids, batch: members.len(), len }, &members)?;
+            Ok((group, members, result))
+        })
+        .collect()
 }
 
 /// The next token of every row (one evaluation), drawn by `choice` with the noise of extension
@@ -351,16 +341,28 @@ fn next_tokens(
     choice: Choice,
     noise: Noise,
 ) -> Result<Vec<u32>, SequenceError> {
-    let tokens = grouped_by(
+    let groups = each_group(
         rows,
         |b| rows[b].len(),
-        |_| 1,
         |_, batch, members| {
             let samples: Vec<u32> = members.iter().map(|&i| samples[i] as u32).collect();
             model.draw_next(batch, &Draw { choice, noise, samples: &samples, position: position as u32 })
         },
     )?;
-    Ok(tokens.into_iter().map(|token| token.first().copied().unwrap_or(0)).collect())
+    let mut tokens = vec![0; rows.len()];
+    for (_, members, drawn) in groups {
+        if drawn.len() != members.len() {
+            return Err(SequenceError::Invalid(format!(
+                "the model drew {} tokens for {} rows",
+                drawn.len(),
+                members.len()
+            )));
+        }
+        for (b, token) in members.into_iter().zip(drawn) {
+            tokens[b] = token;
+        }
+    }
+    Ok(tokens)
 }
 
 /// `extend seq by count with SAMPLER`: one causal call per token, or one multi-token call for
@@ -721,23 +723,16 @@ fn kept_groups<K: Copy + Ord>(
     per_row: impl Fn(K) -> usize,
     call: impl Fn(K, TokenRows<'_>) -> Result<KeptLogits, ModelError>,
 ) -> Result<Vec<RowGroup>, SequenceError> {
-    let keys: Vec<K> = (0..rows.len()).map(&key).collect();
-    let mut groups = keys.clone();
-    groups.sort_unstable();
-    groups.dedup();
-    groups
+    each_group(rows, key, |group, batch, _| call(group, batch))?
         .into_iter()
-        .map(|group| {
-            let members: Vec<usize> = (0..rows.len()).filter(|&b| keys[b] == group).collect();
-            let len = members.first().map_or(0, |&b| rows[b].len());
-            let ids: Vec<u32> = members.iter().flat_map(|&b| rows[b].iter().copied()).collect();
-            let logits = call(group, TokenRows { ids: &ids, batch: members.len(), len })?;
+        .map(|(group, members, logits)| {
             let count = match &logits {
                 KeptLogits::Host(logits) => logits.len(),
                 KeptLogits::Device(logits) => logits.len(),
             };
             let expected = members.len() * per_row(group);
             if count != expected {
+                let len = members.first().map_or(0, |&b| rows[b].len());
                 return Err(SequenceError::Invalid(format!(
                     "the model returned {count} logits for {} rows of length {len}, expected {expected}",
                     members.len()
@@ -980,23 +975,7 @@ impl Drafter {
                 let device = logits.device();
                 let backend = |e: DeviceError| SequenceError::Invalid(format!("drafting on the device: {e}"));
                 // Every row of the logits is drawn (with its own noise), and the drafted ones kept.
-                let rows = group.members.len() * per_member;
-                let samples: Vec<u32> =
-                    group.members.iter().flat_map(|&b| std::iter::repeat_n(b as u32, per_member)).collect();
-                let positions: Vec<u32> = (0..rows).map(|r| (first + r % per_member.max(1)) as u32).collect();
-                let (kernel, params) = choice.sample_kernel();
-                let launch = SampleLaunch {
-                    logits: logits.buffer(),
-                    rows,
-                    vocab,
-                    params,
-                    noise_sample: &samples,
-                    noise_position: &positions,
-                    seed: noise.seed,
-                    site: noise.site,
-                    step: noise.step,
-                };
-                let tokens = drawn_tokens(device.sample_rows(&kernel, &launch).map_err(backend)?, rows)?;
+                let tokens = draw_on_device(logits, &group.members, per_member, first, vocab, choice, noise)?;
                 if !self.keep {
                     for &(b, _, r) in &drawn {
                         self.drafts[b].push(tokens[r]);
@@ -1023,15 +1002,42 @@ impl Drafter {
     }
 }
 
-/// The tokens of a sampling launch over `rows` rows, checked to be one per row.
-fn drawn_tokens(sampled: Sampled, rows: usize) -> Result<Vec<u32>, SequenceError> {
-    if sampled.tokens.len() != rows {
+/// A token drawn by `choice` from every row of a group's logits on a device, `per_member` rows per
+/// member: row `h` of member `b` draws with row `b`'s noise at position `first + h`. Only the
+/// tokens come back.
+fn draw_on_device(
+    logits: &DeviceTensor,
+    members: &[usize],
+    per_member: usize,
+    first: usize,
+    vocab: usize,
+    choice: Choice,
+    noise: Noise,
+) -> Result<Vec<u32>, SequenceError> {
+    let rows = members.len() * per_member;
+    let samples: Vec<u32> = members.iter().flat_map(|&b| std::iter::repeat_n(b as u32, per_member)).collect();
+    let positions: Vec<u32> = (0..rows).map(|r| (first + r % per_member.max(1)) as u32).collect();
+    let (kernel, params) = choice.sample_kernel();
+    let launch = SampleLaunch {
+        logits: logits.buffer(),
+        rows,
+        vocab,
+        params,
+        noise_sample: &samples,
+        noise_position: &positions,
+        seed: noise.seed,
+        site: noise.site,
+        step: noise.step,
+    };
+    let sampled = logits.device().sample_rows(&kernel, &launch);
+    let tokens = sampled.map_err(|e| SequenceError::Invalid(format!("drawing tokens on the device: {e}")))?.tokens;
+    if tokens.len() != rows {
         return Err(SequenceError::Invalid(format!(
             "the device drew {} tokens from {rows} rows of logits",
-            sampled.tokens.len()
+            tokens.len()
         )));
     }
-    Ok(sampled.tokens)
+    Ok(tokens)
 }
 
 /// `verify(model, seq, draft, SAMPLER)`: one causal call scores every draft position; each row
@@ -1083,7 +1089,7 @@ pub fn verify(
         |(_, k)| (k + 1) * vocab,
         |(len, _), batch| model.causal_logits_kept(batch, len),
     )?;
-    let verifier = Verifier { draft, choice, eos: specials.eos, vocab, noise };
+    let verifier = Verifier { draft, choice, eos: specials.eos, vocab, noise, host_proposal: OnceCell::new() };
     for group in groups {
         // The group's members are indices into `open`.
         let members: Vec<usize> = group.members.iter().map(|&slot| open[slot]).collect();
@@ -1105,17 +1111,27 @@ struct Verifier<'a> {
     eos: Option<u32>,
     vocab: usize,
     noise: Noise,
+    /// The draft's distributions on the host, computed by the first group verified there.
+    host_proposal: OnceCell<Cow<'a, [Vec<Vec<f64>>]>>,
 }
 
-impl Verifier<'_> {
+impl<'a> Verifier<'a> {
+    /// The draft's distributions on the host, for sampling verification (`None` for greedy, or a
+    /// draft without them); a draft whose logits are on a device brings them back once.
+    fn host_proposal(&self) -> Result<Option<&[Vec<Vec<f64>>]>, SequenceError> {
+        let (Some(proposal), Choice::Sample(_)) = (&self.draft.proposal, self.choice) else { return Ok(None) };
+        if self.host_proposal.get().is_none() {
+            // Unset just above, and nothing else sets it in between: `set` cannot fail.
+            let _ = self.host_proposal.set(proposal.on_host()?);
+        }
+        Ok(self.host_proposal.get().map(|distributions| &**distributions))
+    }
+
     /// The tokens each of `members` (rows of the batch, all with drafts of one length) appends,
     /// from the group's logits on the host.
     fn on_host(&self, logits: &[f32], members: &[usize]) -> Result<Vec<Vec<u32>>, SequenceError> {
         let (choice, noise, vocab) = (self.choice, self.noise, self.vocab);
-        let proposal = match (&self.draft.proposal, choice) {
-            (Some(proposal), Choice::Sample(_)) => Some(proposal.on_host()?),
-            _ => None,
-        };
+        let proposal = self.host_proposal()?;
         let appended = members
             .iter()
             .enumerate()
@@ -1155,22 +1171,7 @@ impl Verifier<'_> {
         match (choice, proposal) {
             (Choice::Greedy, _) => {
                 // The model's argmax at each position; the comparison is the host's.
-                let scored = members.len() * (k + 1);
-                let rows: Vec<u32> = samples.iter().flat_map(|&b| std::iter::repeat_n(b, k + 1)).collect();
-                let positions: Vec<u32> = (0..scored).map(|r| (r % (k + 1)) as u32).collect();
-                let (kernel, params) = choice.sample_kernel();
-                let launch = SampleLaunch {
-                    logits: logits.buffer(),
-                    rows: scored,
-                    vocab,
-                    params,
-                    noise_sample: &rows,
-                    noise_position: &positions,
-                    seed: noise.seed,
-                    site: noise.site,
-                    step: noise.step,
-                };
-                let argmaxes = drawn_tokens(device.sample_rows(&kernel, &launch).map_err(backend)?, scored)?;
+                let argmaxes = draw_on_device(logits, members, k + 1, 0, vocab, choice, noise)?;
                 let appended = members.iter().enumerate().map(|(slot, &b)| {
                     let token = |i: usize| argmaxes[slot * (k + 1) + i];
                     let sampled = None::<fn(usize) -> kernels::DraftDistributions<'static>>;

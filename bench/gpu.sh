@@ -2,7 +2,7 @@
 # sched's GPU checks, for a machine with an NVIDIA GPU and no Rust toolchain (docs/gpu.md):
 #
 #   bench/gpu.sh build   # on a machine with Rust: the release CLI, the CUDA parity tests
-#                        # (tests/cuda.rs), the GPU benchmark (benches/gpu.rs) and the wheels of
+#                        # (tests/it/cuda.rs), the GPU benchmark (benches/gpu.rs) and the wheels of
 #                        # diffusers (not on the GPU image; PyTorch is) into .gpu/
 #   bench/gpu.sh run     # on the GPU machine, from the repository root with .gpu/ beside it:
 #                        # finds libcuda, libnvrtc and libcublas, runs the parity tests, then the
@@ -41,9 +41,9 @@ build() {
     log "building the release CLI"
     cargo build --release --locked
     cp target/release/sched "$DIST/sched"
-    log "building the CUDA parity tests"
+    log "building the CUDA parity tests (the root crate's test binary; \`run\` runs its cuda:: tests)"
     local tests bench
-    tests="$(cargo test --release --locked --test cuda --no-run --message-format=json | executable_of cuda)"
+    tests="$(cargo test --release --locked --test it --no-run --message-format=json | executable_of it)"
     cp "$tests" "$DIST/cuda-tests"
     log "building the GPU benchmark"
     bench="$(cargo bench --locked --bench gpu --no-run --message-format=json | executable_of gpu)"
@@ -82,8 +82,8 @@ run() {
     export SCHED_CACHE_DIR="$out/ptx-cache"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$out/gpu.txt" >&2
 
-    log "CUDA parity tests (tests/cuda.rs)"
-    "$DIST/cuda-tests" --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log"
+    log "CUDA parity tests (tests/it/cuda.rs)"
+    "$DIST/cuda-tests" cuda:: --test-threads=1 --nocapture 2>&1 | tee "$out/parity.log"
     local parity=${PIPESTATUS[0]}
 
     log "one schedule from the CLI on the GPU"

@@ -29,11 +29,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor as CTensor};
 use candle_nn::{Linear, Module};
 use sched::api::{Engine, Executable, Value, compile};
-use sched::runtime::checkpoint::write_safetensors;
-use sched::runtime::interp::{OutputValue, RunOptions};
-use sched::runtime::interpolant::Interpolant;
-use sched::runtime::model::Model;
-use sched::runtime::tensor::Tensor;
+use sched_models::checkpoint::write_safetensors;
+use sched_runtime::interpolant::Interpolant;
+use sched_runtime::model::Model;
+use sched_runtime::run::{OutputValue, RunOptions};
+use sched_runtime::tensor::Tensor;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -274,7 +274,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max)
 }
 
-fn emitted(outputs: &sched::runtime::interp::Outputs) -> Result<Tensor> {
+fn emitted(outputs: &sched_runtime::run::Outputs) -> Result<Tensor> {
     match outputs.values.iter().find(|(name, _)| name == "x") {
         Some((_, OutputValue::Tensor(t))) => Ok(t.clone()),
         _ => Err("the schedule emitted no tensor `x`".into()),

@@ -45,17 +45,17 @@ use std::time::Instant;
 
 use common::NullModel;
 use sched::api::{Engine, Value, compile};
-use sched::kernels::builder::KernelBuilder;
-use sched::kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, NoiseLaunch, NoiseSlot};
-use sched::runtime::checkpoint::write_safetensors;
-use sched::runtime::device::cuda::CudaDevice;
-use sched::runtime::device::emulated::EmulatedDevice;
-use sched::runtime::device::replay::{Plan, Recorder, Replay};
-use sched::runtime::device::{Device, Launch};
-use sched::runtime::interp::OutputValue;
-use sched::runtime::interp::RunOptions;
-use sched::runtime::load::load_model;
-use sched::runtime::model::Model;
+use sched_kernels::builder::KernelBuilder;
+use sched_kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, NoiseLaunch, NoiseSlot};
+use sched_models::checkpoint::write_safetensors;
+use sched_models::load::load_model;
+use sched_runtime::device::cuda::CudaDevice;
+use sched_runtime::device::emulated::EmulatedDevice;
+use sched_runtime::device::replay::{Plan, Recorder, Replay};
+use sched_runtime::device::{Device, DeviceOp, Launch};
+use sched_runtime::model::Model;
+use sched_runtime::run::OutputValue;
+use sched_runtime::run::RunOptions;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -187,7 +187,7 @@ fn bandwidth(device: &CudaDevice, options: &Options, rows: &mut Rows) -> Result<
     let x = device.upload(&vec![0.5; len])?;
     let eps = device.upload(&vec![0.25; len])?;
     let out = device.alloc(len)?;
-    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.copy(x, out, len)?))?;
+    let copy_ms = gpu_ms(device, options.reps, &|| Ok(device.execute(&DeviceOp::Copy { from: x, to: out, len })?))?;
     let copy_gbs = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
     push(rows, "gpu.copy.ms", format!("{copy_ms:.4}"), "ms");
     push(rows, "gpu.copy.bandwidth", format!("{copy_gbs:.1}"), "GB/s");
@@ -202,7 +202,7 @@ fn bandwidth(device: &CudaDevice, options: &Options, rows: &mut Rows) -> Result<
             params: &params,
             noise: NoiseLaunch { seed: 1, per_sample: len, slots: &slots },
         };
-        let ms = gpu_ms(device, options.reps, &|| Ok(device.elementwise(&kernel, &launch)?))?;
+        let ms = gpu_ms(device, options.reps, &|| Ok(device.execute(&DeviceOp::elementwise(&kernel, &launch))?))?;
         let gbs = 3.0 * bytes / (ms * 1e-3) / 1e9;
         push(rows, &format!("gpu.ddim_{name}.ms"), format!("{ms:.4}"), "ms");
         push(rows, &format!("gpu.ddim_{name}.bandwidth"), format!("{gbs:.1}"), "GB/s");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use sched::api::{Value, compile};
-use sched::runtime::interp::{OutputValue, RunOptions};
-use sched::runtime::load::load_model;
+use sched_models::load::load_model;
+use sched_runtime::run::{OutputValue, RunOptions};
 
 const SOURCE: &str = r#"
 /// DPM-Solver++(2M) on a Karras grid, as a server might run it.

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use sched::poker;
-use sched::runtime::load::load_model;
-use sched::runtime::model::Model;
+use sched_models::load::load_model;
+use sched_runtime::model::Model;
 
 /// The two models of one line group: a multi-token model and a next-token model.
 struct ModelSet {

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use sched::lang::types::ModelKind;
-use sched::runtime::datasets::Dataset;
-use sched::runtime::train::{self, KINDS, Mlp, Progress, Report, TrainConfig, TrainError};
+use sched_lang::types::ModelKind;
+use sched_train::datasets::Dataset;
+use sched_train::mlp::{self, KINDS, Mlp, Progress, Report, TrainConfig, TrainError};
 
 const ABOUT: &str = "Trains sched's built-in MLP (two hidden layers, SiLU) on a 2-D data set, on the CPU, \
 deterministically for a seed, and writes DIR/<data>/<kind>.safetensors with its manifest <kind>.toml.";
@@ -160,9 +160,9 @@ fn train_one(args: &Args, dataset: Dataset, kind: ModelKind) -> Result<Done, Tra
     config.hidden = args.hidden;
     config.lr = args.lr.unwrap_or(config.lr);
     config.pool = args.pool.unwrap_or(config.pool);
-    let teacher = if train::needs_teacher(kind) {
+    let teacher = if mlp::needs_teacher(kind) {
         let path =
-            args.teacher.clone().unwrap_or_else(|| train::checkpoint_path(&args.out, dataset, ModelKind::Velocity));
+            args.teacher.clone().unwrap_or_else(|| mlp::checkpoint_path(&args.out, dataset, ModelKind::Velocity));
         if !path.is_file() {
             return Err(TrainError::Config(format!(
                 "`{}` is distilled from the data set's velocity model, and {} does not exist: train it first \
@@ -197,9 +197,9 @@ fn train_one(args: &Args, dataset: Dataset, kind: ModelKind) -> Result<Done, Tra
             window.clear();
         }
     };
-    let (mlp, report) = train::train(&config, teacher.as_ref(), &mut report_progress)?;
-    let path = train::checkpoint_path(&args.out, dataset, kind);
-    mlp.save(&path, &train::notes(&config, &report))?;
+    let (mlp, report) = mlp::train(&config, teacher.as_ref(), &mut report_progress)?;
+    let path = mlp::checkpoint_path(&args.out, dataset, kind);
+    mlp.save(&path, &mlp::notes(&config, &report))?;
     let bytes = size(&path) + size(&path.with_extension("toml"));
     print_done(&path, &report);
     Ok(Done {

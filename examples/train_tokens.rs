@@ -10,20 +10,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use sched::lang::types::ModelKind;
-use sched::runtime::load::load_model;
-use sched::runtime::tokens::TokenRows;
-use sched::runtime::tokens::poker::{self, EOS, HANDS, MASK, WORDS};
-use sched::runtime::tokens::transformer::{
-    TokenProgress, TokenTrainConfig, TokenTrainError, probabilities, save_poker, train_poker,
-};
+use sched_kernels::tokens::softmax;
+use sched_lang::types::ModelKind;
+use sched_models::load::load_model;
+use sched_models::poker::{self, EOS, HANDS, MASK, WORDS};
+use sched_runtime::model::TokenRows;
+use sched_train::transformer::{TokenProgress, TokenTrainConfig, TokenTrainError, save_poker, train_poker};
 
 const ABOUT: &str = "Trains sched's transformer token model on the poker hands, on the CPU, deterministically for \
 a seed, and writes OUT/<kind>.safetensors, its manifest OUT/<kind>.toml and OUT/tokenizer.json.";
 
 const LONG_ABOUT: &str = "\
 Trains sched's transformer token model (pre-LayerNorm, d 32, 2 layers, 2 attention heads, max_len 8) on the \
-poker hands [w1, w2, <eos>] of sched_runtime::tokens::poker, on the CPU with candle's autodiff and AdamW, \
+poker hands [w1, w2, <eos>] of sched_models::poker, on the CPU with candle's autodiff and AdamW, \
 deterministically for a seed, and writes OUT/<kind>.safetensors with its manifest OUT/<kind>.toml and the \
 word-level OUT/tokenizer.json beside them. Then it reloads each checkpoint and prints the total-variation \
 distance of its distributions from the exact poker model.
@@ -76,9 +75,9 @@ enum Error {
     #[error(transparent)]
     Train(#[from] TokenTrainError),
     #[error(transparent)]
-    Load(#[from] sched::runtime::load::LoadError),
+    Load(#[from] sched_models::error::LoadError),
     #[error(transparent)]
-    Model(#[from] sched::runtime::model::ModelError),
+    Model(#[from] sched_runtime::model::ModelError),
     #[error("{0} is not a token model")]
     NotTokens(String),
 }
@@ -220,15 +219,15 @@ fn measure(path: &Path) -> Result<Distances, Error> {
             let mut seconds = Vec::with_capacity(v);
             for w in 0..v as u32 {
                 let logits = lm.masked_logits(one(&[w, MASK, EOS]))?;
-                seconds.push(probabilities(&logits[v..2 * v]));
+                seconds.push(softmax(&logits[v..2 * v]));
             }
-            (probabilities(&marginal[..v]), seconds)
+            (softmax(&marginal[..v]), seconds)
         }
         _ => {
             let all: Vec<u32> = (0..v as u32).collect();
             let next = lm.causal_logits(TokenRows { ids: &all, batch: v, len: 1 }, 1)?;
-            let seconds = next.chunks_exact(v).map(probabilities).collect();
-            (probabilities(&lm.causal_logits(one(&[]), 0)?), seconds)
+            let seconds = next.chunks_exact(v).map(softmax).collect();
+            (softmax(&lm.causal_logits(one(&[]), 0)?), seconds)
         }
     };
     let mut joint = 0.0;
@@ -249,7 +248,7 @@ fn measure(path: &Path) -> Result<Distances, Error> {
     let head1 = if lm.heads() >= 2 {
         let heads = lm.head_logits(one(&[]))?;
         let exact_second: Vec<f64> = (0..v).map(|b| exact.iter().map(|row| row[b]).sum()).collect();
-        Some(tv(&probabilities(&heads[v..2 * v]), &exact_second))
+        Some(tv(&softmax(&heads[v..2 * v]), &exact_second))
     } else {
         None
     };

@@ -1,20 +1,13 @@
 //! sched: a language and compiler for the inference schedules of generative models.
 //!
-//! This crate is the command-line tool and a thin facade over the workspace's crates:
-//! [`sched_lang`] (the language front end), [`sched_compiler`] (IR and passes), [`sched_kernels`]
-//! (fused kernels) and [`sched_runtime`] (models and the interpreter). Programs that embed sched
-//! use [`api`].
-
-pub use sched_compiler as compiler;
-pub use sched_kernels as kernels;
-pub use sched_lang as lang;
-pub use sched_lang::{Analysis, Code, Diagnostic, Program, analyze};
-pub use sched_runtime as runtime;
+//! Programs that embed sched use [`api`]: compile a `.sched` source, bind a schedule's
+//! parameters, load or bring models, and run it on the JIT or the reference interpreter, on the
+//! CPU or a device. The `sched` command line is a client of the same API. [`poker`] is the study
+//! behind the README's "high house" table.
+//!
+//! The crates beneath are usable on their own: `sched-lang` (the front end), `sched-compiler`
+//! (IR and passes), `sched-kernels` (fused kernels), `sched-runtime` (the model contract, devices
+//! and engines), `sched-models` (model formats) and `sched-train` (training and metrics).
 
 pub mod api;
-pub mod build;
 pub mod poker;
-pub mod render;
-pub mod report;
-pub mod run;
-pub mod sweep;

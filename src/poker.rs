@@ -7,11 +7,10 @@
 
 use std::sync::Arc;
 
-use sched_runtime::interp::{OutputValue, RunOptions};
-use sched_runtime::model::Model;
-use sched_runtime::tokens::{TokenRows, poker};
+use sched_models::poker;
+use sched_runtime::model::TokenRows;
 
-use crate::api::{ApiError, compile};
+use crate::api::{ApiError, Model, OutputValue, RunOptions, compile};
 
 /// The schedules of the experiment, with the model parameter each binds.
 pub const SCHEDULES: &[(&str, &str)] = &[("independent", "mtp"), ("autoregressive", "lm"), ("draft_verify", "mtp")];

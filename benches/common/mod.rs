@@ -8,13 +8,14 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sched::kernels::spec::Distribution;
-use sched::lang::types::ModelKind;
-use sched::runtime::checkpoint::{Manifest, TimeInput, random_mlp_tensors_of_width, write_safetensors};
-use sched::runtime::interp::noise_tensor;
-use sched::runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
-use sched::runtime::model::{FieldKind, Label, Model, ModelError, ModelInfo};
-use sched::runtime::tensor::Tensor;
+use sched_kernels::spec::Distribution;
+use sched_lang::types::ModelKind;
+use sched_models::checkpoint::write_safetensors;
+use sched_models::mlp::manifest::{Manifest, TimeInput};
+use sched_models::mlp::random::random_mlp_tensors_of_width;
+use sched_runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
+use sched_runtime::model::{FieldKind, Label, Model, ModelError, ModelInfo};
+use sched_runtime::tensor::Tensor;
 
 /// DDIM on an ε model over diffusers' `leading` grid with `steps_offset = 0` (DDIMScheduler's
 /// default; `leading(offset = 1)`, the grid of examples/ddim.sched, has no room for 1000 steps on a
@@ -70,8 +71,8 @@ pub fn write_inputs(dir: &Path, batch: usize) -> Result<Inputs, Box<dyn Error>> 
     let checkpoint = dir.join("mlp.safetensors");
     write_safetensors(&checkpoint, &random_mlp_tensors_of_width(&manifest, WIDTH, 20261130), None)?;
     std::fs::write(checkpoint.with_extension("toml"), manifest.to_table().to_string())?;
-    let net = sched::runtime::load::load_model(&checkpoint.display().to_string(), None)?;
-    let x_init = noise_tensor(Distribution::Gaussian, 2026, 0, 0, vec![batch, SAMPLE]);
+    let net = sched_models::load::load_model(&checkpoint.display().to_string(), None)?;
+    let x_init = Tensor::noise(Distribution::Gaussian, 2026, 0, 0, vec![batch, SAMPLE]);
     write_safetensors(
         &dir.join("x_init.safetensors"),
         &[("x".into(), x_init.shape.clone(), x_init.data.clone())],

@@ -13,65 +13,14 @@
 
 use std::cell::Cell;
 
-use thiserror::Error;
-
 use crate::philox;
 use crate::spec::{
-    BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, ReduceOp, ReductionKernel, UnaryOp,
+    BinaryOp, Distribution, ElementwiseKernel, KernelError, Node, NodeId, NoiseLaunch, ReduceOp, ReductionKernel,
+    UnaryOp,
 };
 
 /// The number of elements evaluated per chunk.
 pub const CHUNK: usize = 256;
-
-/// Why a kernel or a launch of it cannot be evaluated.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum KernelError {
-    /// An in-place entry names a missing input or output, or reuses an input.
-    #[error("in-place update of input {input} by output {output} is not a valid pairing")]
-    InPlace { input: usize, output: usize },
-    /// A node names an operand that is not an earlier node.
-    #[error("node %{node} refers to %{operand}, which is not an earlier node")]
-    ForwardReference { node: usize, operand: u32 },
-    /// An `Input` node names an input the kernel does not declare.
-    #[error("node %{node} reads input {input}, but the kernel declares {inputs} inputs")]
-    InputOutOfRange { node: usize, input: u32, inputs: u32 },
-    /// A `Param` node names a parameter the kernel does not declare.
-    #[error("node %{node} reads parameter {param}, but the kernel declares {params} parameters")]
-    ParamOutOfRange { node: usize, param: u32, params: u32 },
-    /// A `Noise` node names a noise slot the kernel does not declare.
-    #[error("node %{node} draws from noise slot {slot}, but the kernel declares {slots} noise slots")]
-    NoiseSlotOutOfRange { node: usize, slot: u32, slots: u32 },
-    /// An output names a node that does not exist.
-    #[error("output {output} is %{node}, but the kernel has {nodes} nodes")]
-    OutputOutOfRange { output: usize, node: u32, nodes: usize },
-    /// The kernel writes nothing.
-    #[error("the kernel has no outputs")]
-    NoOutputs,
-    /// The body of a reduction does not have exactly one output.
-    #[error("the body of a reduction must have exactly one output, but it has {outputs}")]
-    ReductionOutputs { outputs: usize },
-    /// The launch passes a different number of input tensors than the kernel declares.
-    #[error("the kernel takes {expected} inputs, but the launch passes {got}")]
-    InputCount { expected: u32, got: usize },
-    /// The launch passes a different number of parameters than the kernel declares.
-    #[error("the kernel takes {expected} parameters, but the launch passes {got}")]
-    ParamCount { expected: u32, got: usize },
-    /// The launch describes a different number of noise slots than the kernel declares.
-    #[error("the kernel has {expected} noise slots, but the launch describes {got}")]
-    NoiseSlotCount { expected: u32, got: usize },
-    /// An input tensor has fewer elements than the launch length.
-    #[error("input {input} has {actual} elements, fewer than the launch length {len}")]
-    InputTooShort { input: usize, actual: usize, len: usize },
-    /// The kernel draws noise but the launch says a sample has no elements.
-    #[error("the kernel draws noise, but the launch has zero elements per sample")]
-    ZeroPerSample,
-    /// The sample or element index of some element does not fit the 32-bit Philox counter words.
-    #[error("a launch of {len} elements with {per_sample} per sample has noise coordinates beyond 32 bits")]
-    NoiseCoordinatesOverflow { len: usize, per_sample: usize },
-    /// The output or scratch buffers cannot be allocated.
-    #[error("cannot allocate the buffers of a launch of {len} elements")]
-    OutOfMemory { len: usize },
-}
 
 /// Returns the f32 function of a unary operation, exactly as the specification defines it.
 fn unary_fn(op: UnaryOp) -> fn(f32) -> f32 {

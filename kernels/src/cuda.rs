@@ -99,7 +99,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::cpu::KernelError;
+use crate::spec::KernelError;
 use crate::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, ReduceOp, ReductionKernel, UnaryOp};
 
 /// Appends one formatted line, indented by `depth` levels, to a [`Code`].

@@ -42,8 +42,9 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
 use thiserror::Error;
 
-use crate::cpu::{InPlace, KernelError};
+use crate::cpu::InPlace;
 use crate::philox;
+use crate::spec::KernelError;
 use crate::spec::{BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, UnaryOp};
 
 /// The number of f32 lanes of one vector.

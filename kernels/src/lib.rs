@@ -13,8 +13,9 @@ pub mod spec;
 pub mod tokens;
 
 pub use builder::KernelBuilder;
-pub use cpu::{KernelError, evaluate, reduce};
+pub use cpu::{evaluate, reduce};
 pub use jit::{CompiledKernel, JitError};
 pub use spec::{
-    BinaryOp, Distribution, ElementwiseKernel, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp, ReductionKernel, UnaryOp,
+    BinaryOp, Distribution, ElementwiseKernel, KernelError, Node, NodeId, NoiseLaunch, NoiseSlot, ReduceOp,
+    ReductionKernel, UnaryOp,
 };

@@ -181,7 +181,7 @@ fn nan_lowest(x: f64) -> f64 {
     if x.is_nan() { f64::NEG_INFINITY } else { x }
 }
 
-/// The softmax of one row of f32 logits, in f64.
+/// The softmax of one row of logits (the f32 of a model, or the f64 of an exact law), in f64.
 ///
 /// Definition (normative; every emitter computes exactly this), with NaN logits counted as -inf:
 ///
@@ -195,18 +195,17 @@ fn nan_lowest(x: f64) -> f64 {
 ///
 /// `exp` is the platform's libm `exp`. The result always has the input's length and, unless
 /// empty, sums to 1 up to rounding.
-pub fn softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |max, &logit| if logit > max { logit } else { max });
-    if max == f32::NEG_INFINITY {
+pub fn softmax<T: Copy + Into<f64>>(logits: &[T]) -> Vec<f64> {
+    let logits: Vec<f64> = logits.iter().map(|&logit| logit.into()).collect();
+    let max = logits.iter().fold(f64::NEG_INFINITY, |max, &logit| if logit > max { logit } else { max });
+    if max == f64::NEG_INFINITY {
         return vec![1.0 / logits.len() as f64; logits.len()];
     }
-    if max == f32::INFINITY {
-        let count = logits.iter().filter(|&&logit| logit == f32::INFINITY).count();
-        return logits.iter().map(|&logit| if logit == f32::INFINITY { 1.0 / count as f64 } else { 0.0 }).collect();
+    if max == f64::INFINITY {
+        let count = logits.iter().filter(|&&logit| logit == f64::INFINITY).count();
+        return logits.iter().map(|&logit| if logit == f64::INFINITY { 1.0 / count as f64 } else { 0.0 }).collect();
     }
-    let max = f64::from(max);
-    let exps: Vec<f64> =
-        logits.iter().map(|&logit| if logit.is_nan() { 0.0 } else { (f64::from(logit) - max).exp() }).collect();
+    let exps: Vec<f64> = logits.iter().map(|&logit| if logit.is_nan() { 0.0 } else { (logit - max).exp() }).collect();
     let sum = exps.iter().fold(0.0, |sum, &e| sum + e);
     exps.into_iter().map(|e| e / sum).collect()
 }

@@ -292,14 +292,20 @@ fn capability_diagnostic(
     ))
 }
 
-/// The closest of `candidates` to `name`, if any is close enough to be a plausible typo.
+/// The closest of `candidates` to `name`, if any is close enough to be a plausible typo: at most
+/// one edit (Damerau-Levenshtein) per three characters of `name`, or a distance of at most half
+/// the longer word (so a truncated name, `causal` for `causal_lm`, finds its word). Every
+/// suggestion of sched, in the front end and in the model formats, is this one.
 pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let limit = (name.chars().count() / 3).max(1);
+    let close = |distance: usize, candidate: &str| {
+        distance <= limit || 2 * distance <= name.chars().count().max(candidate.chars().count())
+    };
     candidates
         .into_iter()
         .filter(|c| *c != name && !c.is_empty())
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(distance, _)| *distance <= limit)
+        .filter(|&(distance, c)| close(distance, c))
         .min_by_key(|(distance, c)| (*distance, c.len()))
         .map(|(_, c)| c.to_string())
 }

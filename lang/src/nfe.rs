@@ -683,6 +683,16 @@ impl<'p> Interp<'p> {
             });
         }
         Ok(match builtin.name {
+            // Posterior remasking may commit no candidate in a step; the next step's input is then
+            // unchanged, and its candidates reuse the last call instead of calling the model.
+            "commit" if !matches!(arg(4), Some(Value::Option(name)) if name != "posterior") => {
+                return Err(Stop {
+                    reason: "posterior remasking may commit nothing in a step, and the next step then reuses the \
+                             last model call (MDLM's caching)"
+                        .into(),
+                    span,
+                });
+            }
             "grid" => {
                 let (from, to) = match arg(0) {
                     Some(Value::Tuple(pair)) => (num_of(pair.first()), num_of(pair.get(1))),

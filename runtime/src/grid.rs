@@ -78,6 +78,38 @@ pub enum GridError {
     NotStrictlyDecreasing { spacing: &'static str, steps: usize, index: usize, point: f64, next: f64 },
 }
 
+impl GridError {
+    /// Every code of this error, with when it is reported (docs/diagnostics.md lists them).
+    pub const CODES: &'static [(&'static str, &'static str)] = &[
+        ("sched::grid::no_steps", "a grid has no steps"),
+        ("sched::grid::not_finite", "a grid's ends are not finite"),
+        ("sched::grid::out_of_range", "a grid's ends are outside [0, 1]"),
+        ("sched::grid::not_decreasing", "a grid does not run from noise to data"),
+        ("sched::grid::invalid_parameter", "a spacing's parameter is out of its domain"),
+        ("sched::grid::no_kappa_range", "a κ spacing meets an interpolant without a finite range of κ"),
+        ("sched::grid::train_steps_mismatch", "a discrete spacing's table differs from the model's"),
+        ("sched::grid::timestep_out_of_table", "a discrete spacing places a timestep outside its table"),
+        ("sched::grid::starts_above_from", "a discrete spacing starts above the grid's start"),
+        ("sched::grid::not_strictly_decreasing", "a spacing gives times that do not strictly decrease"),
+    ];
+
+    /// The error's stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GridError::NoSteps => "sched::grid::no_steps",
+            GridError::NotFinite { .. } => "sched::grid::not_finite",
+            GridError::OutOfRange { .. } => "sched::grid::out_of_range",
+            GridError::NotDecreasing { .. } => "sched::grid::not_decreasing",
+            GridError::InvalidParameter { .. } => "sched::grid::invalid_parameter",
+            GridError::NoKappaRange { .. } => "sched::grid::no_kappa_range",
+            GridError::TrainStepsMismatch { .. } => "sched::grid::train_steps_mismatch",
+            GridError::TimestepOutOfTable { .. } => "sched::grid::timestep_out_of_table",
+            GridError::StartsAboveFrom { .. } => "sched::grid::starts_above_from",
+            GridError::NotStrictlyDecreasing { .. } => "sched::grid::not_strictly_decreasing",
+        }
+    }
+}
+
 /// Materialises `grid(from -> to, steps, spacing)` for a model with the given interpolant.
 ///
 /// Never panics: invalid ends, parameters, and spacings the interpolant cannot support are

@@ -25,11 +25,9 @@ use sched_compiler::ir::{Function, Op, Ty, ValueId};
 use sched_kernels::jit::{CompiledKernel, JitError as KernelJitError, host_isa};
 
 use crate::convert::FieldCoefficients;
-use crate::interp::{
-    Machine, NativeKernels, Outputs, ParamValue, RunError, RunOptions, coefficient_value, coefficients,
-    interpolant_value, located,
-};
+use crate::machine::{Machine, NativeKernels, coefficient_value, coefficients, interpolant_value};
 use crate::model::Model;
+use crate::run::{Outputs, ParamValue, RunError, RunOptions, located};
 
 /// Why a schedule cannot be compiled to native code.
 #[derive(Debug, thiserror::Error)]

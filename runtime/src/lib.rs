@@ -1,19 +1,20 @@
-//! The runtime of sched: tensors, models and checkpoints, and the reference interpreter.
+//! The runtime of sched: the model contract, devices, and the execution of compiled schedules.
+//!
+//! It knows models only through their traits ([`model::Model`], [`model::TokenModel`] and their
+//! device halves); every model format lives in the `sched-models` crate. What it executes is a
+//! compiled IR [`Function`](sched_compiler::ir::Function), on one of two engines that give the
+//! same bits: the reference interpreter ([`interp`]) and the JIT ([`jit`]), both on the shared
+//! executor ([`machine`]) and both taking and giving the types of [`run`].
 
-pub mod analytic;
-pub mod checkpoint;
 pub mod convert;
-pub mod datasets;
 pub mod device;
 pub mod grid;
 pub mod interp;
 pub mod interpolant;
 pub mod jit;
-pub mod load;
-pub mod metrics;
+mod machine;
 pub mod model;
-pub mod runs;
+pub mod run;
+pub mod seeds;
 pub mod sequence;
 pub mod tensor;
-pub mod tokens;
-pub mod train;

@@ -1,5 +1,8 @@
 //! Host tensors: a shape and f32 data in row-major order; the first dimension is the batch.
 
+use sched_kernels::philox;
+use sched_kernels::spec::Distribution;
+
 /// A batch of samples on the host.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
@@ -40,5 +43,19 @@ impl Tensor {
     pub fn sample(&self, b: usize) -> &[f32] {
         let n = self.per_sample();
         &self.data[b * n..(b + 1) * n]
+    }
+
+    /// The noise of draw `step` of noise site `site` with `seed`, of `shape` (`[batch, ...]`):
+    /// element `i` of sample `b` is draw `(seed, site, step, b, i)` of sched's Philox stream, as
+    /// every kernel draws it.
+    pub fn noise(dist: Distribution, seed: u64, site: u32, step: u32, shape: Vec<usize>) -> Tensor {
+        let per_sample = shape.iter().skip(1).product::<usize>().max(1);
+        let len: usize = shape.iter().product();
+        let draw = match dist {
+            Distribution::Gaussian => philox::gaussian,
+            Distribution::Uniform => philox::uniform,
+        };
+        let data = (0..len).map(|i| draw(seed, site, step, (i / per_sample) as u32, (i % per_sample) as u32)).collect();
+        Tensor::new(shape, data)
     }
 }

@@ -19,13 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sched_kernels::cuda_tokens::SampleKernel;
-use sched_kernels::layers::{Activation, AttentionShape};
-use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
+use sched_kernels::spec::ReductionKernel;
 
-use super::{
-    BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, Transfers,
-    VerifyLaunch,
-};
+use super::op::DeviceOp;
+use super::{BufferId, Device, DeviceError, GraphId, Launch, SampleLaunch, Sampled, Transfers, VerifyLaunch};
 
 /// A device that counts the transfers of the work it passes on.
 #[derive(Debug)]
@@ -96,8 +93,15 @@ impl Device for Counted {
         self.inner.free(buffer);
     }
 
-    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
-        self.inner.elementwise(kernel, launch)
+    fn execute(&self, op: &DeviceOp<'_, BufferId>) -> Result<(), DeviceError> {
+        self.inner.execute(op)?;
+        // The host data an operation takes along: the row numbers of a gather or a row move.
+        match op {
+            DeviceOp::Gather { indices, .. } => self.uploaded(size_of_val(&**indices)),
+            DeviceOp::MoveRows { from, to, .. } => self.uploaded(size_of_val(&**from) + size_of_val(&**to)),
+            _ => {}
+        }
+        Ok(())
     }
 
     fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
@@ -108,74 +112,6 @@ impl Device for Counted {
 
     fn has_linear(&self) -> bool {
         self.inner.has_linear()
-    }
-
-    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
-        self.inner.linear(x, weight, out, shape)
-    }
-
-    fn bias_activation(
-        &self,
-        data: BufferId,
-        bias: BufferId,
-        len: usize,
-        activation: Activation,
-    ) -> Result<(), DeviceError> {
-        self.inner.bias_activation(data, bias, len, activation)
-    }
-
-    fn layer_norm(
-        &self,
-        x: BufferId,
-        weight: BufferId,
-        bias: BufferId,
-        out: BufferId,
-        rows: usize,
-        width: usize,
-        eps: f32,
-    ) -> Result<(), DeviceError> {
-        self.inner.layer_norm(x, weight, bias, out, rows, width, eps)
-    }
-
-    fn attention(
-        &self,
-        q: BufferId,
-        k: BufferId,
-        v: BufferId,
-        out: BufferId,
-        shape: AttentionShape,
-    ) -> Result<(), DeviceError> {
-        self.inner.attention(q, k, v, out, shape)
-    }
-
-    fn gather_rows(
-        &self,
-        src: BufferId,
-        indices: &[u32],
-        width: usize,
-        blocked: Option<u32>,
-        out: BufferId,
-    ) -> Result<(), DeviceError> {
-        self.inner.gather_rows(src, indices, width, blocked, out)?;
-        self.uploaded(size_of_val(indices));
-        Ok(())
-    }
-
-    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
-        self.inner.move_rows(src, out, moves)?;
-        self.uploaded(size_of_val(moves.from) + size_of_val(moves.to));
-        Ok(())
-    }
-
-    fn guide_logits(
-        &self,
-        un: BufferId,
-        cond: BufferId,
-        scale: f64,
-        len: usize,
-        out: BufferId,
-    ) -> Result<(), DeviceError> {
-        self.inner.guide_logits(un, cond, scale, len, out)
     }
 
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
@@ -192,10 +128,6 @@ impl Device for Counted {
         let tokens: usize = appended.iter().map(Vec::len).sum();
         self.downloaded(size_of::<u32>() * (tokens + appended.len()));
         Ok(appended)
-    }
-
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        self.inner.copy(from, to, len)
     }
 
     fn live_buffers(&self) -> usize {
@@ -233,7 +165,8 @@ mod tests {
         let counted = Counted::new(Arc::new(EmulatedDevice::new()));
         let x = counted.upload(&[1.0, 2.0, 3.0]).expect("uploads");
         let out = counted.alloc(2).expect("allocates");
-        counted.gather_rows(x, &[0, 0], 1, None, out).expect("gathers");
+        let gather = DeviceOp::Gather { src: x, indices: vec![0, 0].into(), width: 1, blocked: None, out };
+        counted.execute(&gather).expect("gathers");
         assert_eq!(counted.download(out).expect("downloads"), vec![1.0, 1.0]);
         let kernel = ReductionKernel::of_input(sched_kernels::ReduceOp::Mean);
         let noise = sched_kernels::spec::NoiseLaunch { seed: 0, per_sample: 3, slots: &[] };

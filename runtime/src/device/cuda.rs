@@ -34,6 +34,7 @@ use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
+use super::op::DeviceOp;
 use super::{
     BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
     check_counts, reporting_distribution,
@@ -400,6 +401,383 @@ impl Scalars {
     }
 }
 
+/// The operations of [`DeviceOp`] on the GPU, each one launch (or copy) on the device's stream.
+impl CudaDevice {
+    fn run_elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
+        if launch.len == 0 {
+            return Ok(());
+        }
+        let Loaded::Single(function) = self.load(emit::elementwise_source(kernel)?, ModuleKind::Elementwise)? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let inputs = self.addresses(launch.inputs, launch.len)?;
+        let outputs = self.addresses(launch.outputs, launch.len)?;
+        let seed = (kernel.noise_slots > 0).then_some(launch.noise.seed);
+        let scalars = Scalars::new(launch, self.seed_address(seed)?);
+        let mut builder = self.stream.launch_builder(&function);
+        for address in inputs.iter().chain(&outputs) {
+            builder.arg(address);
+        }
+        scalars.push(&mut builder);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(scalars.len, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow the ABI of `sched_kernels::cuda` for this kernel: its
+        // input and output addresses (each buffer checked above to hold `len` elements), its
+        // parameters, the address of the two seed words, the noise words and the length, in that
+        // order. Outputs that alias inputs
+        // are allowed by that ABI.
+        unsafe { builder.launch(config) }.map_err(driver("launching a kernel"))?;
+        Ok(())
+    }
+
+    fn run_linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
+        let Some(blas) = &self.blas else {
+            return Err(DeviceError::Unavailable { reason: "libcublas.so.13 was not found".into() });
+        };
+        let LinearShape { rows, inputs, outputs } = shape;
+        if x == out || weight == out {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both an input and the output of a matrix product".into(),
+            });
+        }
+        let int = |n: usize| {
+            i32::try_from(n).map_err(|_| DeviceError::Buffer {
+                buffer: out.0,
+                problem: format!("dimension {n} exceeds cuBLAS's 32-bit sizes"),
+            })
+        };
+        let (m, n, k) = (int(outputs)?, int(rows)?, int(inputs)?);
+        let mut held = lock(&self.buffers);
+        let needs = [(weight, outputs * inputs), (x, rows * inputs), (out, rows * outputs)];
+        for (id, len) in needs {
+            let buffer = held.get(&id.0).ok_or_else(|| unknown(id))?;
+            if buffer.len < len {
+                return Err(DeviceError::Buffer {
+                    buffer: id.0,
+                    problem: format!("has {} elements, fewer than the {len} of the product", buffer.len),
+                });
+            }
+        }
+        let [Some(w), Some(xs), Some(result)] = held.get_disjoint_mut([&weight.0, &x.0, &out.0]) else {
+            return Err(unknown(if weight == x { x } else { out }));
+        };
+        // Row-major `out = x wᵀ` is column-major `outᵀ = w xᵀ`: `w` read transposed (its
+        // column-major view is [inputs, outputs]), `x` as is (column-major [inputs, rows]).
+        let config = GemmConfig {
+            transa: cublasOperation_t::CUBLAS_OP_T,
+            transb: cublasOperation_t::CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            alpha: 1.0f32,
+            lda: k,
+            ldb: k,
+            beta: 0.0f32,
+            ldc: m,
+        };
+        // SAFETY: the three buffers hold at least the elements the configuration addresses
+        // (checked above), `out` is neither input, and all three live on the handle's stream.
+        unsafe { blas.gemm(config, &w.slice, &xs.slice, &mut result.slice) }
+            .map_err(|e| DeviceError::Driver { action: "multiplying matrices", message: e.to_string() })
+    }
+
+    fn run_bias_activation(
+        &self,
+        data: BufferId,
+        bias: BufferId,
+        len: usize,
+        activation: Activation,
+    ) -> Result<(), DeviceError> {
+        let source = layers::bias_activation_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::BIAS_ACTIVATION_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let cols = lock(&self.buffers).get(&bias.0).map(|b| b.len).ok_or_else(|| unknown(bias))?;
+        if cols == 0 || len == 0 {
+            return Ok(());
+        }
+        let [data_address] = self.addresses(&[data], len)?[..] else { return Err(unknown(data)) };
+        let [bias_address] = self.addresses(&[bias], cols)?[..] else { return Err(unknown(bias)) };
+        let cols = u32::try_from(cols)
+            .map_err(|_| DeviceError::Buffer { buffer: bias.0, problem: "has more than 2^32 elements".into() })?;
+        let (len, code) = (len as u64, layers::activation_code(activation));
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&data_address).arg(&bias_address).arg(&cols).arg(&len).arg(&code);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_bias_activation`'s signature: `data` holds `len`
+        // elements and `bias` `cols >= 1` (both checked above); the grid-stride loop stays in
+        // bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
+        Ok(())
+    }
+
+    fn run_copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
+        let mut held = lock(&self.buffers);
+        let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
+            return Err(unknown(if from == to { to } else { from }));
+        };
+        for (id, buffer) in [(from, &*source), (to, &*target)] {
+            if buffer.len < len {
+                return Err(DeviceError::Buffer {
+                    buffer: id.0,
+                    problem: format!("has {} elements, fewer than the {len} copied", buffer.len),
+                });
+            }
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let source = source.slice.slice(..len);
+        let mut target = target.slice.slice_mut(..len);
+        self.stream.memcpy_dtod(&source, &mut target).map_err(driver("copying on the GPU"))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the buffers and sizes of one layer")]
+    fn run_layer_norm(
+        &self,
+        x: BufferId,
+        weight: BufferId,
+        bias: BufferId,
+        out: BufferId,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), DeviceError> {
+        if x == out {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both the input and the output of a LayerNorm".into(),
+            });
+        }
+        let len = rows
+            .checked_mul(width)
+            .ok_or(DeviceError::Buffer { buffer: x.0, problem: format!("{rows} rows of {width} elements overflow") })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let source = layers::layer_norm_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::LN_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [x_address, out_address] = self.addresses(&[x, out], len)?[..] else { return Err(unknown(x)) };
+        let [weight_address, bias_address] = self.addresses(&[weight, bias], width)?[..] else {
+            return Err(unknown(weight));
+        };
+        let width = u32::try_from(width)
+            .map_err(|_| DeviceError::Buffer { buffer: weight.0, problem: "has more than 2^32 elements".into() })?;
+        let rows = rows as u64;
+        let mut builder = self.stream.launch_builder(&function);
+        builder
+            .arg(&x_address)
+            .arg(&weight_address)
+            .arg(&bias_address)
+            .arg(&out_address)
+            .arg(&rows)
+            .arg(&width)
+            .arg(&eps);
+        // One thread per row: `elementwise_blocks` sizes a grid for one thread per group of
+        // VECTOR_WIDTH elements, so it is asked for that many elements per row.
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(rows * emit::VECTOR_WIDTH as u64, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_layer_norm`'s signature: `x` and `out` hold
+        // `rows * width` elements and `weight` and `bias` `width` (all checked above), `out` is
+        // not `x`, and the grid-stride loop over rows stays in bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
+        Ok(())
+    }
+
+    fn run_attention(
+        &self,
+        q: BufferId,
+        k: BufferId,
+        v: BufferId,
+        out: BufferId,
+        shape: AttentionShape,
+    ) -> Result<(), DeviceError> {
+        if [q, k, v].contains(&out) {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both an input and the output of attention".into(),
+            });
+        }
+        let AttentionShape { batch, len, heads, head_dim, causal } = shape;
+        let too_big =
+            || DeviceError::Buffer { buffer: out.0, problem: format!("attention of shape {shape:?} is too large") };
+        let elements =
+            [batch, len, heads, head_dim].iter().try_fold(1usize, |n, &k| n.checked_mul(k)).ok_or_else(too_big)?;
+        let threads = batch.checked_mul(len).and_then(|n| n.checked_mul(heads)).ok_or_else(too_big)?;
+        if elements == 0 {
+            return Ok(());
+        }
+        let source = layers::attention_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::ATTENTION_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [q, k, v, out] = self.addresses(&[q, k, v, out], elements)?[..] else { return Err(unknown(out)) };
+        let size = |n: usize| u32::try_from(n).map_err(|_| too_big());
+        let (batch, len, heads, head_dim) = (size(batch)?, size(len)?, size(heads)?, size(head_dim)?);
+        let causal = i32::from(causal);
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&q).arg(&k).arg(&v).arg(&out).arg(&batch).arg(&len).arg(&heads).arg(&head_dim).arg(&causal);
+        // One thread per (row, head, query), sized as for the LayerNorm's rows.
+        let config = LaunchConfig {
+            grid_dim: (
+                emit::elementwise_blocks(threads as u64 * emit::VECTOR_WIDTH as u64, self.multiprocessors),
+                1,
+                1,
+            ),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_attention`'s signature: `q`, `k`, `v` and `out`
+        // each hold `batch * len * heads * head_dim` elements (checked above), `out` is none of
+        // the inputs, and the grid-stride loop over (row, head, query) stays in bounds for any
+        // grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
+        Ok(())
+    }
+
+    fn run_gather_rows(
+        &self,
+        src: BufferId,
+        indices: &[u32],
+        width: usize,
+        blocked: Option<u32>,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        if src == out {
+            return Err(DeviceError::Buffer {
+                buffer: out.0,
+                problem: "is both the source and the output of a gather".into(),
+            });
+        }
+        let len = indices.len().checked_mul(width).ok_or(DeviceError::Buffer {
+            buffer: out.0,
+            problem: format!("{} rows of {width} elements overflow", indices.len()),
+        })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let rows = lock(&self.buffers).get(&src.0).map(|b| b.len / width).ok_or_else(|| unknown(src))?;
+        if let Some(&index) = indices.iter().find(|&&i| i as usize >= rows) {
+            return Err(DeviceError::Buffer {
+                buffer: src.0,
+                problem: format!("has {rows} rows, and row {index} is gathered"),
+            });
+        }
+        let source = layers::gather_rows_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::GATHER_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [src_address] = self.addresses(&[src], width)?[..] else { return Err(unknown(src)) };
+        let [out_address] = self.addresses(&[out], len)?[..] else { return Err(unknown(out)) };
+        let width = u32::try_from(width).map_err(|_| DeviceError::Buffer {
+            buffer: src.0,
+            problem: "has rows of more than 2^32 elements".into(),
+        })?;
+        let blocked = blocked.unwrap_or(width);
+        let on_device = self.stream.clone_htod(indices).map_err(driver("copying row indices to the GPU"))?;
+        let (indices_address, _guard) = on_device.device_ptr(&self.stream);
+        let rows = indices.len() as u64;
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&src_address).arg(&indices_address).arg(&rows).arg(&width).arg(&blocked).arg(&out_address);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(len as u64, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_gather_rows`'s signature: every index is below the
+        // source's row count (checked above), `out` holds `rows * width` elements and is not the
+        // source, and the index buffer lives on this stream until after the launch (it is freed
+        // on the same stream when dropped).
+        unsafe { builder.launch(config) }.map_err(driver("launching a gather"))?;
+        Ok(())
+    }
+
+    fn run_move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
+        let RowMoves { from, to, width } = moves;
+        let lengths = {
+            let held = lock(&self.buffers);
+            held.get(&src.0).map(|b| b.len).zip(held.get(&out.0).map(|b| b.len))
+        };
+        let Some((src_len, out_len)) = lengths else {
+            return Err(unknown(if lock(&self.buffers).contains_key(&src.0) { out } else { src }));
+        };
+        moves.check(src, src_len, out, out_len)?;
+        if from.is_empty() || width == 0 {
+            return Ok(());
+        }
+        let Loaded::Single(function) =
+            self.load(layers::move_rows_source().to_string(), ModuleKind::Single(layers::MOVE_ROWS_ENTRY))?
+        else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [src_address] = self.addresses(&[src], width)?[..] else { return Err(unknown(src)) };
+        let [out_address] = self.addresses(&[out], width)?[..] else { return Err(unknown(out)) };
+        let upload = |rows: &[u32]| self.stream.clone_htod(rows).map_err(driver("copying row numbers to the GPU"));
+        let (from_rows, to_rows) = (upload(from)?, upload(to)?);
+        let (from_address, _f) = from_rows.device_ptr(&self.stream);
+        let (to_address, _t) = to_rows.device_ptr(&self.stream);
+        let (rows, width32) = (from.len() as u64, width as u32);
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&src_address).arg(&from_address).arg(&to_address).arg(&rows).arg(&width32).arg(&out_address);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(rows.saturating_mul(width as u64), self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_move_rows`'s signature: `RowMoves::check` found every
+        // source row inside `src`, every destination row inside `out`, the destinations distinct,
+        // `out` not `src` and the width below 2^32; the row numbers live on this stream until after
+        // the launch (they are freed on the same stream when dropped).
+        unsafe { builder.launch(config) }.map_err(driver("launching a row move"))?;
+        Ok(())
+    }
+
+    fn run_guide_logits(
+        &self,
+        un: BufferId,
+        cond: BufferId,
+        scale: f64,
+        len: usize,
+        out: BufferId,
+    ) -> Result<(), DeviceError> {
+        self.refuse_while_capturing("guiding logits")?;
+        if len == 0 {
+            return Ok(());
+        }
+        let source = cuda_tokens::guide_source().to_string();
+        let Loaded::Single(function) = self.load(source, ModuleKind::Single(cuda_tokens::GUIDE_ENTRY))? else {
+            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
+        };
+        let [un, cond, out] = self.addresses(&[un, cond, out], len)?[..] else { return Err(unknown(out)) };
+        let len = len as u64;
+        let mut builder = self.stream.launch_builder(&function);
+        builder.arg(&un).arg(&cond).arg(&scale).arg(&len).arg(&out);
+        let config = LaunchConfig {
+            grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
+            block_dim: (emit::BLOCK_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments follow `sched_guide_logits`'s signature: `un`, `cond` and `out`
+        // each hold `len` elements (checked above), `out` may alias `cond` or `un` (each element is
+        // read before it is written), and the grid-stride loop stays in bounds for any grid.
+        unsafe { builder.launch(config) }.map_err(driver("launching a guidance kernel"))?;
+        Ok(())
+    }
+}
+
 impl Device for CudaDevice {
     fn name(&self) -> String {
         format!("cuda:{} {} ({})", self.context.ordinal(), self.name, self.arch)
@@ -438,35 +816,33 @@ impl Device for CudaDevice {
         lock(&self.buffers).remove(&buffer.0);
     }
 
-    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
-        check_counts(kernel, launch, kernel.outputs.len())?;
-        if launch.len == 0 {
-            return Ok(());
+    fn execute(&self, op: &DeviceOp<'_, BufferId>) -> Result<(), DeviceError> {
+        match op {
+            DeviceOp::Elementwise { .. } => match op.launch() {
+                Some((kernel, launch)) => {
+                    check_counts(kernel, &launch, kernel.outputs.len())?;
+                    self.run_elementwise(kernel, &launch)
+                }
+                None => Ok(()),
+            },
+            &DeviceOp::Linear { x, weight, out, shape } => self.run_linear(x, weight, out, shape),
+            &DeviceOp::BiasActivation { data, bias, len, activation } => {
+                self.run_bias_activation(data, bias, len, activation)
+            }
+            &DeviceOp::Copy { from, to, len } => self.run_copy(from, to, len),
+            &DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => {
+                self.run_layer_norm(x, weight, bias, out, rows, width, eps)
+            }
+            &DeviceOp::Attention { q, k, v, out, shape } => self.run_attention(q, k, v, out, shape),
+            DeviceOp::Gather { src, indices, width, blocked, out } => {
+                self.run_gather_rows(*src, indices, *width, *blocked, *out)
+            }
+            DeviceOp::MoveRows { src, out, .. } => match op.row_moves() {
+                Some(moves) => self.run_move_rows(*src, *out, moves),
+                None => Ok(()),
+            },
+            &DeviceOp::GuideLogits { un, cond, scale, len, out } => self.run_guide_logits(un, cond, scale, len, out),
         }
-        let Loaded::Single(function) = self.load(emit::elementwise_source(kernel)?, ModuleKind::Elementwise)? else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let inputs = self.addresses(launch.inputs, launch.len)?;
-        let outputs = self.addresses(launch.outputs, launch.len)?;
-        let seed = (kernel.noise_slots > 0).then_some(launch.noise.seed);
-        let scalars = Scalars::new(launch, self.seed_address(seed)?);
-        let mut builder = self.stream.launch_builder(&function);
-        for address in inputs.iter().chain(&outputs) {
-            builder.arg(address);
-        }
-        scalars.push(&mut builder);
-        let config = LaunchConfig {
-            grid_dim: (emit::elementwise_blocks(scalars.len, self.multiprocessors), 1, 1),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow the ABI of `sched_kernels::cuda` for this kernel: its
-        // input and output addresses (each buffer checked above to hold `len` elements), its
-        // parameters, the address of the two seed words, the noise words and the length, in that
-        // order. Outputs that alias inputs
-        // are allowed by that ABI.
-        unsafe { builder.launch(config) }.map_err(driver("launching a kernel"))?;
-        Ok(())
     }
 
     fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
@@ -526,328 +902,6 @@ impl Device for CudaDevice {
 
     fn has_linear(&self) -> bool {
         self.blas.is_some()
-    }
-
-    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
-        let Some(blas) = &self.blas else {
-            return Err(DeviceError::Unavailable { reason: "libcublas.so.13 was not found".into() });
-        };
-        let LinearShape { rows, inputs, outputs } = shape;
-        if x == out || weight == out {
-            return Err(DeviceError::Buffer {
-                buffer: out.0,
-                problem: "is both an input and the output of a matrix product".into(),
-            });
-        }
-        let int = |n: usize| {
-            i32::try_from(n).map_err(|_| DeviceError::Buffer {
-                buffer: out.0,
-                problem: format!("dimension {n} exceeds cuBLAS's 32-bit sizes"),
-            })
-        };
-        let (m, n, k) = (int(outputs)?, int(rows)?, int(inputs)?);
-        let mut held = lock(&self.buffers);
-        let needs = [(weight, outputs * inputs), (x, rows * inputs), (out, rows * outputs)];
-        for (id, len) in needs {
-            let buffer = held.get(&id.0).ok_or_else(|| unknown(id))?;
-            if buffer.len < len {
-                return Err(DeviceError::Buffer {
-                    buffer: id.0,
-                    problem: format!("has {} elements, fewer than the {len} of the product", buffer.len),
-                });
-            }
-        }
-        let [Some(w), Some(xs), Some(result)] = held.get_disjoint_mut([&weight.0, &x.0, &out.0]) else {
-            return Err(unknown(if weight == x { x } else { out }));
-        };
-        // Row-major `out = x wᵀ` is column-major `outᵀ = w xᵀ`: `w` read transposed (its
-        // column-major view is [inputs, outputs]), `x` as is (column-major [inputs, rows]).
-        let config = GemmConfig {
-            transa: cublasOperation_t::CUBLAS_OP_T,
-            transb: cublasOperation_t::CUBLAS_OP_N,
-            m,
-            n,
-            k,
-            alpha: 1.0f32,
-            lda: k,
-            ldb: k,
-            beta: 0.0f32,
-            ldc: m,
-        };
-        // SAFETY: the three buffers hold at least the elements the configuration addresses
-        // (checked above), `out` is neither input, and all three live on the handle's stream.
-        unsafe { blas.gemm(config, &w.slice, &xs.slice, &mut result.slice) }
-            .map_err(|e| DeviceError::Driver { action: "multiplying matrices", message: e.to_string() })
-    }
-
-    fn bias_activation(
-        &self,
-        data: BufferId,
-        bias: BufferId,
-        len: usize,
-        activation: Activation,
-    ) -> Result<(), DeviceError> {
-        let source = layers::bias_activation_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::BIAS_ACTIVATION_ENTRY))? else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let cols = lock(&self.buffers).get(&bias.0).map(|b| b.len).ok_or_else(|| unknown(bias))?;
-        if cols == 0 || len == 0 {
-            return Ok(());
-        }
-        let [data_address] = self.addresses(&[data], len)?[..] else { return Err(unknown(data)) };
-        let [bias_address] = self.addresses(&[bias], cols)?[..] else { return Err(unknown(bias)) };
-        let cols = u32::try_from(cols)
-            .map_err(|_| DeviceError::Buffer { buffer: bias.0, problem: "has more than 2^32 elements".into() })?;
-        let (len, code) = (len as u64, layers::activation_code(activation));
-        let mut builder = self.stream.launch_builder(&function);
-        builder.arg(&data_address).arg(&bias_address).arg(&cols).arg(&len).arg(&code);
-        let config = LaunchConfig {
-            grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow `sched_bias_activation`'s signature: `data` holds `len`
-        // elements and `bias` `cols >= 1` (both checked above); the grid-stride loop stays in
-        // bounds for any grid.
-        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
-        Ok(())
-    }
-
-    fn layer_norm(
-        &self,
-        x: BufferId,
-        weight: BufferId,
-        bias: BufferId,
-        out: BufferId,
-        rows: usize,
-        width: usize,
-        eps: f32,
-    ) -> Result<(), DeviceError> {
-        if x == out {
-            return Err(DeviceError::Buffer {
-                buffer: out.0,
-                problem: "is both the input and the output of a LayerNorm".into(),
-            });
-        }
-        let len = rows
-            .checked_mul(width)
-            .ok_or(DeviceError::Buffer { buffer: x.0, problem: format!("{rows} rows of {width} elements overflow") })?;
-        if len == 0 {
-            return Ok(());
-        }
-        let source = layers::layer_norm_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::LN_ENTRY))? else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let [x_address, out_address] = self.addresses(&[x, out], len)?[..] else { return Err(unknown(x)) };
-        let [weight_address, bias_address] = self.addresses(&[weight, bias], width)?[..] else {
-            return Err(unknown(weight));
-        };
-        let width = u32::try_from(width)
-            .map_err(|_| DeviceError::Buffer { buffer: weight.0, problem: "has more than 2^32 elements".into() })?;
-        let rows = rows as u64;
-        let mut builder = self.stream.launch_builder(&function);
-        builder
-            .arg(&x_address)
-            .arg(&weight_address)
-            .arg(&bias_address)
-            .arg(&out_address)
-            .arg(&rows)
-            .arg(&width)
-            .arg(&eps);
-        // One thread per row: `elementwise_blocks` sizes a grid for one thread per group of
-        // VECTOR_WIDTH elements, so it is asked for that many elements per row.
-        let config = LaunchConfig {
-            grid_dim: (emit::elementwise_blocks(rows * emit::VECTOR_WIDTH as u64, self.multiprocessors), 1, 1),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow `sched_layer_norm`'s signature: `x` and `out` hold
-        // `rows * width` elements and `weight` and `bias` `width` (all checked above), `out` is
-        // not `x`, and the grid-stride loop over rows stays in bounds for any grid.
-        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
-        Ok(())
-    }
-
-    fn attention(
-        &self,
-        q: BufferId,
-        k: BufferId,
-        v: BufferId,
-        out: BufferId,
-        shape: AttentionShape,
-    ) -> Result<(), DeviceError> {
-        if [q, k, v].contains(&out) {
-            return Err(DeviceError::Buffer {
-                buffer: out.0,
-                problem: "is both an input and the output of attention".into(),
-            });
-        }
-        let AttentionShape { batch, len, heads, head_dim, causal } = shape;
-        let too_big =
-            || DeviceError::Buffer { buffer: out.0, problem: format!("attention of shape {shape:?} is too large") };
-        let elements =
-            [batch, len, heads, head_dim].iter().try_fold(1usize, |n, &k| n.checked_mul(k)).ok_or_else(too_big)?;
-        let threads = batch.checked_mul(len).and_then(|n| n.checked_mul(heads)).ok_or_else(too_big)?;
-        if elements == 0 {
-            return Ok(());
-        }
-        let source = layers::attention_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::ATTENTION_ENTRY))? else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let [q, k, v, out] = self.addresses(&[q, k, v, out], elements)?[..] else { return Err(unknown(out)) };
-        let size = |n: usize| u32::try_from(n).map_err(|_| too_big());
-        let (batch, len, heads, head_dim) = (size(batch)?, size(len)?, size(heads)?, size(head_dim)?);
-        let causal = i32::from(causal);
-        let mut builder = self.stream.launch_builder(&function);
-        builder.arg(&q).arg(&k).arg(&v).arg(&out).arg(&batch).arg(&len).arg(&heads).arg(&head_dim).arg(&causal);
-        // One thread per (row, head, query), sized as for the LayerNorm's rows.
-        let config = LaunchConfig {
-            grid_dim: (
-                emit::elementwise_blocks(threads as u64 * emit::VECTOR_WIDTH as u64, self.multiprocessors),
-                1,
-                1,
-            ),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow `sched_attention`'s signature: `q`, `k`, `v` and `out`
-        // each hold `batch * len * heads * head_dim` elements (checked above), `out` is none of
-        // the inputs, and the grid-stride loop over (row, head, query) stays in bounds for any
-        // grid.
-        unsafe { builder.launch(config) }.map_err(driver("launching a layer kernel"))?;
-        Ok(())
-    }
-
-    fn gather_rows(
-        &self,
-        src: BufferId,
-        indices: &[u32],
-        width: usize,
-        blocked: Option<u32>,
-        out: BufferId,
-    ) -> Result<(), DeviceError> {
-        if src == out {
-            return Err(DeviceError::Buffer {
-                buffer: out.0,
-                problem: "is both the source and the output of a gather".into(),
-            });
-        }
-        let len = indices.len().checked_mul(width).ok_or(DeviceError::Buffer {
-            buffer: out.0,
-            problem: format!("{} rows of {width} elements overflow", indices.len()),
-        })?;
-        if len == 0 {
-            return Ok(());
-        }
-        let rows = lock(&self.buffers).get(&src.0).map(|b| b.len / width).ok_or_else(|| unknown(src))?;
-        if let Some(&index) = indices.iter().find(|&&i| i as usize >= rows) {
-            return Err(DeviceError::Buffer {
-                buffer: src.0,
-                problem: format!("has {rows} rows, and row {index} is gathered"),
-            });
-        }
-        let source = layers::gather_rows_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Single(layers::GATHER_ENTRY))? else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let [src_address] = self.addresses(&[src], width)?[..] else { return Err(unknown(src)) };
-        let [out_address] = self.addresses(&[out], len)?[..] else { return Err(unknown(out)) };
-        let width = u32::try_from(width).map_err(|_| DeviceError::Buffer {
-            buffer: src.0,
-            problem: "has rows of more than 2^32 elements".into(),
-        })?;
-        let blocked = blocked.unwrap_or(width);
-        let on_device = self.stream.clone_htod(indices).map_err(driver("copying row indices to the GPU"))?;
-        let (indices_address, _guard) = on_device.device_ptr(&self.stream);
-        let rows = indices.len() as u64;
-        let mut builder = self.stream.launch_builder(&function);
-        builder.arg(&src_address).arg(&indices_address).arg(&rows).arg(&width).arg(&blocked).arg(&out_address);
-        let config = LaunchConfig {
-            grid_dim: (emit::elementwise_blocks(len as u64, self.multiprocessors), 1, 1),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow `sched_gather_rows`'s signature: every index is below the
-        // source's row count (checked above), `out` holds `rows * width` elements and is not the
-        // source, and the index buffer lives on this stream until after the launch (it is freed
-        // on the same stream when dropped).
-        unsafe { builder.launch(config) }.map_err(driver("launching a gather"))?;
-        Ok(())
-    }
-
-    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
-        let RowMoves { from, to, width } = moves;
-        let lengths = {
-            let held = lock(&self.buffers);
-            held.get(&src.0).map(|b| b.len).zip(held.get(&out.0).map(|b| b.len))
-        };
-        let Some((src_len, out_len)) = lengths else {
-            return Err(unknown(if lock(&self.buffers).contains_key(&src.0) { out } else { src }));
-        };
-        moves.check(src, src_len, out, out_len)?;
-        if from.is_empty() || width == 0 {
-            return Ok(());
-        }
-        let Loaded::Single(function) =
-            self.load(layers::move_rows_source().to_string(), ModuleKind::Single(layers::MOVE_ROWS_ENTRY))?
-        else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let [src_address] = self.addresses(&[src], width)?[..] else { return Err(unknown(src)) };
-        let [out_address] = self.addresses(&[out], width)?[..] else { return Err(unknown(out)) };
-        let upload = |rows: &[u32]| self.stream.clone_htod(rows).map_err(driver("copying row numbers to the GPU"));
-        let (from_rows, to_rows) = (upload(from)?, upload(to)?);
-        let (from_address, _f) = from_rows.device_ptr(&self.stream);
-        let (to_address, _t) = to_rows.device_ptr(&self.stream);
-        let (rows, width32) = (from.len() as u64, width as u32);
-        let mut builder = self.stream.launch_builder(&function);
-        builder.arg(&src_address).arg(&from_address).arg(&to_address).arg(&rows).arg(&width32).arg(&out_address);
-        let config = LaunchConfig {
-            grid_dim: (emit::elementwise_blocks(rows.saturating_mul(width as u64), self.multiprocessors), 1, 1),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow `sched_move_rows`'s signature: `RowMoves::check` found every
-        // source row inside `src`, every destination row inside `out`, the destinations distinct,
-        // `out` not `src` and the width below 2^32; the row numbers live on this stream until after
-        // the launch (they are freed on the same stream when dropped).
-        unsafe { builder.launch(config) }.map_err(driver("launching a row move"))?;
-        Ok(())
-    }
-
-    fn guide_logits(
-        &self,
-        un: BufferId,
-        cond: BufferId,
-        scale: f64,
-        len: usize,
-        out: BufferId,
-    ) -> Result<(), DeviceError> {
-        self.refuse_while_capturing("guiding logits")?;
-        if len == 0 {
-            return Ok(());
-        }
-        let source = cuda_tokens::guide_source().to_string();
-        let Loaded::Single(function) = self.load(source, ModuleKind::Single(cuda_tokens::GUIDE_ENTRY))? else {
-            return Err(DeviceError::Driver { action: "loading a kernel", message: "wrong module kind".into() });
-        };
-        let [un, cond, out] = self.addresses(&[un, cond, out], len)?[..] else { return Err(unknown(out)) };
-        let len = len as u64;
-        let mut builder = self.stream.launch_builder(&function);
-        builder.arg(&un).arg(&cond).arg(&scale).arg(&len).arg(&out);
-        let config = LaunchConfig {
-            grid_dim: (emit::elementwise_blocks(len, self.multiprocessors), 1, 1),
-            block_dim: (emit::BLOCK_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the arguments follow `sched_guide_logits`'s signature: `un`, `cond` and `out`
-        // each hold `len` elements (checked above), `out` may alias `cond` or `un` (each element is
-        // read before it is written), and the grid-stride loop stays in bounds for any grid.
-        unsafe { builder.launch(config) }.map_err(driver("launching a guidance kernel"))?;
-        Ok(())
     }
 
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
@@ -980,27 +1034,6 @@ impl Device for CudaDevice {
         let counts = self.stream.clone_dtoh(&counts).map_err(driver("copying verified counts from the GPU"))?;
         self.synchronize()?;
         Ok((0..rows).map(|r| tokens[r * (k + 1)..][..(counts[r] as usize).min(k + 1)].to_vec()).collect())
-    }
-
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        let mut held = lock(&self.buffers);
-        let [Some(source), Some(target)] = held.get_disjoint_mut([&from.0, &to.0]) else {
-            return Err(unknown(if from == to { to } else { from }));
-        };
-        for (id, buffer) in [(from, &*source), (to, &*target)] {
-            if buffer.len < len {
-                return Err(DeviceError::Buffer {
-                    buffer: id.0,
-                    problem: format!("has {} elements, fewer than the {len} copied", buffer.len),
-                });
-            }
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        let source = source.slice.slice(..len);
-        let mut target = target.slice.slice_mut(..len);
-        self.stream.memcpy_dtod(&source, &mut target).map_err(driver("copying on the GPU"))
     }
 
     fn live_buffers(&self) -> usize {

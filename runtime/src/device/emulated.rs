@@ -36,8 +36,8 @@ pub struct EmulatedDevice {
     /// Whether [`Device::capture`] makes graphs.
     no_graphs: bool,
     /// The operations recorded so far, while a capture runs.
-    capturing: Mutex<Option<Vec<DeviceOp<BufferId>>>>,
-    graphs: Mutex<HashMap<u64, Vec<DeviceOp<BufferId>>>>,
+    capturing: Mutex<Option<Vec<DeviceOp<'static, BufferId>>>>,
+    graphs: Mutex<HashMap<u64, Vec<DeviceOp<'static, BufferId>>>>,
 }
 
 /// Locks a mutex whose data stays consistent across a panic (every update is one insert, remove,
@@ -61,7 +61,7 @@ impl EmulatedDevice {
     }
 
     /// Records `operation` if a capture runs, and says whether it did.
-    fn record(&self, operation: impl FnOnce() -> DeviceOp<BufferId>) -> bool {
+    fn record(&self, operation: impl FnOnce() -> DeviceOp<'static, BufferId>) -> bool {
         match lock(&self.capturing).as_mut() {
             Some(recorded) => {
                 recorded.push(operation());
@@ -129,35 +129,9 @@ fn short(buffer: BufferId, actual: usize, len: usize) -> DeviceError {
     DeviceError::Buffer { buffer: buffer.0, problem: format!("has {actual} elements, fewer than the launch's {len}") }
 }
 
-impl Device for EmulatedDevice {
-    fn name(&self) -> String {
-        "emulated".into()
-    }
-
-    fn alloc(&self, len: usize) -> Result<BufferId, DeviceError> {
-        self.refuse_while_capturing("allocating a buffer")?;
-        Ok(self.insert(vec![f32::NAN; len]))
-    }
-
-    fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError> {
-        self.refuse_while_capturing("copying to the device")?;
-        Ok(self.insert(data.to_vec()))
-    }
-
-    fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
-        self.refuse_while_capturing("copying from the device")?;
-        self.buffers().get(&buffer.0).cloned().ok_or_else(|| unknown(buffer))
-    }
-
-    fn free(&self, buffer: BufferId) {
-        self.buffers().remove(&buffer.0);
-    }
-
-    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
-        check_counts(kernel, launch, kernel.outputs.len())?;
-        if self.record(|| DeviceOp::elementwise(kernel, launch)) {
-            return Ok(());
-        }
+/// The operations of [`DeviceOp`] on host buffers, each the reference of its kernel.
+impl EmulatedDevice {
+    fn run_elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
         let inputs = self.inputs(launch)?;
         let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
         let results = cpu::evaluate(kernel, launch.len, &slices, launch.params, &launch.noise)?;
@@ -172,22 +146,7 @@ impl Device for EmulatedDevice {
         Ok(())
     }
 
-    fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
-        check_counts(&kernel.body, launch, 0)?;
-        self.refuse_while_capturing("reading a reduction back")?;
-        let inputs = self.inputs(launch)?;
-        let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-        Ok(cpu::reduce(kernel, launch.len, &slices, launch.params, &launch.noise)?)
-    }
-
-    fn has_linear(&self) -> bool {
-        true
-    }
-
-    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::Linear { x, weight, out, shape }) {
-            return Ok(());
-        }
+    fn run_linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
         let LinearShape { rows, inputs, outputs } = shape;
         let (x_data, w_data) = {
             let buffers = self.buffers();
@@ -214,16 +173,13 @@ impl Device for EmulatedDevice {
         Ok(())
     }
 
-    fn bias_activation(
+    fn run_bias_activation(
         &self,
         data: BufferId,
         bias: BufferId,
         len: usize,
         activation: Activation,
     ) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::BiasActivation { data, bias, len, activation }) {
-            return Ok(());
-        }
         let mut buffers = self.buffers();
         let bias = buffers.get(&bias.0).cloned().ok_or_else(|| unknown(bias))?;
         match buffers.get_mut(&data.0) {
@@ -236,10 +192,7 @@ impl Device for EmulatedDevice {
         }
     }
 
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::Copy { from, to, len }) {
-            return Ok(());
-        }
+    fn run_copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
         let mut buffers = self.buffers();
         let source = match buffers.get(&from.0) {
             Some(data) if data.len() >= len => data[..len].to_vec(),
@@ -254,7 +207,8 @@ impl Device for EmulatedDevice {
         Ok(())
     }
 
-    fn layer_norm(
+    #[allow(clippy::too_many_arguments, reason = "the buffers and sizes of one layer")]
+    fn run_layer_norm(
         &self,
         x: BufferId,
         weight: BufferId,
@@ -264,9 +218,6 @@ impl Device for EmulatedDevice {
         width: usize,
         eps: f32,
     ) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps: eps.to_bits() }) {
-            return Ok(());
-        }
         let len = rows * width;
         let (x, weight, bias) = (self.read(x, len)?, self.read(weight, width)?, self.read(bias, width)?);
         let mut result = vec![0.0; len];
@@ -274,7 +225,7 @@ impl Device for EmulatedDevice {
         self.write(out, &result)
     }
 
-    fn attention(
+    fn run_attention(
         &self,
         q: BufferId,
         k: BufferId,
@@ -282,9 +233,6 @@ impl Device for EmulatedDevice {
         out: BufferId,
         shape: AttentionShape,
     ) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::Attention { q, k, v, out, shape }) {
-            return Ok(());
-        }
         let len = shape.batch * shape.len * shape.heads * shape.head_dim;
         let (q, k, v) = (self.read(q, len)?, self.read(k, len)?, self.read(v, len)?);
         let mut result = vec![0.0; len];
@@ -292,7 +240,7 @@ impl Device for EmulatedDevice {
         self.write(out, &result)
     }
 
-    fn gather_rows(
+    fn run_gather_rows(
         &self,
         src: BufferId,
         indices: &[u32],
@@ -300,9 +248,6 @@ impl Device for EmulatedDevice {
         blocked: Option<u32>,
         out: BufferId,
     ) -> Result<(), DeviceError> {
-        if self.record(|| DeviceOp::Gather { src, indices: indices.to_vec(), width, blocked, out }) {
-            return Ok(());
-        }
         if indices.is_empty() || width == 0 {
             return Ok(());
         }
@@ -319,11 +264,8 @@ impl Device for EmulatedDevice {
         self.write(out, &result)
     }
 
-    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
+    fn run_move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
         let RowMoves { from, to, width } = moves;
-        if self.record(|| DeviceOp::MoveRows { src, from: from.to_vec(), to: to.to_vec(), width, out }) {
-            return Ok(());
-        }
         let source = self.buffers().get(&src.0).cloned().ok_or_else(|| unknown(src))?;
         let mut buffers = self.buffers();
         let target = buffers.get_mut(&out.0).ok_or_else(|| unknown(out))?;
@@ -332,7 +274,7 @@ impl Device for EmulatedDevice {
         Ok(())
     }
 
-    fn guide_logits(
+    fn run_guide_logits(
         &self,
         un: BufferId,
         cond: BufferId,
@@ -340,10 +282,81 @@ impl Device for EmulatedDevice {
         len: usize,
         out: BufferId,
     ) -> Result<(), DeviceError> {
-        self.refuse_while_capturing("guiding logits")?;
         let (un, cond) = (self.read(un, len)?, self.read(cond, len)?);
         let guided: Vec<f32> = un.iter().zip(&cond).map(|(&u, &c)| tokens::guided_logit(u, c, scale)).collect();
         self.write(out, &guided)
+    }
+}
+
+impl Device for EmulatedDevice {
+    fn name(&self) -> String {
+        "emulated".into()
+    }
+
+    fn alloc(&self, len: usize) -> Result<BufferId, DeviceError> {
+        self.refuse_while_capturing("allocating a buffer")?;
+        Ok(self.insert(vec![f32::NAN; len]))
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<BufferId, DeviceError> {
+        self.refuse_while_capturing("copying to the device")?;
+        Ok(self.insert(data.to_vec()))
+    }
+
+    fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError> {
+        self.refuse_while_capturing("copying from the device")?;
+        self.buffers().get(&buffer.0).cloned().ok_or_else(|| unknown(buffer))
+    }
+
+    fn free(&self, buffer: BufferId) {
+        self.buffers().remove(&buffer.0);
+    }
+
+    fn execute(&self, op: &DeviceOp<'_, BufferId>) -> Result<(), DeviceError> {
+        if let Some((kernel, launch)) = op.launch() {
+            check_counts(kernel, &launch, kernel.outputs.len())?;
+        }
+        if let DeviceOp::GuideLogits { .. } = op {
+            // Token work reads its results back: it is no part of a graph.
+            self.refuse_while_capturing("guiding logits")?;
+        } else if self.record(|| op.clone().into_owned()) {
+            return Ok(());
+        }
+        match op {
+            DeviceOp::Elementwise { .. } => match op.launch() {
+                Some((kernel, launch)) => self.run_elementwise(kernel, &launch),
+                None => Ok(()),
+            },
+            &DeviceOp::Linear { x, weight, out, shape } => self.run_linear(x, weight, out, shape),
+            &DeviceOp::BiasActivation { data, bias, len, activation } => {
+                self.run_bias_activation(data, bias, len, activation)
+            }
+            &DeviceOp::Copy { from, to, len } => self.run_copy(from, to, len),
+            &DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => {
+                self.run_layer_norm(x, weight, bias, out, rows, width, eps)
+            }
+            &DeviceOp::Attention { q, k, v, out, shape } => self.run_attention(q, k, v, out, shape),
+            DeviceOp::Gather { src, indices, width, blocked, out } => {
+                self.run_gather_rows(*src, indices, *width, *blocked, *out)
+            }
+            DeviceOp::MoveRows { src, out, .. } => match op.row_moves() {
+                Some(moves) => self.run_move_rows(*src, *out, moves),
+                None => Ok(()),
+            },
+            &DeviceOp::GuideLogits { un, cond, scale, len, out } => self.run_guide_logits(un, cond, scale, len, out),
+        }
+    }
+
+    fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError> {
+        check_counts(&kernel.body, launch, 0)?;
+        self.refuse_while_capturing("reading a reduction back")?;
+        let inputs = self.inputs(launch)?;
+        let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        Ok(cpu::reduce(kernel, launch.len, &slices, launch.params, &launch.noise)?)
+    }
+
+    fn has_linear(&self) -> bool {
+        true
     }
 
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {

@@ -15,14 +15,16 @@
 //!
 //! Two wrappers pass everything on to another device: [`counted::Counted`], through which every
 //! run reaches its device and which counts the run's transfers, and [`replay::Recorder`], which
-//! records a run for replays.
+//! records a run for replays. Both pass every [`DeviceOp`] on whole, so a new operation needs no
+//! code in them.
 //!
 //! Invariants every device keeps:
-//! - A launch's outputs may be the same buffers as its inputs (in-place updates); every element of
-//!   an output depends only on the same element of the inputs, so that is well defined.
+//! - An elementwise launch's outputs may be the same buffers as its inputs (in-place updates);
+//!   every element of an output depends only on the same element of the inputs, so that is well
+//!   defined.
 //! - Buffers hold f32 and are freed exactly once, by [`Device::free`], when the executor drops
 //!   the last tensor that names them.
-//! - Kernels run in launch order; [`Device::download`], [`Device::reduce`],
+//! - Operations run in the order they are issued; [`Device::download`], [`Device::reduce`],
 //!   [`Device::sample_rows`] and [`Device::verify_drafts`] return only after every earlier launch
 //!   finished (they are the only synchronisations: each returns data to the host).
 //! - While [`Device::capture`] runs its body, launches and copies are recorded, not executed, and
@@ -32,17 +34,16 @@
 pub mod counted;
 pub mod cuda;
 pub mod emulated;
-pub mod mlp;
 pub mod op;
 pub mod replay;
-pub mod transformer;
+
+pub use self::op::DeviceOp;
 
 use std::fmt;
 use std::sync::Arc;
 
 use sched_kernels::KernelError;
 use sched_kernels::cuda_tokens::{Choose, Report, SampleKernel, SampleParams};
-use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::nvrtc::NvrtcError;
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
@@ -76,6 +77,32 @@ pub enum DeviceError {
     UnknownGraph { graph: u64 },
 }
 
+impl DeviceError {
+    /// Every code of this error, with when it is reported (docs/diagnostics.md lists them).
+    pub const CODES: &'static [(&'static str, &'static str)] = &[
+        ("sched::device::unavailable", "the device cannot be used on this machine (no driver, no NVRTC, no GPU)"),
+        ("sched::device::driver", "the CUDA driver reported an error"),
+        ("sched::device::nvrtc", "NVRTC could not compile a kernel"),
+        ("sched::device::kernel", "a kernel or its launch is malformed"),
+        ("sched::device::buffer", "an operation names a buffer the device does not hold, or one too short"),
+        ("sched::device::capturing", "an operation that cannot be part of a graph was asked for while capturing one"),
+        ("sched::device::unknown_graph", "a graph the device does not hold was replayed"),
+    ];
+
+    /// The error's stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeviceError::Unavailable { .. } => "sched::device::unavailable",
+            DeviceError::Driver { .. } => "sched::device::driver",
+            DeviceError::Nvrtc(_) => "sched::device::nvrtc",
+            DeviceError::Kernel(_) => "sched::device::kernel",
+            DeviceError::Buffer { .. } => "sched::device::buffer",
+            DeviceError::Capturing { .. } => "sched::device::capturing",
+            DeviceError::UnknownGraph { .. } => "sched::device::unknown_graph",
+        }
+    }
+}
+
 /// A graph captured by [`Device::capture`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GraphId(pub u64);
@@ -105,73 +132,13 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn download(&self, buffer: BufferId) -> Result<Vec<f32>, DeviceError>;
     /// Releases a buffer; unknown ids are ignored.
     fn free(&self, buffer: BufferId);
-    /// Runs an elementwise kernel.
-    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError>;
+    /// Runs an operation that computes on buffers and returns nothing to the host (an
+    /// elementwise launch, a layer kernel, a copy); [`DeviceOp`] says what each computes.
+    fn execute(&self, op: &DeviceOp<'_, BufferId>) -> Result<(), DeviceError>;
     /// Runs a reduction (its launch has no outputs) and returns its value on the host.
     fn reduce(&self, kernel: &ReductionKernel, launch: &Launch<'_>) -> Result<f64, DeviceError>;
-    /// Whether [`linear`](Device::linear) works here (the CUDA device needs cuBLAS for it).
+    /// Whether [`DeviceOp::Linear`] works here (the CUDA device needs cuBLAS for it).
     fn has_linear(&self) -> bool;
-    /// The matrix product of a linear layer: `out[r, o] = Σ_i x[r, i] weight[o, i]` for `rows`
-    /// rows, with `x` of shape `[rows, inputs]` and `weight` of shape `[outputs, inputs]`, both
-    /// row-major (candle's and PyTorch's layout). The sum's order is the device's.
-    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError>;
-    /// `data[r, c] = activation(data[r, c] + bias[c])` in place, for a row-major buffer of
-    /// `len` elements whose rows have `bias`'s length (see [`sched_kernels::layers`]).
-    fn bias_activation(
-        &self,
-        data: BufferId,
-        bias: BufferId,
-        len: usize,
-        activation: Activation,
-    ) -> Result<(), DeviceError>;
-    /// LayerNorm of each row of `width` elements of `x` (`rows` rows) into `out`, with the scale
-    /// `weight` and shift `bias` (`width` elements each) and `eps` as
-    /// [`sched_kernels::layers::layer_norm`] defines it; `out` is not `x`.
-    #[allow(clippy::too_many_arguments, reason = "the buffers and sizes of one layer")]
-    fn layer_norm(
-        &self,
-        x: BufferId,
-        weight: BufferId,
-        bias: BufferId,
-        out: BufferId,
-        rows: usize,
-        width: usize,
-        eps: f32,
-    ) -> Result<(), DeviceError>;
-    /// Multi-head attention of `q`, `k` and `v` into `out`, each `[batch, len, heads * head_dim]`,
-    /// as [`sched_kernels::layers::attention`] defines it; `out` is none of the inputs.
-    fn attention(
-        &self,
-        q: BufferId,
-        k: BufferId,
-        v: BufferId,
-        out: BufferId,
-        shape: AttentionShape,
-    ) -> Result<(), DeviceError>;
-    /// Row `i` of `out` becomes row `indices[i]` of `src` (rows of `width` elements), with element
-    /// `blocked` of every row, when given, set to -inf ([`sched_kernels::layers::gather_rows`]).
-    fn gather_rows(
-        &self,
-        src: BufferId,
-        indices: &[u32],
-        width: usize,
-        blocked: Option<u32>,
-        out: BufferId,
-    ) -> Result<(), DeviceError>;
-    /// Row `moves.to[i]` of `out` becomes a copy of row `moves.from[i]` of `src` (rows of
-    /// `moves.width` elements), as [`sched_kernels::layers::move_rows`] defines it; `out` is not
-    /// `src`, and [`RowMoves::check`] says what else a launch must satisfy.
-    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError>;
-    /// `out[i] = guided_logit(un[i], cond[i], scale)` for the first `len` elements
-    /// ([`sched_kernels::tokens::guided_logit`], classifier-free guidance); `out` may be `cond`.
-    fn guide_logits(
-        &self,
-        un: BufferId,
-        cond: BufferId,
-        scale: f64,
-        len: usize,
-        out: BufferId,
-    ) -> Result<(), DeviceError>;
     /// Draws a token from each row of logits on the device and returns the tokens and the
     /// kernel's report to the host (a synchronisation), as [`SampleKernel::sample_row`] defines
     /// them.
@@ -179,8 +146,6 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// Sampling verification of speculative drafts on the device ([`VerifyLaunch`]), returning
     /// the tokens each row appends (a synchronisation).
     fn verify_drafts(&self, launch: &VerifyLaunch<'_>) -> Result<Vec<Vec<u32>>, DeviceError>;
-    /// Copies the first `len` elements of buffer `from` into buffer `to` (distinct buffers).
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError>;
     /// How many buffers are allocated now (for leak checks).
     fn live_buffers(&self) -> usize;
     /// The device that holds this one's buffers when this one only passes work on to it (a

@@ -1,105 +1,128 @@
-//! One operation of a device on named buffers: what a captured graph, a recorded run and a replay
-//! plan hold. `B` names the buffers: the device's own ids, or a plan's slots.
+//! One operation of a device on named buffers: what [`Device::execute`] runs, and what a captured
+//! graph, a recorded run and a replay plan hold. `B` names the buffers: the device's own ids, or a
+//! plan's slots.
+//!
+//! An operation borrows what a caller holds (a kernel, buffer lists, row indices), so issuing one
+//! copies nothing; a recording keeps an owned copy ([`DeviceOp::into_owned`]).
+//!
+//! Adding an operation is one variant here (with its arms in [`DeviceOp::map`],
+//! [`DeviceOp::written`] and [`PartialEq`]), its normative CPU reference in
+//! [`sched_kernels::layers`], and its implementations in the devices; the wrappers pass it on.
+
+use std::borrow::Cow;
 
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot};
 
 use super::{BufferId, Device, DeviceError, Launch, LinearShape, RowMoves};
 
-/// A device operation that computes on buffers and returns nothing to the host. Floats are kept
-/// as their bits, so two operations compare exactly (NaN payloads included).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeviceOp<B> {
-    /// An elementwise launch; `seed` is the one it drew with (a plan's are 0: a replay gives it).
+/// A device operation that computes on buffers and returns nothing to the host.
+#[derive(Clone, Debug)]
+pub enum DeviceOp<'a, B: Clone> {
+    /// An elementwise launch over `len` elements; `seed` is the one it draws with (a plan's are 0:
+    /// a replay gives it).
     Elementwise {
-        kernel: ElementwiseKernel,
+        kernel: Cow<'a, ElementwiseKernel>,
         len: usize,
-        inputs: Vec<B>,
-        outputs: Vec<B>,
-        params: Vec<u32>,
+        inputs: Cow<'a, [B]>,
+        /// The outputs, in order; an output may be one of the inputs (updated in place).
+        outputs: Cow<'a, [B]>,
+        /// The kernel's scalar parameters, already rounded to f32.
+        params: Cow<'a, [f32]>,
         seed: u64,
         per_sample: usize,
-        slots: Vec<NoiseSlot>,
+        slots: Cow<'a, [NoiseSlot]>,
     },
-    Linear {
-        x: B,
-        weight: B,
-        out: B,
-        shape: LinearShape,
-    },
-    BiasActivation {
-        data: B,
-        bias: B,
-        len: usize,
-        activation: Activation,
-    },
-    Copy {
-        from: B,
-        to: B,
-        len: usize,
-    },
-    LayerNorm {
-        x: B,
-        weight: B,
-        bias: B,
-        out: B,
-        rows: usize,
-        width: usize,
-        eps: u32,
-    },
-    Attention {
-        q: B,
-        k: B,
-        v: B,
-        out: B,
-        shape: AttentionShape,
-    },
-    Gather {
-        src: B,
-        indices: Vec<u32>,
-        width: usize,
-        blocked: Option<u32>,
-        out: B,
-    },
-    MoveRows {
-        src: B,
-        from: Vec<u32>,
-        to: Vec<u32>,
-        width: usize,
-        out: B,
-    },
+    /// The matrix product of a linear layer: `out[r, o] = Σ_i x[r, i] weight[o, i]` for
+    /// `shape.rows` rows, with `x` of shape `[rows, inputs]` and `weight` of shape
+    /// `[outputs, inputs]`, both row-major (candle's and PyTorch's layout). The sum's order is
+    /// the device's.
+    Linear { x: B, weight: B, out: B, shape: LinearShape },
+    /// `data[r, c] = activation(data[r, c] + bias[c])` in place, for a row-major buffer of `len`
+    /// elements whose rows have `bias`'s length ([`sched_kernels::layers::bias_activation`]).
+    BiasActivation { data: B, bias: B, len: usize, activation: Activation },
+    /// Copies the first `len` elements of `from` into `to` (distinct buffers).
+    Copy { from: B, to: B, len: usize },
+    /// LayerNorm of each row of `width` elements of `x` (`rows` rows) into `out`, with the scale
+    /// `weight` and shift `bias` (`width` elements each) and `eps`
+    /// ([`sched_kernels::layers::layer_norm`]); `out` is not `x`.
+    LayerNorm { x: B, weight: B, bias: B, out: B, rows: usize, width: usize, eps: f32 },
+    /// Multi-head attention of `q`, `k` and `v` into `out`, each `[batch, len, heads * head_dim]`
+    /// ([`sched_kernels::layers::attention`]); `out` is none of the inputs.
+    Attention { q: B, k: B, v: B, out: B, shape: AttentionShape },
+    /// Row `i` of `out` becomes row `indices[i]` of `src` (rows of `width` elements), with element
+    /// `blocked` of every row, when given, set to -inf ([`sched_kernels::layers::gather_rows`]).
+    Gather { src: B, indices: Cow<'a, [u32]>, width: usize, blocked: Option<u32>, out: B },
+    /// Row `to[i]` of `out` becomes a copy of row `from[i]` of `src` (rows of `width` elements)
+    /// ([`sched_kernels::layers::move_rows`]); `out` is not `src`, and [`RowMoves::check`] says
+    /// what else the operation must satisfy.
+    MoveRows { src: B, from: Cow<'a, [u32]>, to: Cow<'a, [u32]>, width: usize, out: B },
+    /// `out[i] = guided_logit(un[i], cond[i], scale)` for the first `len` elements
+    /// ([`sched_kernels::tokens::guided_logit`], classifier-free guidance); `out` may be `cond`.
+    GuideLogits { un: B, cond: B, scale: f64, len: usize, out: B },
 }
 
-impl DeviceOp<BufferId> {
-    /// The operation of an elementwise launch.
-    pub fn elementwise(kernel: &ElementwiseKernel, launch: &Launch<'_>) -> DeviceOp<BufferId> {
+impl<'a> DeviceOp<'a, BufferId> {
+    /// The operation of an elementwise launch, borrowing it.
+    pub fn elementwise(kernel: &'a ElementwiseKernel, launch: &Launch<'a>) -> DeviceOp<'a, BufferId> {
         DeviceOp::Elementwise {
-            kernel: kernel.clone(),
+            kernel: Cow::Borrowed(kernel),
             len: launch.len,
-            inputs: launch.inputs.to_vec(),
-            outputs: launch.outputs.to_vec(),
-            params: launch.params.iter().map(|p| p.to_bits()).collect(),
+            inputs: Cow::Borrowed(launch.inputs),
+            outputs: Cow::Borrowed(launch.outputs),
+            params: Cow::Borrowed(launch.params),
             seed: launch.noise.seed,
             per_sample: launch.noise.per_sample,
-            slots: launch.noise.slots.to_vec(),
+            slots: Cow::Borrowed(launch.noise.slots),
+        }
+    }
+
+    /// The row move of `moves` from `src` to `out`, borrowing the rows.
+    pub fn move_rows(src: BufferId, out: BufferId, moves: RowMoves<'a>) -> DeviceOp<'a, BufferId> {
+        let RowMoves { from, to, width } = moves;
+        DeviceOp::MoveRows { src, from: Cow::Borrowed(from), to: Cow::Borrowed(to), width, out }
+    }
+
+    /// An elementwise operation's kernel and launch, as the devices' evaluators take them.
+    pub fn launch(&self) -> Option<(&ElementwiseKernel, Launch<'_>)> {
+        match self {
+            DeviceOp::Elementwise { kernel, len, inputs, outputs, params, seed, per_sample, slots } => {
+                let noise = NoiseLaunch { seed: *seed, per_sample: *per_sample, slots };
+                Some((&**kernel, Launch { len: *len, inputs, outputs, params, noise }))
+            }
+            _ => None,
+        }
+    }
+
+    /// A row move's rows, as [`RowMoves::check`] checks them.
+    pub fn row_moves(&self) -> Option<RowMoves<'_>> {
+        match self {
+            DeviceOp::MoveRows { from, to, width, .. } => Some(RowMoves { from, to, width: *width }),
+            _ => None,
         }
     }
 }
 
-impl<B> DeviceOp<B> {
-    /// The same operation with every buffer renamed by `name`.
-    pub fn map<C>(&self, mut name: impl FnMut(&B) -> C) -> DeviceOp<C> {
+impl<B: Clone> DeviceOp<'_, B> {
+    /// The operation with its own copy of everything it borrows.
+    pub fn into_owned(self) -> DeviceOp<'static, B> {
+        self.map(B::clone)
+    }
+
+    /// The same operation, owning its data, with every buffer renamed by `name`.
+    pub fn map<C: Clone>(&self, mut name: impl FnMut(&B) -> C) -> DeviceOp<'static, C> {
+        let names = |buffers: &[B], name: &mut dyn FnMut(&B) -> C| Cow::Owned(buffers.iter().map(name).collect());
         match self {
             DeviceOp::Elementwise { kernel, len, inputs, outputs, params, seed, per_sample, slots } => {
                 DeviceOp::Elementwise {
-                    kernel: kernel.clone(),
+                    kernel: Cow::Owned(kernel.clone().into_owned()),
                     len: *len,
-                    inputs: inputs.iter().map(&mut name).collect(),
-                    outputs: outputs.iter().map(&mut name).collect(),
-                    params: params.clone(),
+                    inputs: names(inputs, &mut name),
+                    outputs: names(outputs, &mut name),
+                    params: Cow::Owned(params.to_vec()),
                     seed: *seed,
                     per_sample: *per_sample,
-                    slots: slots.clone(),
+                    slots: Cow::Owned(slots.to_vec()),
                 }
             }
             DeviceOp::Linear { x, weight, out, shape } => {
@@ -123,13 +146,20 @@ impl<B> DeviceOp<B> {
             }
             DeviceOp::Gather { src, indices, width, blocked, out } => DeviceOp::Gather {
                 src: name(src),
-                indices: indices.clone(),
+                indices: Cow::Owned(indices.to_vec()),
                 width: *width,
                 blocked: *blocked,
                 out: name(out),
             },
-            DeviceOp::MoveRows { src, from, to, width, out } => {
-                DeviceOp::MoveRows { src: name(src), from: from.clone(), to: to.clone(), width: *width, out: name(out) }
+            DeviceOp::MoveRows { src, from, to, width, out } => DeviceOp::MoveRows {
+                src: name(src),
+                from: Cow::Owned(from.to_vec()),
+                to: Cow::Owned(to.to_vec()),
+                width: *width,
+                out: name(out),
+            },
+            DeviceOp::GuideLogits { un, cond, scale, len, out } => {
+                DeviceOp::GuideLogits { un: name(un), cond: name(cond), scale: *scale, len: *len, out: name(out) }
             }
         }
     }
@@ -142,7 +172,8 @@ impl<B> DeviceOp<B> {
             | DeviceOp::LayerNorm { out, .. }
             | DeviceOp::Attention { out, .. }
             | DeviceOp::Gather { out, .. }
-            | DeviceOp::MoveRows { out, .. } => vec![out],
+            | DeviceOp::MoveRows { out, .. }
+            | DeviceOp::GuideLogits { out, .. } => vec![out],
             DeviceOp::BiasActivation { data, .. } => vec![data],
             DeviceOp::Copy { to, .. } => vec![to],
         }
@@ -156,40 +187,87 @@ impl<B> DeviceOp<B> {
     /// Issues the operation to `device`, with `buffer` naming each buffer on it and `seed` the
     /// seed of an elementwise launch.
     pub fn issue(&self, device: &dyn Device, buffer: impl Fn(&B) -> BufferId, seed: u64) -> Result<(), DeviceError> {
-        match self {
-            DeviceOp::Elementwise { kernel, len, inputs, outputs, params, per_sample, slots, .. } => {
-                let inputs: Vec<BufferId> = inputs.iter().map(&buffer).collect();
-                let outputs: Vec<BufferId> = outputs.iter().map(&buffer).collect();
-                let params: Vec<f32> = params.iter().map(|&bits| f32::from_bits(bits)).collect();
-                let noise = NoiseLaunch { seed, per_sample: *per_sample, slots };
-                device.elementwise(
-                    kernel,
-                    &Launch { len: *len, inputs: &inputs, outputs: &outputs, params: &params, noise },
-                )
+        let mut op = self.map(buffer);
+        if let DeviceOp::Elementwise { seed: launched, .. } = &mut op {
+            *launched = seed;
+        }
+        device.execute(&op)
+    }
+}
+
+/// Two operations are equal when they would compute the same: floats compare by their bits, so
+/// NaN payloads count, and two recordings of the same work compare equal.
+impl<B: Clone + PartialEq> PartialEq for DeviceOp<'_, B> {
+    fn eq(&self, other: &Self) -> bool {
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        match (self, other) {
+            (
+                DeviceOp::Elementwise { kernel, len, inputs, outputs, params, seed, per_sample, slots },
+                DeviceOp::Elementwise {
+                    kernel: kernel2,
+                    len: len2,
+                    inputs: inputs2,
+                    outputs: outputs2,
+                    params: params2,
+                    seed: seed2,
+                    per_sample: per_sample2,
+                    slots: slots2,
+                },
+            ) => {
+                kernel == kernel2
+                    && len == len2
+                    && inputs == inputs2
+                    && outputs == outputs2
+                    && bits(params) == bits(params2)
+                    && seed == seed2
+                    && per_sample == per_sample2
+                    && slots == slots2
             }
-            DeviceOp::Linear { x, weight, out, shape } => device.linear(buffer(x), buffer(weight), buffer(out), *shape),
-            DeviceOp::BiasActivation { data, bias, len, activation } => {
-                device.bias_activation(buffer(data), buffer(bias), *len, *activation)
+            (
+                DeviceOp::Linear { x, weight, out, shape },
+                DeviceOp::Linear { x: x2, weight: weight2, out: out2, shape: shape2 },
+            ) => (x, weight, out, shape) == (x2, weight2, out2, shape2),
+            (
+                DeviceOp::BiasActivation { data, bias, len, activation },
+                DeviceOp::BiasActivation { data: data2, bias: bias2, len: len2, activation: activation2 },
+            ) => (data, bias, len, activation) == (data2, bias2, len2, activation2),
+            (DeviceOp::Copy { from, to, len }, DeviceOp::Copy { from: from2, to: to2, len: len2 }) => {
+                (from, to, len) == (from2, to2, len2)
             }
-            DeviceOp::Copy { from, to, len } => device.copy(buffer(from), buffer(to), *len),
-            DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps } => device.layer_norm(
-                buffer(x),
-                buffer(weight),
-                buffer(bias),
-                buffer(out),
-                *rows,
-                *width,
-                f32::from_bits(*eps),
-            ),
-            DeviceOp::Attention { q, k, v, out, shape } => {
-                device.attention(buffer(q), buffer(k), buffer(v), buffer(out), *shape)
+            (
+                DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps },
+                DeviceOp::LayerNorm {
+                    x: x2,
+                    weight: weight2,
+                    bias: bias2,
+                    out: out2,
+                    rows: rows2,
+                    width: width2,
+                    eps: eps2,
+                },
+            ) => {
+                (x, weight, bias, out, rows, width) == (x2, weight2, bias2, out2, rows2, width2)
+                    && eps.to_bits() == eps2.to_bits()
             }
-            DeviceOp::Gather { src, indices, width, blocked, out } => {
-                device.gather_rows(buffer(src), indices, *width, *blocked, buffer(out))
-            }
-            DeviceOp::MoveRows { src, from, to, width, out } => {
-                device.move_rows(buffer(src), buffer(out), RowMoves { from, to, width: *width })
-            }
+            (
+                DeviceOp::Attention { q, k, v, out, shape },
+                DeviceOp::Attention { q: q2, k: k2, v: v2, out: out2, shape: shape2 },
+            ) => (q, k, v, out, shape) == (q2, k2, v2, out2, shape2),
+            (
+                DeviceOp::Gather { src, indices, width, blocked, out },
+                DeviceOp::Gather { src: src2, indices: indices2, width: width2, blocked: blocked2, out: out2 },
+            ) => (src, indices, width, blocked, out) == (src2, indices2, width2, blocked2, out2),
+            (
+                DeviceOp::MoveRows { src, from, to, width, out },
+                DeviceOp::MoveRows { src: src2, from: from2, to: to2, width: width2, out: out2 },
+            ) => (src, from, to, width, out) == (src2, from2, to2, width2, out2),
+            (
+                DeviceOp::GuideLogits { un, cond, scale, len, out },
+                DeviceOp::GuideLogits { un: un2, cond: cond2, scale: scale2, len: len2, out: out2 },
+            ) => (un, cond, len, out) == (un2, cond2, len2, out2) && scale.to_bits() == scale2.to_bits(),
+            _ => false,
         }
     }
 }
+
+impl<B: Clone + Eq> Eq for DeviceOp<'_, B> {}

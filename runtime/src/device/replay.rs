@@ -13,7 +13,7 @@
 //! - an upload after a download means data went to the host and back (a model that runs on the
 //!   host, a token operation), which a replay cannot redo;
 //! - every launch must use the run's seed, so that a replay may substitute its own;
-//! - two runs with different seeds must record equal plans ([`crate::runs`] checks it), which
+//! - two runs with different seeds must record equal plans ([`crate::seeds`] checks it), which
 //!   catches host-side work that depends on the seed.
 //!
 //! Invariants of a plan:
@@ -30,13 +30,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sched_kernels::cuda_tokens::SampleKernel;
-use sched_kernels::layers::{Activation, AttentionShape};
-use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
+use sched_kernels::spec::ReductionKernel;
 
 use super::op::DeviceOp;
-use super::{
-    BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
-};
+use super::{BufferId, Device, DeviceError, GraphId, Launch, SampleLaunch, Sampled, VerifyLaunch};
 
 /// One operation a run asked of its device.
 #[derive(Clone, Debug)]
@@ -59,7 +56,7 @@ enum Recorded {
     Reduce,
     /// Token work: logits guided, tokens drawn and read back.
     Tokens,
-    Op(DeviceOp<BufferId>),
+    Op(DeviceOp<'static, BufferId>),
 }
 
 /// A device that passes everything to another one and records it, one run at a time.
@@ -128,9 +125,13 @@ impl Device for Recorder {
         self.record(Recorded::Free { buffer });
     }
 
-    fn elementwise(&self, kernel: &ElementwiseKernel, launch: &Launch<'_>) -> Result<(), DeviceError> {
-        self.inner.elementwise(kernel, launch)?;
-        self.record(Recorded::Op(DeviceOp::elementwise(kernel, launch)));
+    fn execute(&self, op: &DeviceOp<'_, BufferId>) -> Result<(), DeviceError> {
+        self.inner.execute(op)?;
+        self.record(match op {
+            // Guided logits are token work: what is drawn from them is read back.
+            DeviceOp::GuideLogits { .. } => Recorded::Tokens,
+            _ => Recorded::Op(op.clone().into_owned()),
+        });
         Ok(())
     }
 
@@ -142,91 +143,6 @@ impl Device for Recorder {
 
     fn has_linear(&self) -> bool {
         self.inner.has_linear()
-    }
-
-    fn linear(&self, x: BufferId, weight: BufferId, out: BufferId, shape: LinearShape) -> Result<(), DeviceError> {
-        self.inner.linear(x, weight, out, shape)?;
-        self.record(Recorded::Op(DeviceOp::Linear { x, weight, out, shape }));
-        Ok(())
-    }
-
-    fn bias_activation(
-        &self,
-        data: BufferId,
-        bias: BufferId,
-        len: usize,
-        activation: Activation,
-    ) -> Result<(), DeviceError> {
-        self.inner.bias_activation(data, bias, len, activation)?;
-        self.record(Recorded::Op(DeviceOp::BiasActivation { data, bias, len, activation }));
-        Ok(())
-    }
-
-    fn copy(&self, from: BufferId, to: BufferId, len: usize) -> Result<(), DeviceError> {
-        self.inner.copy(from, to, len)?;
-        self.record(Recorded::Op(DeviceOp::Copy { from, to, len }));
-        Ok(())
-    }
-
-    fn layer_norm(
-        &self,
-        x: BufferId,
-        weight: BufferId,
-        bias: BufferId,
-        out: BufferId,
-        rows: usize,
-        width: usize,
-        eps: f32,
-    ) -> Result<(), DeviceError> {
-        self.inner.layer_norm(x, weight, bias, out, rows, width, eps)?;
-        self.record(Recorded::Op(DeviceOp::LayerNorm { x, weight, bias, out, rows, width, eps: eps.to_bits() }));
-        Ok(())
-    }
-
-    fn attention(
-        &self,
-        q: BufferId,
-        k: BufferId,
-        v: BufferId,
-        out: BufferId,
-        shape: AttentionShape,
-    ) -> Result<(), DeviceError> {
-        self.inner.attention(q, k, v, out, shape)?;
-        self.record(Recorded::Op(DeviceOp::Attention { q, k, v, out, shape }));
-        Ok(())
-    }
-
-    fn gather_rows(
-        &self,
-        src: BufferId,
-        indices: &[u32],
-        width: usize,
-        blocked: Option<u32>,
-        out: BufferId,
-    ) -> Result<(), DeviceError> {
-        self.inner.gather_rows(src, indices, width, blocked, out)?;
-        self.record(Recorded::Op(DeviceOp::Gather { src, indices: indices.to_vec(), width, blocked, out }));
-        Ok(())
-    }
-
-    fn move_rows(&self, src: BufferId, out: BufferId, moves: RowMoves<'_>) -> Result<(), DeviceError> {
-        self.inner.move_rows(src, out, moves)?;
-        let RowMoves { from, to, width } = moves;
-        self.record(Recorded::Op(DeviceOp::MoveRows { src, from: from.to_vec(), to: to.to_vec(), width, out }));
-        Ok(())
-    }
-
-    fn guide_logits(
-        &self,
-        un: BufferId,
-        cond: BufferId,
-        scale: f64,
-        len: usize,
-        out: BufferId,
-    ) -> Result<(), DeviceError> {
-        self.inner.guide_logits(un, cond, scale, len, out)?;
-        self.record(Recorded::Tokens);
-        Ok(())
     }
 
     fn sample_rows(&self, kernel: &SampleKernel, launch: &SampleLaunch<'_>) -> Result<Sampled, DeviceError> {
@@ -273,7 +189,7 @@ pub struct Plan {
     /// The lengths of its results, in the order the run downloaded them.
     results: Vec<usize>,
     /// The operations, with the plan's slots for buffers and seed 0.
-    steps: Vec<DeviceOp<Slot>>,
+    steps: Vec<DeviceOp<'static, Slot>>,
 }
 
 /// Why a run's recording is not a plan.
@@ -509,7 +425,7 @@ impl Drop for Replay {
 #[cfg(test)]
 mod tests {
     use sched_kernels::builder::KernelBuilder;
-    use sched_kernels::spec::{BinaryOp, Distribution, NoiseLaunch, NoiseSlot};
+    use sched_kernels::spec::{BinaryOp, Distribution, ElementwiseKernel, NoiseLaunch, NoiseSlot};
 
     use super::*;
     use crate::device::emulated::EmulatedDevice;
@@ -535,7 +451,7 @@ mod tests {
     fn recorded(recorder: &Recorder, seed: u64) -> Recording {
         let x = recorder.upload(&[1.0, 2.0, 3.0]).expect("uploads");
         let out = recorder.alloc(3).expect("allocates");
-        recorder.elementwise(&noisy(), &launch(&[x, out], seed, &SLOT)).expect("launches");
+        recorder.execute(&DeviceOp::elementwise(&noisy(), &launch(&[x, out], seed, &SLOT))).expect("launches");
         recorder.download(out).expect("downloads");
         recorder.free(x);
         recorder.free(out);
@@ -569,15 +485,15 @@ mod tests {
         let recorder = Recorder::new(Arc::new(EmulatedDevice::new()));
         let x = recorder.upload(&[1.0, 2.0, 3.0]).expect("uploads");
         let out = recorder.alloc(3).expect("allocates");
-        recorder.elementwise(&noisy(), &launch(&[x, out], 8, &SLOT)).expect("launches");
+        recorder.execute(&DeviceOp::elementwise(&noisy(), &launch(&[x, out], 8, &SLOT))).expect("launches");
         assert_eq!(Plan::new(&recorder.take(), 7), Err(NotReplayable::OtherSeed { expected: 7, found: 8 }));
         recorder.download(out).expect("downloads");
         recorder.upload(&[0.0]).expect("uploads");
         assert_eq!(Plan::new(&recorder.take(), 8), Err(NotReplayable::HostRoundTrip));
         // `out` outlives the recording (it is not freed) and a launch writes it.
-        recorder.elementwise(&noisy(), &launch(&[x, out], 8, &SLOT)).expect("launches");
+        recorder.execute(&DeviceOp::elementwise(&noisy(), &launch(&[x, out], 8, &SLOT))).expect("launches");
         let kept = recorder.alloc(3).expect("allocates");
-        recorder.elementwise(&noisy(), &launch(&[x, kept], 8, &SLOT)).expect("launches");
+        recorder.execute(&DeviceOp::elementwise(&noisy(), &launch(&[x, kept], 8, &SLOT))).expect("launches");
         assert_eq!(Plan::new(&recorder.take(), 8), Err(NotReplayable::WrittenSurvivor { buffer: kept.0 }));
     }
 

@@ -1,0 +1,35 @@
+//! The registry of model formats: from what a user wrote (an analytic spec or a path) to a model.
+//!
+//! This is the only place that knows every format; a new format is one folder of this crate and
+//! one line of [`load_model`]. Nothing else in the crate imports this module.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sched_runtime::model::Model;
+
+use crate::analytic::spec;
+use crate::checkpoint::{Architecture, CheckpointFile};
+use crate::error::LoadError;
+use crate::mlp::MlpModel;
+use crate::transformer::TransformerModel;
+
+/// Loads the model `spec` names: `analytic:...` is an analytic model (docs/models.md), anything
+/// else the path of a checkpoint, resolved against `base_dir` when it is relative and a base is
+/// given (the directory of the `.sched` file that names it, typically). A checkpoint is the MLP or
+/// the transformer token model, as its manifest's `architecture` says.
+pub fn load_model(spec: &str, base_dir: Option<&Path>) -> Result<Arc<dyn Model>, LoadError> {
+    if spec.trim_start().starts_with(spec::PREFIX) {
+        return spec::parse_model(spec).map_err(|source| LoadError::Spec { spec: spec.trim().into(), source });
+    }
+    let path = Path::new(spec);
+    let path = match base_dir {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_path_buf(),
+    };
+    let file = CheckpointFile::open(&path)?;
+    Ok(match file.architecture()? {
+        Architecture::Mlp => Arc::new(MlpModel::from_file(&file)?),
+        Architecture::Transformer => Arc::new(TransformerModel::from_file(&file)?),
+    })
+}

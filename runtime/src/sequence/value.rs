@@ -1,0 +1,225 @@
+//! The value the IR's `tokens` type holds: a batch of token rows, with the window a step
+//! refines and, for a draft, what its tokens were drawn from.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::device::{DeviceError, DeviceTensor};
+use crate::model::draw::{Choice, InvalidSampler};
+use crate::model::{ModelError, Vocab};
+
+/// A batch of token rows, with the window an unmasking step refines and, for a draft, the
+/// distribution each of its tokens was drawn from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenSeq {
+    pub rows: Vec<Vec<u32>>,
+    /// How many leading positions of every row came from the prompt.
+    pub prompt: usize,
+    /// The number of last positions a step refines; the whole row when `None`.
+    pub window: Option<usize>,
+    /// For a draft: what its tokens were drawn from.
+    pub proposal: Option<Proposal>,
+}
+
+/// A failure of a token operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SequenceError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Sampler(#[from] InvalidSampler),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SequenceError {
+    /// Every code of this error, with when it is reported (docs/diagnostics.md lists them).
+    /// A model's failure keeps its own code ([`ModelError::CODES`]).
+    pub const CODES: &'static [(&'static str, &'static str)] = &[
+        ("sched::tokens::sampler", "a sampler's arguments are out of their domain (temperature, top-k, top-p, min-p)"),
+        ("sched::tokens::invalid", "a token operation's operands are invalid (counts, rows, vocabularies, limits)"),
+    ];
+
+    /// The error's stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SequenceError::Model(error) => error.code(),
+            SequenceError::Sampler(_) => "sched::tokens::sampler",
+            SequenceError::Invalid(_) => "sched::tokens::invalid",
+        }
+    }
+}
+
+/// The run's vocabulary facts a token operation needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Specials {
+    pub mask: Option<u32>,
+    pub eos: Option<u32>,
+}
+
+impl Specials {
+    pub fn of(vocab: &Vocab) -> Specials {
+        Specials { mask: vocab.mask, eos: vocab.eos }
+    }
+
+    pub(crate) fn has_ended(&self, row: &[u32]) -> bool {
+        self.eos.is_some_and(|eos| row.contains(&eos))
+    }
+}
+
+impl TokenSeq {
+    /// Rows of the prompt, one per sample.
+    pub fn prompt(prompt: &[u32], batch: usize) -> TokenSeq {
+        TokenSeq { rows: vec![prompt.to_vec(); batch], prompt: prompt.len(), window: None, proposal: None }
+    }
+
+    /// New rows after the same prompt, refined whole.
+    pub(super) fn with_rows(&self, rows: Vec<Vec<u32>>) -> TokenSeq {
+        TokenSeq { rows, prompt: self.prompt, window: None, proposal: None }
+    }
+
+    /// Whether every row has produced the end token (never, for a vocabulary without one).
+    pub fn ended(&self, specials: Specials) -> bool {
+        specials.eos.is_some() && self.rows.iter().all(|row| specials.has_ended(row))
+    }
+
+    /// The length of the shortest row still generating, or of the longest row when all ended.
+    pub fn length(&self, specials: Specials) -> i64 {
+        let open = self.rows.iter().filter(|row| !specials.has_ended(row)).map(Vec::len).min();
+        let length = open.or_else(|| self.rows.iter().map(Vec::len).max()).unwrap_or(0);
+        length as i64
+    }
+
+    /// The first position of the window of row `b`.
+    pub(super) fn window_start(&self, b: usize) -> usize {
+        let len = self.rows[b].len();
+        self.window.map_or(0, |w| len.saturating_sub(w))
+    }
+
+    /// The last `count` positions as the window.
+    pub fn tail(&self, count: i64) -> Result<TokenSeq, SequenceError> {
+        let count = usize::try_from(count)
+            .map_err(|_| SequenceError::Invalid(format!("`.tail({count})`: the count cannot be negative")))?;
+        Ok(TokenSeq { window: Some(count), ..self.clone() })
+    }
+
+    /// The sequence with its window reset to the whole rows.
+    pub fn whole(&self) -> TokenSeq {
+        TokenSeq { window: None, proposal: None, ..self.clone() }
+    }
+
+    /// The sequence extended by `count` mask tokens.
+    pub fn extend_mask(&self, count: i64, specials: Specials) -> Result<TokenSeq, SequenceError> {
+        let count = non_negative(count, "extend")?;
+        let mask = specials.mask.ok_or_else(|| {
+            SequenceError::Invalid("`extend ... as mask` needs a masked model (no bound model has a mask token)".into())
+        })?;
+        if longest(&self.rows) + count > MAX_ROW_LEN {
+            return Err(SequenceError::Invalid(format!(
+                "`extend` by {count}: rows are limited to {MAX_ROW_LEN} positions"
+            )));
+        }
+        let rows = self.rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(mask, count)).collect());
+        Ok(self.with_rows(rows.collect()))
+    }
+}
+
+/// The most positions a row may have: longer rows are refused rather than allocated.
+pub const MAX_ROW_LEN: usize = 1 << 20;
+
+/// A count of new positions: not negative, and not making a row longer than [`MAX_ROW_LEN`].
+pub(super) fn non_negative(count: i64, what: &str) -> Result<usize, SequenceError> {
+    let count = usize::try_from(count)
+        .map_err(|_| SequenceError::Invalid(format!("`{what}` by {count}: the count is negative")))?;
+    if count > MAX_ROW_LEN {
+        return Err(SequenceError::Invalid(format!(
+            "`{what}` by {count}: rows are limited to {MAX_ROW_LEN} positions"
+        )));
+    }
+    Ok(count)
+}
+
+/// Checks that `positions` positions of `vocab` entries each have distinct noise indices
+/// (`position · vocab + entry` must fit in the 32 bits of the Philox counter word).
+pub(super) fn noise_room(positions: usize, vocab: usize) -> Result<(), SequenceError> {
+    match positions.checked_mul(vocab) {
+        // The indices are 0 .. positions · vocab, so the last one is positions · vocab - 1.
+        Some(indices) if indices <= u32::MAX as usize + 1 => Ok(()),
+        _ => Err(SequenceError::Invalid(format!(
+            "{positions} positions of a {vocab}-token vocabulary need more than 2^32 noise indices"
+        ))),
+    }
+}
+
+/// The length of the longest row.
+pub(super) fn longest(rows: &[Vec<u32>]) -> usize {
+    rows.iter().map(Vec::len).max().unwrap_or(0)
+}
+
+/// What a draft's tokens were drawn from, for sampling verification.
+#[derive(Clone, Debug)]
+pub enum Proposal {
+    /// Per row and draft position, the probabilities over the vocabulary the token was drawn from
+    /// (one-hot for a greedy draft).
+    Host(Vec<Vec<Vec<f64>>>),
+    /// The draft model's raw logits `[rows, k, vocab]` on the device that computed them, and the
+    /// choice that drew from them: the distributions are computed where they are needed.
+    Device { logits: Arc<DeviceTensor>, choice: Choice },
+}
+
+impl PartialEq for Proposal {
+    fn eq(&self, other: &Proposal) -> bool {
+        match (self, other) {
+            (Proposal::Host(a), Proposal::Host(b)) => a == b,
+            (Proposal::Device { logits: a, choice: x }, Proposal::Device { logits: b, choice: y }) => {
+                Arc::ptr_eq(a, b) && x == y
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Proposal {
+    /// The distributions on the host, computed from the device's logits where they are there.
+    pub(super) fn on_host(&self) -> Result<Cow<'_, [Vec<Vec<f64>>]>, SequenceError> {
+        match self {
+            Proposal::Host(distributions) => Ok(Cow::Borrowed(distributions)),
+            Proposal::Device { logits, choice } => {
+                let backend = |e: DeviceError| SequenceError::Invalid(format!("reading a draft's logits: {e}"));
+                let &[rows, k, vocab] = logits.shape.as_slice() else {
+                    return Err(SequenceError::Invalid(format!(
+                        "a draft's logits have shape {:?}, not [rows, k, vocab]",
+                        logits.shape
+                    )));
+                };
+                let data = logits.device().download(logits.buffer()).map_err(backend)?;
+                let distribution = |b: usize, i: usize| choice.distribution(&data[(b * k + i) * vocab..][..vocab]);
+                Ok(Cow::Owned((0..rows).map(|b| (0..k).map(|i| distribution(b, i)).collect()).collect()))
+            }
+        }
+    }
+}
+
+/// The text of a row: its words up to the first end token, separated by spaces (the words of
+/// subword vocabularies are joined as they are).
+pub fn row_text(row: &[u32], vocab: &Vocab) -> String {
+    let words: Vec<String> = row.iter().take_while(|&&t| Some(t) != vocab.eos).map(|&t| vocab.word(t)).collect();
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_counts_the_shortest_open_row_and_ended_needs_every_row() {
+        let specials = Specials { mask: Some(9), eos: Some(0) };
+        let seq = TokenSeq { rows: vec![vec![3, 4, 0], vec![3, 4, 5, 6]], prompt: 0, window: None, proposal: None };
+        assert_eq!(seq.length(specials), 4, "the ended row does not count");
+        assert!(!seq.ended(specials));
+        let done = seq.with_rows(vec![vec![3, 0], vec![3, 4, 0]]);
+        assert_eq!(done.length(specials), 3, "all ended: the longest");
+        assert!(done.ended(specials));
+        assert!(!done.ended(Specials { mask: None, eos: None }), "no end token: never ended");
+    }
+}

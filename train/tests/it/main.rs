@@ -1,0 +1,5 @@
+//! The integration tests of training and metrics, one binary.
+
+mod metrics;
+mod mlp;
+mod transformer;

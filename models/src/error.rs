@@ -40,6 +40,26 @@ pub enum LoadError {
     TensorDtype { path: PathBuf, tensor: String, found: String },
     #[error("{path}: {message}")]
     Backend { path: PathBuf, message: String },
+    #[error("{path}: not valid JSON: {message}")]
+    ConfigSyntax { path: PathBuf, message: String },
+    #[error("{path}: `{field}`: {expected}")]
+    ConfigField { path: PathBuf, field: String, expected: String },
+    #[error("{path}: the architecture `{architecture}` is not supported (supported: {supported})")]
+    UnsupportedArchitecture { path: PathBuf, architecture: String, supported: String },
+    #[error("{path}: {reason}")]
+    GgufInvalid { path: PathBuf, reason: String },
+    #[error("{path}: the GGUF metadata `{key}`: {expected}")]
+    GgufMetadata { path: PathBuf, key: String, expected: String },
+    /// `tensor` is `None` where the file's reader stops at the first tensor of the type.
+    #[error(
+        "{path}: {} is quantized as {dtype}, which sched does not read (it reads {supported})",
+        tensor.as_ref().map_or("a tensor".to_string(), |t| format!("tensor `{t}`"))
+    )]
+    UnsupportedQuantization { path: PathBuf, tensor: Option<String>, dtype: String, supported: String },
+    #[error("{path}: the tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("{path}: the tokenizer has {tokenizer} tokens, more than the model's vocabulary of {model}")]
+    TokenizerVocab { path: PathBuf, tokenizer: usize, model: usize },
 }
 
 impl LoadError {
@@ -58,6 +78,17 @@ impl LoadError {
         ("sched::load::tensor_shape", "a tensor has another shape than the manifest needs"),
         ("sched::load::tensor_dtype", "a tensor is not F32"),
         ("sched::load::backend", "the tensors cannot be read into the model's backend"),
+        (
+            "sched::load::config_syntax",
+            "a model's `config.json` (or another JSON file of its folder) is not valid JSON",
+        ),
+        ("sched::load::config_field", "a field of a model's configuration is missing or has a value it cannot have"),
+        ("sched::load::unsupported_architecture", "a checkpoint's architecture is none sched runs"),
+        ("sched::load::gguf_invalid", "a GGUF file is not one, is truncated, or has a tensor that lies beyond its end"),
+        ("sched::load::gguf_metadata", "a key of a GGUF file's metadata is missing or has a value it cannot have"),
+        ("sched::load::unsupported_quantization", "a tensor is quantized in a format sched does not read"),
+        ("sched::load::tokenizer", "a model's tokenizer cannot be built or read"),
+        ("sched::load::tokenizer_vocab", "a tokenizer has more tokens than the model's vocabulary"),
     ];
 
     /// The error's stable code.
@@ -76,6 +107,14 @@ impl LoadError {
             LoadError::TensorShape { .. } => "sched::load::tensor_shape",
             LoadError::TensorDtype { .. } => "sched::load::tensor_dtype",
             LoadError::Backend { .. } => "sched::load::backend",
+            LoadError::ConfigSyntax { .. } => "sched::load::config_syntax",
+            LoadError::ConfigField { .. } => "sched::load::config_field",
+            LoadError::UnsupportedArchitecture { .. } => "sched::load::unsupported_architecture",
+            LoadError::GgufInvalid { .. } => "sched::load::gguf_invalid",
+            LoadError::GgufMetadata { .. } => "sched::load::gguf_metadata",
+            LoadError::UnsupportedQuantization { .. } => "sched::load::unsupported_quantization",
+            LoadError::Tokenizer { .. } => "sched::load::tokenizer",
+            LoadError::TokenizerVocab { .. } => "sched::load::tokenizer_vocab",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`checkpoint`]: safetensors files described by a manifest, read by the built-in networks
 //!   [`mlp`] (continuous models) and [`transformer`] (token models), each in one folder with its
 //!   host and device halves;
+//! - [`llama`]: Llama-family language models from GGUF files and Hugging Face folders;
 //! - [`load`]: the registry, from an analytic spec or a path to a model.
 //!
 //! [`poker`] is the poker-hands table that the exact poker model and the transformer's vocabulary
@@ -14,6 +15,7 @@
 pub mod analytic;
 pub mod checkpoint;
 pub mod error;
+pub mod llama;
 pub mod load;
 pub mod mlp;
 pub mod poker;

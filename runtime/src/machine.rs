@@ -461,14 +461,7 @@ impl<'a> Machine<'a> {
                     Val::F64(v) => OutputValue::F64(v),
                     Val::I64(v) => OutputValue::I64(v),
                     Val::Bool(v) => OutputValue::Bool(v),
-                    Val::Tokens(seq) => OutputValue::Tokens {
-                        text: self
-                            .vocab
-                            .as_ref()
-                            .filter(|v| v.words.is_some())
-                            .map(|vocab| seq.rows.iter().map(|row| sequence::row_text(row, vocab)).collect()),
-                        rows: seq.rows.clone(),
-                    },
+                    Val::Tokens(seq) => OutputValue::Tokens { text: self.row_texts(&seq)?, rows: seq.rows.clone() },
                     Val::Device(_) | Val::Grid(_) => return Ok(()),
                 };
                 self.outputs[*index as usize] = Some(output);
@@ -496,6 +489,16 @@ impl<'a> Machine<'a> {
                         _ => {}
                     }
                 }
+                if let Some(on_tokens) = self.options.on_tokens {
+                    let target = self.function.verbs[*verb as usize].target;
+                    if let Some(Val::Tokens(seq)) = &self.vars[target.0 as usize] {
+                        let ending = on_tokens(&seq.rows);
+                        if let (false, Some(eos)) = (ending.is_empty(), self.specials().eos) {
+                            let ended = seq.end_rows(&ending, eos);
+                            self.vars[target.0 as usize] = Some(Val::Tokens(Arc::new(ended)));
+                        }
+                    }
+                }
                 if let Some(on_verb) = self.options.on_verb {
                     on_verb(*verb);
                 }
@@ -516,6 +519,24 @@ impl<'a> Machine<'a> {
         self.model_calls += calls;
         if let Some(count) = slot.and_then(|slot| self.model_calls_by_slot.get_mut(slot.0 as usize)) {
             *count += calls;
+        }
+    }
+
+    /// The text of each row, up to its first end token: decoded by the first bound token model's
+    /// tokenizer when it has one that writes text, else its words; `None` without either.
+    fn row_texts(&self, seq: &TokenSeq) -> Result<Option<Vec<String>>, RunError> {
+        let Some(model) = self.models.iter().find_map(|m| m.tokens()) else { return Ok(None) };
+        let vocab = model.vocab();
+        match model.text() {
+            Some(text) => {
+                let texts =
+                    (0..seq.rows.len()).map(|b| text.decode(seq.until_end(b, vocab.eos))).collect::<Result<_, _>>()?;
+                Ok(Some(texts))
+            }
+            None if vocab.words.is_some() => {
+                Ok(Some((0..seq.rows.len()).map(|b| sequence::row_text(seq.until_end(b, vocab.eos), vocab)).collect()))
+            }
+            None => Ok(None),
         }
     }
 

@@ -47,7 +47,14 @@ pub struct RunOptions<'a> {
     pub device: Option<Arc<dyn Device>>,
     /// The prompt's token ids, the start of every row of `prompt()` (empty by default).
     pub prompt: Vec<u32>,
+    /// Called after every verb on token rows, with the rows (to stream their text); it returns
+    /// the rows to end there, which get the end token as if the model had written it (a stop
+    /// string appeared in their text).
+    pub on_tokens: Option<&'a TokenHook<'a>>,
 }
+
+/// A streaming hook on token rows: it sees every row and returns those to end.
+pub type TokenHook<'a> = dyn Fn(&[Vec<u32>]) -> Vec<usize> + Sync + 'a;
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
@@ -60,6 +67,7 @@ impl Default for RunOptions<'_> {
             cancel: None,
             device: None,
             prompt: Vec::new(),
+            on_tokens: None,
         }
     }
 }

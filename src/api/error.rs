@@ -57,6 +57,10 @@ pub enum ApiError {
     Binding { name: String, origin: String, reasons: String },
     #[error("cannot read {path}: {message}")]
     Input { path: PathBuf, message: String },
+    #[error("the prompt: {message}")]
+    Prompt { message: String },
+    #[error(transparent)]
+    Model(#[from] sched_runtime::model::ModelError),
     #[error("cannot compile to native code: {0}")]
     Jit(String),
     #[error(transparent)]
@@ -77,6 +81,7 @@ impl ApiError {
         ("sched::api::no_default_model", "a model parameter was not bound and the schedule names no default"),
         ("sched::api::binding", "a model's kind cannot do what the schedule asks of it"),
         ("sched::api::input", "a tensor input file cannot be read"),
+        ("sched::api::prompt", "a prompt cannot be written in the token model's tokens"),
         ("sched::api::jit", "the schedule cannot be compiled to native code"),
     ];
 
@@ -95,6 +100,8 @@ impl ApiError {
             ApiError::LoadModel { source, .. } | ApiError::Load(source) => source.code(),
             ApiError::Binding { .. } => "sched::api::binding",
             ApiError::Input { .. } => "sched::api::input",
+            ApiError::Prompt { .. } => "sched::api::prompt",
+            ApiError::Model(error) => error.code(),
             ApiError::Jit(_) => "sched::api::jit",
             ApiError::Run(error) => error.code(),
         }
@@ -113,6 +120,7 @@ impl ApiError {
                 | ApiError::UnknownModel { .. }
                 | ApiError::NoDefaultModel { .. }
                 | ApiError::Input { .. }
+                | ApiError::Prompt { .. }
         )
     }
 }

@@ -1,12 +1,56 @@
-//! Values from outside a program: parameters written as text (the command line's `--param`) and
-//! tensors read from files (`--input`).
+//! Values from outside a program: parameters written as text (the command line's `--param`),
+//! tensors read from files (`--input`), and the prompt of token schedules (`--prompt`, `--chat`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use sched_compiler::ir::{ParamInfo, ParamTy, Ty};
+use sched_runtime::model::{ChatMessage, Model};
 use sched_runtime::tensor::Tensor;
 
 use super::{ApiError, Value};
+
+/// What starts every row of a token schedule's `prompt()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// Text: encoded by the token model's tokenizer, or, for a model with a word list and no
+    /// tokenizer that writes text, its words separated by spaces.
+    Text(String),
+    /// One user message, rendered by the model's chat template, then encoded.
+    Chat(String),
+}
+
+/// The token ids of `prompt` for the first token model of `models`.
+pub fn encode_prompt(models: &[Arc<dyn Model>], prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
+    let fail = |message: String| ApiError::Prompt { message };
+    let Some(model) = models.iter().find_map(|m| m.tokens()) else {
+        return Err(fail("a prompt needs a token model, and the schedule binds none".into()));
+    };
+    match (prompt, model.text()) {
+        (Prompt::Text(text), Some(codec)) => Ok(codec.encode(text)?),
+        (Prompt::Chat(message), Some(codec)) => {
+            let rendered = codec.chat(&[ChatMessage { role: "user".into(), content: message.clone() }])?;
+            Ok(codec.encode(&rendered)?)
+        }
+        (Prompt::Chat(_), None) => {
+            Err(fail("a chat needs a language model with a tokenizer and a chat template".into()))
+        }
+        (Prompt::Text(text), None) => {
+            let vocab = model.vocab();
+            if vocab.words.is_none() {
+                return Err(fail("the token model has no word list (give its checkpoint a tokenizer.json)".into()));
+            }
+            text.split_whitespace()
+                .map(|word| {
+                    vocab.id(word).ok_or_else(|| {
+                        let known: Vec<&str> = vocab.words.iter().flatten().take(40).map(String::as_str).collect();
+                        fail(format!("`{word}` is not in the model's vocabulary (it has: {})", known.join(", ")))
+                    })
+                })
+                .collect()
+        }
+    }
+}
 
 /// The value of `param` written as `text`, by the parameter's type.
 pub(super) fn parse_value(param: &ParamInfo, text: &str) -> Result<Value, ApiError> {

@@ -39,7 +39,7 @@ use sched_runtime::device::emulated::EmulatedDevice;
 pub use sched_runtime::device::{Device, DeviceError, Transfers};
 use sched_runtime::interp;
 use sched_runtime::jit::JitProgram;
-pub use sched_runtime::model::{Model, TokenModel};
+pub use sched_runtime::model::{Model, TokenModel, TokenText};
 use sched_runtime::run::ParamValue;
 pub use sched_runtime::run::{NoiseSource, OutputValue, Outputs, RunError, RunOptions};
 use sched_runtime::seeds;
@@ -47,7 +47,7 @@ pub use sched_runtime::seeds::{ReplaySummary, SeedRuns};
 pub use sched_runtime::tensor::Tensor;
 
 pub use self::error::{ApiError, Diagnostics};
-pub use self::input::read_tensor;
+pub use self::input::{Prompt, encode_prompt, read_tensor};
 
 /// What executes a compiled schedule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

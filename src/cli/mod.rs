@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod run;
+mod stream;
 mod sweep;
 
 use std::io::IsTerminal;
@@ -121,6 +122,8 @@ enum Command {
     ///   sched run examples/ddim.sched --param steps=20 --param eta=1.0 --batch 1024 --seed 7
     ///   sched run examples/flow_euler.sched --model net=analytic:gmm(preset=eight,kind=velocity) --json
     ///   sched run examples/ddim.sched --input x=noise.npy --out samples.safetensors
+    ///   sched run examples/autoregressive.sched --schedule greedy_tokens --param max_tokens=32 \
+    ///       --model lm=SmolLM2-135M-Instruct.Q4_1.gguf --chat "What is the capital of France?"
     #[command(verbatim_doc_comment)]
     Run {
         /// The file to run.
@@ -138,9 +141,10 @@ enum Command {
         /// Set a tensor parameter (e.g. the initial noise) from a .npy or .safetensors file.
         #[arg(long = "input", value_name = "NAME=FILE")]
         inputs: Vec<String>,
-        /// The number of samples.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
+        /// The number of samples (rows of a token schedule); by default 256, or 1 for a language
+        /// model, whose text then streams to standard output.
+        #[arg(long)]
+        batch: Option<usize>,
         /// The seed of the random stream.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -168,10 +172,19 @@ enum Command {
         /// run on the host, and `--json` counts the copies they cost.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: DeviceArg,
-        /// Start every row of `prompt()` with these words (token schedules; the words of the
-        /// first bound token model's vocabulary, separated by spaces), e.g. `--prompt full`.
-        #[arg(long, value_name = "WORDS")]
+        /// Start every row of `prompt()` with this text (token schedules): encoded by the language
+        /// model's tokenizer, or, for a model with a word list, its words separated by spaces
+        /// (`--prompt full`).
+        #[arg(long, value_name = "TEXT", conflicts_with = "chat")]
         prompt: Option<String>,
+        /// Start every row of `prompt()` with a chat of one user message, written by the language
+        /// model's chat template (its answer follows), e.g. `--chat "What is the capital of France?"`.
+        #[arg(long, value_name = "MESSAGE")]
+        chat: Option<String>,
+        /// End a row where this text appears in what it generates (as the end token does); may be
+        /// given several times.
+        #[arg(long = "stop", value_name = "TEXT")]
+        stop: Vec<String>,
         /// Colour the diagnostics: auto (only on a terminal), always or never.
         #[arg(long, default_value = "auto", value_name = "WHEN")]
         color: ColorChoice,
@@ -242,6 +255,8 @@ pub fn main() -> ExitCode {
             engine,
             device,
             prompt,
+            chat,
+            stop,
             color,
         } => {
             let request = run::RunRequest {
@@ -258,7 +273,8 @@ pub fn main() -> ExitCode {
                 progress: std::io::stderr().is_terminal() && std::io::stdout().is_terminal(),
                 engine: engine.engine(),
                 device: device.kind(),
-                prompt,
+                prompt: prompt.map(sched::api::Prompt::Text).or(chat.map(sched::api::Prompt::Chat)),
+                stop,
             };
             run(&file, &request, &color.style())
         }
@@ -335,6 +351,9 @@ fn run(path: &std::path::Path, request: &run::RunRequest, style: &Style) -> Outc
         Ok(report) => {
             if request.json {
                 println!("{}", run::json(&report));
+            } else if report.streamed {
+                // Standard output holds the streamed text alone.
+                eprint!("{}", run::summary(&report));
             } else {
                 print!("{}", run::summary(&report));
             }

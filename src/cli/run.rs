@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sched::api::{
-    ApiError, DeviceKind, Engine, Function, Model, OutputValue, Outputs, ParamTy, Program, ReplaySummary, RunOptions,
-    Tensor, Transfers, Value, read_tensor,
+    ApiError, DeviceKind, Engine, Function, Model, OutputValue, Outputs, ParamTy, Program, Prompt, ReplaySummary,
+    RunOptions, Tensor, Transfers, Value, encode_prompt, read_tensor,
 };
+
+use super::stream::{Stream, stop_at};
 
 /// Everything `sched run` was asked to do.
 pub struct RunRequest {
@@ -19,7 +21,8 @@ pub struct RunRequest {
     pub params: Vec<String>,
     /// `NAME=FILE` tensor parameters.
     pub inputs: Vec<String>,
-    pub batch: usize,
+    /// The rows of the run; the default is one for a language model (its text streams), else 256.
+    pub batch: Option<usize>,
     pub seed: u64,
     /// Runs with seeds `seed`, `seed + 1`, ..., whose outputs are concatenated.
     pub runs: usize,
@@ -29,8 +32,10 @@ pub struct RunRequest {
     pub progress: bool,
     pub engine: Engine,
     pub device: DeviceKind,
-    /// The prompt's words, in the vocabulary of the first bound token model.
-    pub prompt: Option<String>,
+    /// What starts every row of `prompt()`.
+    pub prompt: Option<Prompt>,
+    /// Texts that end a row where they appear in its new text.
+    pub stop: Vec<String>,
 }
 
 /// A failure of `sched run` before or while running.
@@ -79,6 +84,9 @@ pub struct RunReport {
     pub models: Vec<(String, String)>,
     /// The prompt's length in tokens (0 without a prompt).
     pub prompt_tokens: usize,
+    /// Whether row 0's text was written to standard output as it grew (then the summary goes to
+    /// standard error).
+    pub streamed: bool,
 }
 
 impl RunReport {
@@ -93,25 +101,6 @@ impl RunReport {
         let per_row = generated as f64 / rows.len().max(1) as f64;
         Some((per_row, per_row / self.model_calls.max(1) as f64))
     }
-}
-
-/// The token ids of a prompt: each whitespace-separated word looked up in the vocabulary of the
-/// first bound token model.
-fn encode_prompt(text: &str, models: &[Arc<dyn Model>]) -> Result<Vec<u32>, RunFailure> {
-    let Some(vocab) = models.iter().find_map(|m| m.tokens()).map(|m| m.vocab()) else {
-        return Err(usage("--prompt needs a token model, and the schedule binds none"));
-    };
-    if vocab.words.is_none() {
-        return Err(usage("--prompt: the token model has no word list (give its checkpoint a tokenizer.json)"));
-    }
-    text.split_whitespace()
-        .map(|word| {
-            vocab.id(word).ok_or_else(|| {
-                let known: Vec<&str> = vocab.words.iter().flatten().take(40).map(String::as_str).collect();
-                usage(format!("--prompt: `{word}` is not in the model's vocabulary (it has: {})", known.join(", ")))
-            })
-        })
-        .collect()
 }
 
 /// Binds the requested parameters of schedule `schedule` (so they fold into the code), loads its
@@ -153,16 +142,28 @@ pub fn run(program: &Program, schedule: &str, path: &Path, request: &RunRequest)
     let device_name = device.as_ref().map_or_else(|| "cpu".to_string(), |d| d.name());
     let bound: Vec<Arc<dyn Model>> = models.iter().map(|(_, m)| Arc::clone(m)).collect();
     let prompt = match &request.prompt {
-        Some(text) => encode_prompt(text, &bound)?,
+        Some(prompt) => encode_prompt(&bound, prompt)?,
         None => Vec::new(),
     };
     let prompt_tokens = prompt.len();
+    // A language model writes text: one row by default, streamed as it grows.
+    let language_model = bound.iter().filter_map(|m| m.tokens()).find(|m| m.text().is_some());
+    let batch = request.batch.unwrap_or(if language_model.is_some() { 1 } else { 256 });
+    let stream = language_model.and_then(|model| {
+        let live = batch == 1 && request.runs == 1 && !request.json;
+        (live || !request.stop.is_empty()).then(|| {
+            let codec = model.text()?;
+            Some(Stream::new(codec, prompt_tokens, model.vocab().eos, &request.stop, live, request.progress && live))
+        })?
+    });
+    let on_tokens = |rows: &[Vec<u32>]| stream.as_ref().map_or_else(Vec::new, |s| s.on_tokens(rows));
     let options = RunOptions {
         seed: request.seed,
-        batch: request.batch,
+        batch,
         on_verb: Some(&tick),
         device,
         prompt,
+        on_tokens: stream.is_some().then_some(&on_tokens as &(dyn Fn(&[Vec<u32>]) -> Vec<usize> + Sync)),
         ..RunOptions::default()
     };
     if request.runs == 0 {
@@ -175,9 +176,27 @@ pub fn run(program: &Program, schedule: &str, path: &Path, request: &RunRequest)
         let runs = executable.run_seeds(request.engine, &models, &options, &seeds)?;
         (runs.runs, Some(runs.replay))
     };
-    let outputs = concatenated(runs)?;
+    let mut outputs = concatenated(runs)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    // The texts end where a stop string starts, as the rows did.
+    for (_, value) in &mut outputs.values {
+        if let OutputValue::Tokens { text: Some(texts), .. } = value {
+            for text in texts {
+                if let Some(at) = stop_at(text, &request.stop) {
+                    text.truncate(at);
+                }
+            }
+        }
+    }
+    let streamed = stream.as_ref().is_some_and(|s| s.is_live());
+    if let Some(stream) = &stream {
+        let generated = outputs.values.iter().find_map(|(_, v)| match v {
+            OutputValue::Tokens { rows, .. } => rows.first().map(|row| row.len().saturating_sub(prompt_tokens)),
+            _ => None,
+        });
+        stream.finish(generated.unwrap_or(0));
     }
     let seconds = started.elapsed().as_secs_f64();
     if let Some(out) = &request.out {
@@ -199,6 +218,7 @@ pub fn run(program: &Program, schedule: &str, path: &Path, request: &RunRequest)
         transfers: outputs.transfers,
         seconds,
         prompt_tokens,
+        streamed,
         models: models.iter().map(|(name, model)| (name.to_string(), model.info().source.clone())).collect(),
     })
 }

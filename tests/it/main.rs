@@ -13,6 +13,7 @@ mod differential;
 mod diffusion_forcing;
 mod docs;
 mod jit;
+mod llm;
 mod poker;
 mod replay;
 mod schedules;

@@ -15,6 +15,8 @@ use sched_runtime::model::Model;
 use sched_runtime::model::TokenRows;
 use sched_runtime::run::{OutputValue, Outputs, RunOptions};
 
+use crate::common::stats::{chi_square, chi_square_critical};
+
 /// Runs `schedule` of `source` on both engines, checks that they agree bit for bit, and returns
 /// the JIT's outputs.
 fn run(
@@ -77,40 +79,6 @@ fn example(name: &str) -> String {
 
 fn word(w: &str) -> u32 {
     poker::id(w).expect("a poker word")
-}
-
-/// The upper 0.1 % point of the chi-square distribution with `df` degrees of freedom
-/// (Wilson–Hilferty; within 1 % of the exact value for df >= 3).
-fn chi_square_critical(df: usize) -> f64 {
-    let k = df as f64;
-    let z = 3.090_232; // The standard normal's upper 0.1 % point.
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
-/// Pearson's statistic of `counts` against `expected` probabilities (cells with an expected
-/// count below 5 pooled), and its degrees of freedom. Counts outside the support are errors.
-fn chi_square(counts: &HashMap<Vec<u32>, usize>, expected: &HashMap<Vec<u32>, f64>, n: usize) -> (f64, usize) {
-    for key in counts.keys() {
-        assert!(expected.get(key).is_some_and(|&p| p > 0.0), "{key:?} was drawn but has probability 0");
-    }
-    let (mut statistic, mut cells) = (0.0, 0);
-    let (mut pooled_observed, mut pooled_expected) = (0.0, 0.0);
-    for (key, &p) in expected {
-        let e = p * n as f64;
-        let o = counts.get(key).copied().unwrap_or(0) as f64;
-        if e < 5.0 {
-            pooled_observed += o;
-            pooled_expected += e;
-        } else {
-            statistic += (o - e).powi(2) / e;
-            cells += 1;
-        }
-    }
-    if pooled_expected >= 5.0 {
-        statistic += (pooled_observed - pooled_expected).powi(2) / pooled_expected;
-        cells += 1;
-    }
-    (statistic, cells - 1)
 }
 
 fn histogram(rows: &[Vec<u32>], len: usize) -> HashMap<Vec<u32>, usize> {

@@ -4,6 +4,7 @@
 mod checkpoint;
 mod device;
 mod device_transformer;
+mod llama;
 mod models;
 mod token_models;
 mod transformer;

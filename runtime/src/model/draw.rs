@@ -157,6 +157,26 @@ pub struct Draw<'a> {
 }
 
 impl Draw<'_> {
+    /// The token of each row when rows share logits: row `r` draws from row `shared[r]` of
+    /// `logits` (`vocab` per row), which is processed once for every row that draws from it. The
+    /// tokens are those of [`Draw::pick_rows`] on the rows' own copies of the logits.
+    pub fn pick_rows_shared(&self, logits: &[f32], vocab: usize, shared: &[usize]) -> Vec<u32> {
+        let processed: Vec<Cow<'_, [f32]>> =
+            logits.chunks_exact(vocab.max(1)).map(|row| self.choice.process(row)).collect();
+        let base = self.position.wrapping_mul(vocab as u32);
+        self.samples
+            .iter()
+            .zip(shared)
+            .map(|(&sample, &row)| {
+                let uniform = |v: u32| self.noise.uniform(sample as usize, base.wrapping_add(v) as usize);
+                match processed.get(row) {
+                    Some(scores) => self.choice.pick_processed(scores, uniform),
+                    None => 0,
+                }
+            })
+            .collect()
+    }
+
     /// The token of each row, drawn on the host from `logits` (`vocab` per row).
     pub fn pick_rows(&self, logits: &[f32], vocab: usize) -> Vec<u32> {
         self.samples

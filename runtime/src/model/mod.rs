@@ -16,7 +16,7 @@ use std::sync::Arc;
 use sched_lang::types::ModelKind;
 
 pub use self::error::ModelError;
-pub use self::token::{DeviceTokenModel, KeptLogits, OnDevice, TokenModel, TokenRows, Vocab};
+pub use self::token::{ChatMessage, DeviceTokenModel, KeptLogits, OnDevice, TokenModel, TokenRows, TokenText, Vocab};
 use crate::device::{Device, DeviceTensor};
 use crate::interpolant::Interpolant;
 use crate::tensor::Tensor;

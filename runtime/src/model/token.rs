@@ -122,6 +122,34 @@ pub trait TokenModel: Send + Sync {
     fn on_device(&self) -> Option<&dyn DeviceTokenModel> {
         None
     }
+
+    /// How the model reads and writes text, when it has a tokenizer that does (a language
+    /// model's byte-level BPE). Models without one write their rows as their words.
+    fn text(&self) -> Option<&dyn TokenText> {
+        None
+    }
+}
+
+/// One message of a chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+/// A token model's text: its tokenizer and its chat template.
+pub trait TokenText: Send + Sync {
+    /// The ids of `text`, special tokens written in it (`<|im_start|>`) as their ids, and no
+    /// token added.
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError>;
+
+    /// The text of `ids`, special tokens written as they are.
+    fn decode(&self, ids: &[u32]) -> Result<String, ModelError>;
+
+    /// The prompt of `messages` by the model's chat template, ending where the assistant's answer
+    /// starts.
+    fn chat(&self, messages: &[ChatMessage]) -> Result<String, ModelError>;
 }
 
 /// The logits of a model call, in the layout of the [`TokenModel`] method that made them: on the
@@ -197,6 +225,10 @@ impl TokenModel for OnDevice<'_> {
 
     fn draw_next(&self, rows: TokenRows<'_>, draw: &Draw<'_>) -> Result<Vec<u32>, ModelError> {
         self.network.draw_next_on(self.device, rows, draw)
+    }
+
+    fn text(&self) -> Option<&dyn TokenText> {
+        self.model.text()
     }
 
     fn masked_logits_kept(&self, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {

@@ -77,7 +77,7 @@ pub fn extend(
             drafter.draw(group, heads, 0)?;
         }
         for ((row, drawn), b) in rows.iter_mut().zip(drafter.drafts).zip(0..) {
-            match specials.eos.filter(|_| specials.has_ended(&seq.rows[b])) {
+            match specials.eos.filter(|_| specials.has_ended(&seq.rows[b], seq.prompt)) {
                 Some(eos) => row.extend(std::iter::repeat_n(eos, count)),
                 None => row.extend(drawn),
             }
@@ -85,7 +85,7 @@ pub fn extend(
         return Ok((seq.with_rows(rows), calls));
     }
     for j in 0..count {
-        let open: Vec<usize> = (0..rows.len()).filter(|&b| !specials.has_ended(&rows[b])).collect();
+        let open: Vec<usize> = (0..rows.len()).filter(|&b| !specials.has_ended(&rows[b], seq.prompt)).collect();
         let mut chosen = vec![None; rows.len()];
         if !open.is_empty() {
             let views: Vec<&[u32]> = open.iter().map(|&b| rows[b].as_slice()).collect();

@@ -112,7 +112,7 @@ pub fn verify(
             seq.rows.len()
         )));
     }
-    let open: Vec<usize> = (0..seq.rows.len()).filter(|&b| !specials.has_ended(&seq.rows[b])).collect();
+    let open: Vec<usize> = (0..seq.rows.len()).filter(|&b| !specials.has_ended(&seq.rows[b], seq.prompt)).collect();
     let mut rows = seq.rows.clone();
     if open.is_empty() {
         return Ok((seq.with_rows(rows), 0));

@@ -62,8 +62,10 @@ impl Specials {
         Specials { mask: vocab.mask, eos: vocab.eos }
     }
 
-    pub(crate) fn has_ended(&self, row: &[u32]) -> bool {
-        self.eos.is_some_and(|eos| row.contains(&eos))
+    /// Whether `row`, whose first `prompt` tokens are the prompt's, has produced the end token
+    /// (a prompt may hold end tokens of its own, as a chat's turns do).
+    pub(crate) fn has_ended(&self, row: &[u32], prompt: usize) -> bool {
+        self.eos.is_some_and(|eos| row.get(prompt..).is_some_and(|new| new.contains(&eos)))
     }
 }
 
@@ -80,12 +82,12 @@ impl TokenSeq {
 
     /// Whether every row has produced the end token (never, for a vocabulary without one).
     pub fn ended(&self, specials: Specials) -> bool {
-        specials.eos.is_some() && self.rows.iter().all(|row| specials.has_ended(row))
+        specials.eos.is_some() && self.rows.iter().all(|row| specials.has_ended(row, self.prompt))
     }
 
     /// The length of the shortest row still generating, or of the longest row when all ended.
     pub fn length(&self, specials: Specials) -> i64 {
-        let open = self.rows.iter().filter(|row| !specials.has_ended(row)).map(Vec::len).min();
+        let open = self.rows.iter().filter(|row| !specials.has_ended(row, self.prompt)).map(Vec::len).min();
         let length = open.or_else(|| self.rows.iter().map(Vec::len).max()).unwrap_or(0);
         length as i64
     }
@@ -94,6 +96,26 @@ impl TokenSeq {
     pub(super) fn window_start(&self, b: usize) -> usize {
         let len = self.rows[b].len();
         self.window.map_or(0, |w| len.saturating_sub(w))
+    }
+
+    /// The rows `rows` ended with `eos` (those that have not ended yet), the others as they are.
+    pub fn end_rows(&self, rows: &[usize], eos: u32) -> TokenSeq {
+        let mut ended = self.clone();
+        let specials = Specials { mask: None, eos: Some(eos) };
+        for &b in rows {
+            if let Some(row) = ended.rows.get_mut(b).filter(|row| !specials.has_ended(row, self.prompt)) {
+                row.push(eos);
+            }
+        }
+        ended
+    }
+
+    /// Row `b` up to its first end token after the prompt.
+    pub fn until_end(&self, b: usize, eos: Option<u32>) -> &[u32] {
+        let row = &self.rows[b];
+        let prompt = self.prompt.min(row.len());
+        let end = eos.and_then(|eos| row[prompt..].iter().position(|&t| t == eos)).map_or(row.len(), |at| prompt + at);
+        &row[..end]
     }
 
     /// The last `count` positions as the window.
@@ -200,10 +222,10 @@ impl Proposal {
     }
 }
 
-/// The text of a row: its words up to the first end token, separated by spaces (the words of
-/// subword vocabularies are joined as they are).
+/// The words of a row, separated by spaces (the words of subword vocabularies are joined as
+/// they are).
 pub fn row_text(row: &[u32], vocab: &Vocab) -> String {
-    let words: Vec<String> = row.iter().take_while(|&&t| Some(t) != vocab.eos).map(|&t| vocab.word(t)).collect();
+    let words: Vec<String> = row.iter().map(|&t| vocab.word(t)).collect();
     words.join(" ")
 }
 

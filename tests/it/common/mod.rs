@@ -1,7 +1,8 @@
-//! What several integration tests share: running the `sched` binary, and the generated programs of
-//! the differential tests ([`programs`]).
+//! What several integration tests share: running the `sched` binary, the generated programs of
+//! the differential tests ([`programs`]), and chi-square tests ([`stats`]).
 
 pub mod programs;
+pub mod stats;
 
 use std::process::{Command, Output};
 

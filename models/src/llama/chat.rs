@@ -63,7 +63,11 @@ mod tests {
         let strip = "{{ messages[0]['content'].strip() }}";
         assert_eq!(render(strip, &[user("  x  ")], None, None).expect("renders"), "x", "Python's string methods");
         let raising = "{{ raise_exception('only user messages') }}";
-        assert!(render(raising, &[user("x")], None, None).expect_err("the template raises").contains("only user messages"));
-        assert!(render("{% for %}", &[], None, None).expect_err("the template does not parse").contains("does not parse"));
+        assert!(
+            render(raising, &[user("x")], None, None).expect_err("the template raises").contains("only user messages")
+        );
+        assert!(
+            render("{% for %}", &[], None, None).expect_err("the template does not parse").contains("does not parse")
+        );
     }
 }

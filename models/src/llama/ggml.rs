@@ -5,15 +5,61 @@
 //! in 16 f32 lanes reduced by `_mm512_reduce_add_ps` (tinyBLAS for batches, `ggml_vec_dot_f16`
 //! for one token, see [`Sums`]), and softmax and SiLU use `ggml_v_expf`, a polynomial `exp`
 //! within 1.5 ulp (adapted from Arm's optimized routines). Each function here is the scalar image
-//! of one of those vector routines, bit for bit.
+//! of one of those vector routines, bit for bit, written so that the compiler vectorizes it.
+//!
+//! The fused multiply-adds must be fused: the public functions ([`fused!`]) run their bodies
+//! compiled for FMA where the CPU has it, and through the C library's `fmaf` (exact, slower)
+//! elsewhere.
 
 /// The f32 lanes of an AVX-512 register.
 const LANES: usize = 16;
 
+/// Whether this CPU has the AVX2 and FMA instructions the `*_fused` variants are compiled for.
+#[inline(always)]
+pub(crate) fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `$name`, which runs `$body` (an `#[inline(always)]` function of the same arguments)
+/// compiled for AVX2 and FMA where the CPU has them, and as it is elsewhere.
+macro_rules! fused {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn fused($($arg: $ty),*) $(-> $ret)? {
+                $body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::llama::ggml::has_fma() {
+                // SAFETY: the CPU has the features `fused` is compiled for.
+                return unsafe { fused($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use fused;
+
 /// The sum of 16 lanes in `_mm512_reduce_add_ps`'s order: halves, then quarters, then pairs.
+#[inline(always)]
 fn lane_sum(lanes: &[f32; LANES]) -> f32 {
-    let eighths: [f32; 8] = std::array::from_fn(|i| lanes[i + 8] + lanes[i]);
-    let quarters: [f32; 4] = std::array::from_fn(|i| eighths[i + 4] + eighths[i]);
+    let mut eighths = [0.0f32; 8];
+    for i in 0..8 {
+        eighths[i] = lanes[i + 8] + lanes[i];
+    }
+    let mut quarters = [0.0f32; 4];
+    for i in 0..4 {
+        quarters[i] = eighths[i + 4] + eighths[i];
+    }
     (quarters[0] + quarters[2]) + (quarters[1] + quarters[3])
 }
 
@@ -34,102 +80,131 @@ impl Sums {
     pub(crate) fn of_pass(tokens: usize) -> Sums {
         if tokens == 1 { Sums::VecDot } else { Sums::TinyBlas }
     }
-}
 
-/// One output of a product, accumulated element by element in llama.cpp's order.
-pub(crate) struct Accumulator {
-    sums: Sums,
-    registers: [[f32; LANES]; 4],
-    /// `ggml_vec_dot_f16`'s elements past the last whole 64.
-    tail: f64,
-}
-
-impl Accumulator {
-    pub(crate) fn new(sums: Sums) -> Accumulator {
-        Accumulator { sums, registers: [[0.0; LANES]; 4], tail: 0.0 }
+    /// The register of element `e` of a product of `len` elements, `None` past the vector part.
+    #[inline(always)]
+    fn register(self, e: usize, len: usize) -> Option<usize> {
+        match self {
+            Sums::TinyBlas => Some(0),
+            Sums::VecDot if e >= len / 64 * 64 => None,
+            Sums::VecDot => Some((e / LANES) % 4),
+        }
     }
 
-    /// Adds `x · y` as element `e` of a product of `len` elements.
-    pub(crate) fn add(&mut self, e: usize, len: usize, x: f32, y: f32) {
-        let register = match self.sums {
-            Sums::TinyBlas => 0,
-            Sums::VecDot if e >= len / 64 * 64 => {
-                self.tail += f64::from(x * y);
-                return;
-            }
-            Sums::VecDot => (e / LANES) % 4,
-        };
-        let lane = &mut self.registers[register][e % LANES];
-        *lane = x.mul_add(y, *lane);
-    }
-
-    pub(crate) fn sum(&self) -> f32 {
-        let [r0, r1, r2, r3] = &self.registers;
-        match self.sums {
+    /// The final sum of the registers and the f64 tail.
+    #[inline(always)]
+    fn total(self, registers: &[[f32; LANES]; 4], tail: f64) -> f32 {
+        let [r0, r1, r2, r3] = registers;
+        match self {
             Sums::TinyBlas => lane_sum(r0),
             Sums::VecDot => {
-                let combined: [f32; LANES] = std::array::from_fn(|l| (r0[l] + r2[l]) + (r1[l] + r3[l]));
-                (f64::from(lane_sum(&combined)) + self.tail) as f32
+                let mut combined = [0.0f32; LANES];
+                for l in 0..LANES {
+                    combined[l] = (r0[l] + r2[l]) + (r1[l] + r3[l]);
+                }
+                (f64::from(lane_sum(&combined)) + tail) as f32
             }
         }
     }
 }
 
-/// `a · b` summed as `sums` orders it. `interleaved`: llama.cpp holds the two vectors with their
-/// halves interleaved, so its element `2i + c` is element `c · len/2 + i` here.
-pub(crate) fn dot(sums: Sums, a: &[f32], b: &[f32], interleaved: bool) -> f32 {
-    let (len, half) = (a.len().min(b.len()), a.len().min(b.len()) / 2);
-    let mut accumulator = Accumulator::new(sums);
-    for e in 0..len {
-        let k = if interleaved { (e % 2) * half + e / 2 } else { e };
-        accumulator.add(e, len, a[k], b[k]);
+/// `a · b` summed as `sums` orders it.
+#[inline(always)]
+fn dot_body(sums: Sums, a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let mut registers = [[0.0f32; LANES]; 4];
+    let mut tail = 0.0f64;
+    let (whole, rest) = (len / LANES * LANES, len % LANES);
+    for (chunk, (x, y)) in a[..whole].chunks_exact(LANES).zip(b[..whole].chunks_exact(LANES)).enumerate() {
+        match sums.register(chunk * LANES, len) {
+            Some(r) => {
+                for ((lane, &x), &y) in registers[r].iter_mut().zip(x).zip(y) {
+                    *lane = x.mul_add(y, *lane);
+                }
+            }
+            None => {
+                for (&x, &y) in x.iter().zip(y) {
+                    tail += f64::from(x * y);
+                }
+            }
+        }
     }
-    accumulator.sum()
+    for e in whole..whole + rest {
+        match sums.register(e, len) {
+            Some(r) => registers[r][e % LANES] = a[e].mul_add(b[e], registers[r][e % LANES]),
+            None => tail += f64::from(a[e] * b[e]),
+        }
+    }
+    sums.total(&registers, tail)
+}
+
+fused! {
+    /// `a · b` summed as `sums` orders it (the vectors in llama.cpp's order).
+    #[cfg(test)]
+    fn dot(sums: Sums, a: &[f32], b: &[f32]) -> f32 => dot_body
 }
 
 /// `ggml_v_expf` of one lane: `e^x = 2^n · p(b)` with `n = round(x / ln 2)`, `b = x − n ln 2`
 /// (ln 2 in two parts) and a degree-5 polynomial `p`; `|n| > 192` flushes to 0 or ∞.
-pub(crate) fn expf(x: f32) -> f32 {
-    let shift = f32::from_bits(0x4B40_0000); // 0x1.8p23: adding it rounds to an integer.
-    let z = x.mul_add(f32::from_bits(0x3FB8_AA3B), shift); // 0x1.715476p+0 = 1/ln 2
+#[inline(always)]
+fn expf_body(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let shift = c(0x4B40_0000); // 0x1.8p23: adding it rounds to an integer.
+    let z = x.mul_add(c(0x3FB8_AA3B), shift); // 0x1.715476p+0 = 1/ln 2
     let n = z - shift;
-    let b = (-n).mul_add(f32::from_bits(0x35BF_BE8E), (-n).mul_add(f32::from_bits(0x3F31_7200), x));
+    let b = (-n).mul_add(c(0x35BF_BE8E), (-n).mul_add(c(0x3F31_7200), x));
     if n.abs() > 192.0 {
         return if n > 0.0 { f32::INFINITY } else { 0.0 };
     }
     let u = b * b;
-    let c = |bits: u32| f32::from_bits(bits);
     // 0x1.0e4020p-7, 0x1.573e2ep-5, 0x1.555e66p-3, 0x1.fffdb6p-2, 0x1.ffffecp-1.
     let high = c(0x3C07_2010).mul_add(b, c(0x3D2B_9F17)).mul_add(u, c(0x3E2A_AF33).mul_add(b, c(0x3EFF_FEDB)));
     let j = high.mul_add(u, c(0x3F7F_FFF6).mul_add(b, 1.0));
-    // `_mm512_scalef_ps(j, n)`: j · 2^n, rounded once (exact in f64, then to f32).
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // `_mm512_scalef_ps(j, n)`: j · 2^n, rounded once (exact in f64, then to f32); |n| ≤ 192
+    // keeps 2^n a normal f64.
+    let power = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * power) as f32
 }
 
-/// `ggml_v_silu`: `x / (1 + expf(−x))`.
-pub(crate) fn silu(x: f32) -> f32 {
-    x / (1.0 + expf(0.0 - x))
+fused! {
+    /// `ggml_v_expf` (see `expf_body`).
+    #[cfg(test)]
+    fn expf(x: f32) -> f32 => expf_body
 }
 
-/// `ggml_vec_swiglu_f32` over a row: [`silu`]`(gate) · up` in whole 16-lane chunks, the C
-/// library's `expf` for the rest.
-pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut Vec<f32>) {
+fused! {
+    /// `ggml_vec_swiglu_f32` over a row: `ggml_v_silu(gate) · up` (`x / (1 + expf(−x))`) in
+    /// whole 16-lane chunks, the C library's `expf` for the rest.
+    pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut Vec<f32>) => swiglu_body
+}
+
+#[inline(always)]
+fn swiglu_body(gate: &[f32], up: &[f32], out: &mut Vec<f32>) {
     let whole = gate.len() / LANES * LANES;
-    out.extend(gate[..whole].iter().zip(up).map(|(&g, &u)| silu(g) * u));
-    out.extend(gate[whole..].iter().zip(&up[whole..]).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u));
+    out.reserve(gate.len());
+    for (&g, &u) in gate[..whole].iter().zip(up) {
+        out.push(g / (1.0 + expf_body(0.0 - g)) * u);
+    }
+    for (&g, &u) in gate[whole..].iter().zip(&up[whole..]) {
+        out.push(g / (1.0 + (-g).exp()) * u);
+    }
 }
 
 /// `ggml_vec_soft_max_f32` and the scaling after it: each score becomes `expf(s − max)`, summed
 /// 16 at a time in f32 ([`lane_sum`]) and across chunks in f64, then multiplied by the f32
 /// reciprocal of the sum. llama.cpp pads its key/value cache to a multiple of 256 positions with
 /// masked (zero-weight) ones, so every chunk takes the vector path.
-pub(crate) fn softmax(scores: &mut [f32]) {
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+#[inline(always)]
+fn softmax_body(scores: &mut [f32]) {
+    let mut max = f32::NEG_INFINITY;
+    for &score in scores.iter() {
+        max = max.max(score);
+    }
     let mut total = 0.0f64;
     for chunk in scores.chunks_mut(LANES) {
         let mut lanes = [0.0f32; LANES];
         for (lane, score) in lanes.iter_mut().zip(chunk.iter_mut()) {
-            *score = expf(*score - max);
+            *score = expf_body(*score - max);
             *lane = *score;
         }
         total += f64::from(lane_sum(&lanes));
@@ -137,6 +212,78 @@ pub(crate) fn softmax(scores: &mut [f32]) {
     let reciprocal = (1.0 / total) as f32;
     for score in scores {
         *score *= reciprocal;
+    }
+}
+
+/// The keys or the values of one head: position `j`'s vector.
+pub(crate) type Positions<'a, 'b> = &'b dyn Fn(usize) -> &'a [f32];
+
+fused! {
+    /// One head's attention at one position, as llama.cpp computes it over its f16 cache: the
+    /// scores `scale · q · k_j` of the positions `0..count` (summed as `sums` orders them), their
+    /// softmax, the weights rounded to f16, and `out = Σ_j w_j v_j` with position `j` as element
+    /// `j` of a product over the cache's `cache_len` positions. Queries, keys and values are
+    /// already rounded to f16, queries and keys in llama.cpp's order.
+    #[allow(clippy::too_many_arguments, reason = "one head's operands")]
+    pub(crate) fn attend(
+        sums: Sums,
+        query: &[f32],
+        keys: Positions<'_, '_>,
+        values: Positions<'_, '_>,
+        count: usize,
+        cache_len: usize,
+        scale: f32,
+        out: &mut [f32]
+    ) => attend_body
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "one head's operands")]
+fn attend_body(
+    sums: Sums,
+    query: &[f32],
+    keys: Positions<'_, '_>,
+    values: Positions<'_, '_>,
+    count: usize,
+    cache_len: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let mut scores = vec![0.0f32; count];
+    for (j, score) in scores.iter_mut().enumerate() {
+        *score = dot_body(sums, query, keys(j)) * scale;
+    }
+    softmax_body(&mut scores);
+    // Each output's registers, kept lane-major ([register][lane][output]) so that one
+    // position's update is one contiguous multiply-add over the outputs.
+    let width = out.len();
+    let mut registers = vec![0.0f32; 4 * LANES * width];
+    let mut tail = vec![0.0f64; width];
+    for (j, &w) in scores.iter().enumerate() {
+        let w = half::f16::from_f32(w).to_f32();
+        let value = &values(j)[..width];
+        match sums.register(j, cache_len) {
+            Some(r) => {
+                let at = (r * LANES + j % LANES) * width;
+                for (acc, &x) in registers[at..at + width].iter_mut().zip(value) {
+                    *acc = w.mul_add(x, *acc);
+                }
+            }
+            None => {
+                for (acc, &x) in tail.iter_mut().zip(value) {
+                    *acc += f64::from(w * x);
+                }
+            }
+        }
+    }
+    for (o, out) in out.iter_mut().enumerate() {
+        let mut lanes = [[0.0f32; LANES]; 4];
+        for (r, register) in lanes.iter_mut().enumerate() {
+            for (l, lane) in register.iter_mut().enumerate() {
+                *lane = registers[(r * LANES + l) * width + o];
+            }
+        }
+        *out = sums.total(&lanes, tail[o]);
     }
 }
 
@@ -165,7 +312,19 @@ mod tests {
         lanes[1] = 1.0;
         // (1e8 + −1e8) first, then 1: exact; a left-to-right sum would lose the 1 to 1e8.
         assert_eq!(lane_sum(&lanes), 1.0);
-        assert_eq!(dot(Sums::TinyBlas, &[1.0; 40], &[0.5; 40], false), 20.0);
-        assert_eq!(dot(Sums::VecDot, &[1.0; 70], &[0.5; 70], true), 35.0);
+        assert_eq!(dot(Sums::TinyBlas, &[1.0; 40], &[0.5; 40]), 20.0);
+        assert_eq!(dot(Sums::VecDot, &[1.0; 70], &[0.5; 70]), 35.0);
+    }
+
+    #[test]
+    fn attention_weighs_the_values_by_the_softmax_of_the_scores() {
+        let keys = [vec![1.0f32; 64], vec![0.0; 64]];
+        let values = [vec![2.0f32; 8], vec![4.0; 8]];
+        for sums in [Sums::TinyBlas, Sums::VecDot] {
+            let mut out = [0.0f32; 8];
+            attend(sums, &[0.0; 64], &|j| &keys[j], &|j| &values[j], 2, 256, 0.125, &mut out);
+            // Equal scores: weights ½ each.
+            assert!(out.iter().all(|&o| (o - 3.0).abs() < 1e-6), "{out:?}");
+        }
     }
 }

@@ -39,7 +39,7 @@ impl Matrix {
             _ => None,
         };
         if let (Some(format), Ok((outputs, inputs))) = (format, tensor.shape().dims2()) {
-            return Ok(Matrix::Blocks(BlockMatrix::new(format, tensor.data()?.into_owned(), outputs, inputs)?));
+            return Ok(Matrix::Blocks(BlockMatrix::new(format, &tensor.data()?, outputs, inputs)?));
         }
         Ok(Matrix::Quantized(QMatMul::from_qtensor(tensor)?))
     }

@@ -20,6 +20,7 @@ pub mod hf;
 mod matrix;
 mod network;
 mod quant;
+mod team;
 pub mod tokenizer;
 
 use std::collections::HashMap;

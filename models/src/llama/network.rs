@@ -146,6 +146,9 @@ impl RowPass<'_> {
 
 type Result<T> = candle_core::Result<T>;
 
+/// The fewest multiply-adds of one layer's attention worth waking other threads for.
+const PARALLEL_ATTENTION: usize = 1 << 20;
+
 impl Network {
     fn kv_width(&self) -> usize {
         self.config.kv_heads * self.config.head_dim
@@ -191,6 +194,12 @@ impl Network {
             if self.arithmetic == Arithmetic::LlamaCpp {
                 for x in q.iter_mut().chain(k.iter_mut()).chain(v.iter_mut()) {
                     *x = half::f16::from_f32(*x).to_f32();
+                }
+                // Queries and keys meet only in their dot products, which llama.cpp sums in the
+                // file's order: the cache keeps keys in it.
+                if self.interleaved_heads {
+                    interleave_halves(&mut q, c.head_dim);
+                    interleave_halves(&mut k, c.head_dim);
                 }
             }
             for t in 0..n {
@@ -287,8 +296,9 @@ impl Network {
                 first[r] = t;
             }
         }
-        let mut out = vec![0.0f32; tokens.len() * c.heads * head_dim];
-        out.par_chunks_mut(c.heads * head_dim).enumerate().for_each(|(t, out)| {
+        let llama_cpp = self.arithmetic == Arithmetic::LlamaCpp;
+        let sums = ggml::Sums::of_pass(tokens.len());
+        let attend_token = |(t, out): (usize, &mut [f32])| {
             let (r, p) = tokens[t];
             let row = &rows[r];
             let start = row.start();
@@ -309,50 +319,39 @@ impl Network {
                     &v[t * kv_width..(t + 1) * kv_width]
                 }
             };
-            let mut scores = vec![0.0f32; p + 1];
-            let llama_cpp = self.arithmetic == Arithmetic::LlamaCpp;
-            let sums = ggml::Sums::of_pass(tokens.len());
             // llama.cpp's key/value cache holds a multiple of 256 positions.
             let cache_len = (p + 1).div_ceil(256) * 256;
+            let mut scores = vec![0.0f32; p + 1];
             for h in 0..c.heads {
                 let g = h / group;
+                let heads = g * head_dim..(g + 1) * head_dim;
                 let query = &q[(t * c.heads + h) * head_dim..(t * c.heads + h + 1) * head_dim];
-                for (j, score) in scores.iter_mut().enumerate() {
-                    let keys = &key(j)[g * head_dim..(g + 1) * head_dim];
-                    *score =
-                        if llama_cpp { ggml::dot(sums, query, keys, self.interleaved_heads) } else { dot(query, keys) }
-                            * scale;
-                }
-                if llama_cpp {
-                    ggml::softmax(&mut scores);
-                } else {
-                    softmax(&mut scores);
-                }
                 let head = &mut out[h * head_dim..(h + 1) * head_dim];
                 if llama_cpp {
-                    // Each output sums over the cache's positions, the masked ones adding zeros.
-                    let mut outputs: Vec<ggml::Accumulator> =
-                        (0..head_dim).map(|_| ggml::Accumulator::new(sums)).collect();
-                    for (j, &w) in scores.iter().enumerate() {
-                        let values = &value(j)[g * head_dim..(g + 1) * head_dim];
-                        let w = half::f16::from_f32(w).to_f32();
-                        for (output, &x) in outputs.iter_mut().zip(values) {
-                            output.add(j, cache_len, w, x);
-                        }
-                    }
-                    for (o, output) in head.iter_mut().zip(&outputs) {
-                        *o = output.sum();
-                    }
-                } else {
-                    for (j, &w) in scores.iter().enumerate() {
-                        let values = &value(j)[g * head_dim..(g + 1) * head_dim];
-                        for (o, &x) in head.iter_mut().zip(values) {
-                            *o += w * x;
-                        }
+                    let keys = |j: usize| &key(j)[heads.clone()];
+                    let values = |j: usize| &value(j)[heads.clone()];
+                    ggml::attend(sums, query, &keys, &values, p + 1, cache_len, scale, head);
+                    continue;
+                }
+                for (j, score) in scores.iter_mut().enumerate() {
+                    *score = dot(query, &key(j)[heads.clone()]) * scale;
+                }
+                softmax(&mut scores);
+                for (j, &w) in scores.iter().enumerate() {
+                    for (o, &x) in head.iter_mut().zip(&value(j)[heads.clone()]) {
+                        *o += w * x;
                     }
                 }
             }
-        });
+        };
+        let mut out = vec![0.0f32; tokens.len() * c.heads * head_dim];
+        // Attending is worth other threads when it covers many positions.
+        let work: usize = tokens.iter().map(|&(_, p)| p + 1).sum();
+        if work * c.heads * head_dim < PARALLEL_ATTENTION {
+            out.chunks_mut(c.heads * head_dim).enumerate().for_each(attend_token);
+        } else {
+            out.par_chunks_mut(c.heads * head_dim).enumerate().for_each(attend_token);
+        }
         out
     }
 }
@@ -371,6 +370,19 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f64, arithmetic: Arithmetic) -> Vec<
         out.extend(row.iter().zip(weight).map(|(&v, &w)| w * (v * inverse)));
     }
     out
+}
+
+/// Each head of `x` (`head_dim` values) from transformers' order to llama.cpp's `llama` order:
+/// element `2i + c` of a head becomes element `c · head_dim/2 + i`'s value.
+fn interleave_halves(x: &mut [f32], head_dim: usize) {
+    let half = head_dim / 2;
+    let mut scratch = vec![0.0f32; head_dim];
+    for head in x.chunks_exact_mut(head_dim.max(1)) {
+        for (e, value) in scratch.iter_mut().enumerate() {
+            *value = head[(e % 2) * half + e / 2];
+        }
+        head.copy_from_slice(&scratch);
+    }
 }
 
 /// The softmax of `scores` in place, summed in f64.

@@ -7,23 +7,30 @@
 //! - Q4_1: also an f16 minimum `m`; weight `j` is `d q_j + m`;
 //! - Q8_0: 32 signed bytes; weight `j` is `d q_j`.
 //!
+//! The matrix keeps the file's blocks as they are: a product streams the fewest bytes, in one
+//! stream per row.
+//!
 //! The activations are quantized first, as llama.cpp's x86 `quantize_row_q8_0` and
 //! `quantize_row_q8_1` do: per block of 32, the scale `d_a = max|x| / 127` (stored as f16) and the
 //! codes `round(x · 127 / max|x|)`, rounded half to even; Q8_1 (for Q4_1) also keeps
 //! `s_a = d_a Σ codes` as f16. A block's product is `d d_a Σ q_j a_j` (Q4_0 with `q_j − 8`, Q8_0),
 //! plus `m s_a` for Q4_1, as `ggml_vec_dot_*` compute them: the sums of codes are exact integers,
-//! so the kernels differ only in the order of their f32 additions.
+//! and the AVX2 kernels add the f32 terms in llama.cpp's order (see `avx2::dot`).
 //!
-//! The AVX2 kernels (chosen at run time when the CPU has AVX2 and FMA) multiply 32 codes at a time
-//! with `vpmaddubsw`; the scalar kernels are their reference elsewhere.
+//! The AVX2 kernels are chosen at run time when the CPU has AVX2, FMA and F16C; the scalar kernels are
+//! their reference elsewhere, equal up to the order of their f32 additions.
+
+use std::sync::Arc;
 
 use half::f16;
-use rayon::prelude::*;
+
+use super::ggml::fused;
+use super::team;
 
 /// Weights per block.
 const BLOCK: usize = 32;
-/// Output rows one task computes.
-const ROWS_PER_TASK: usize = 16;
+/// The fewest block products worth handing to another thread (some microseconds of work).
+const MIN_PART_BLOCKS: usize = 2048;
 
 /// The block formats with kernels here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +41,7 @@ pub(crate) enum Format {
 }
 
 impl Format {
-    /// Bytes per block.
+    /// Bytes per block in a file.
     fn block_bytes(self) -> usize {
         match self {
             Format::Q4_0 => 18,
@@ -71,68 +78,77 @@ struct Q8Block {
     codes: [i8; BLOCK],
 }
 
-/// A matrix `[outputs, inputs]` of blocks, row-major.
-pub(crate) struct BlockMatrix {
+/// A matrix `[outputs, inputs]` of blocks, row-major, shared with the helper threads that take
+/// parts of its products.
+pub(crate) struct BlockMatrix(Arc<Blocks>);
+
+struct Blocks {
     format: Format,
+    /// The file's blocks, row after row.
     data: Vec<u8>,
     outputs: usize,
     inputs: usize,
 }
 
+/// One row of a [`BlockMatrix`]: its blocks' bytes.
+type Row<'a> = &'a [u8];
+
 impl BlockMatrix {
     /// The matrix of a GGUF tensor's bytes.
-    pub(crate) fn new(
-        format: Format,
-        data: Vec<u8>,
-        outputs: usize,
-        inputs: usize,
-    ) -> candle_core::Result<BlockMatrix> {
+    pub(crate) fn new(format: Format, data: &[u8], outputs: usize, inputs: usize) -> candle_core::Result<BlockMatrix> {
         if !inputs.is_multiple_of(BLOCK) {
             candle_core::bail!("a {format:?} matrix's rows hold whole blocks of {BLOCK}, not {inputs} weights");
         }
         if Some(data.len()) != outputs.checked_mul(inputs / BLOCK * format.block_bytes()) {
             candle_core::bail!("{} bytes are not {outputs} rows of {inputs} {format:?} weights", data.len());
         }
-        Ok(BlockMatrix { format, data, outputs, inputs })
+        let matrix = Blocks { format, data: data.to_vec(), outputs, inputs };
+        Ok(BlockMatrix(Arc::new(matrix)))
     }
 
     pub(crate) fn outputs(&self) -> usize {
-        self.outputs
+        self.0.outputs
     }
 
     pub(crate) fn inputs(&self) -> usize {
-        self.inputs
-    }
-
-    fn row_bytes(&self, row: usize) -> &[u8] {
-        let width = self.inputs / BLOCK * self.format.block_bytes();
-        &self.data[row * width..(row + 1) * width]
+        self.0.inputs
     }
 
     /// Row `row` dequantized.
     pub(crate) fn row(&self, row: usize) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.inputs);
-        for block in self.row_bytes(row).chunks_exact(self.format.block_bytes()) {
-            self.format.dequantize(block, &mut out);
-        }
-        out
+        self.0.row(row)
     }
 
     /// `x wᵀ` for `rows` rows of `x`: `[rows, outputs]`.
     pub(crate) fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let outputs = self.outputs;
-        let activations: Vec<Vec<Q8Block>> = x.chunks_exact(self.inputs).map(quantize_row).collect();
-        let dot = dot_kernel(self.format);
-        // Computed as `[outputs, rows]`, so each task writes whole rows of its own.
-        let mut transposed = vec![0.0f32; outputs * rows];
-        transposed.par_chunks_mut(ROWS_PER_TASK * rows).enumerate().for_each(|(task, chunk)| {
-            for (k, out) in chunk.chunks_exact_mut(rows).enumerate() {
-                let weights = self.row_bytes(task * ROWS_PER_TASK + k);
-                for (value, activation) in out.iter_mut().zip(&activations) {
-                    *value = dot(weights, activation);
+        let (outputs, inputs) = (self.0.outputs, self.0.inputs);
+        let activations: Arc<Vec<Vec<Q8Block>>> = Arc::new(x.chunks_exact(inputs).map(quantize_row).collect());
+        let dot = dot_kernel(self.0.format);
+        let blocks = Arc::clone(&self.0);
+        // Computed as `[outputs, rows]`, each thread a contiguous run of output rows.
+        let per_output = rows * (inputs / BLOCK);
+        let parts = team::split(
+            outputs,
+            MIN_PART_BLOCKS.div_ceil(per_output.max(1)),
+            Arc::new(move |range: std::ops::Range<usize>| {
+                // `[outputs, rows]` of this part, `ROWS` outputs at a time; the last group takes
+                // the part's last rows again where fewer remain.
+                let (start, len) = (range.start, range.len());
+                let mut part = vec![0.0f32; len * activations.len()];
+                for group in (0..len).step_by(ROWS) {
+                    let first = if len < ROWS { 0 } else { group.min(len - ROWS) };
+                    let outputs: [usize; ROWS] = std::array::from_fn(|k| start + (first + k).min(len - 1));
+                    for (r, activation) in activations.iter().enumerate() {
+                        let values = dot(outputs.map(|o| blocks.row_of(o)), activation);
+                        for (k, value) in values.into_iter().enumerate() {
+                            part[(outputs[k] - start) * activations.len() + r] = value;
+                        }
+                    }
                 }
-            }
-        });
+                part
+            }),
+        );
+        let transposed = parts.concat();
         if rows == 1 {
             return transposed;
         }
@@ -146,38 +162,67 @@ impl BlockMatrix {
     }
 }
 
+impl Blocks {
+    fn row_of(&self, row: usize) -> Row<'_> {
+        let width = self.inputs / BLOCK * self.format.block_bytes();
+        &self.data[row * width..(row + 1) * width]
+    }
+
+    fn row(&self, row: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.inputs);
+        for block in self.row_of(row).chunks_exact(self.format.block_bytes()) {
+            self.format.dequantize(block, &mut out);
+        }
+        out
+    }
+}
+
 /// The f16 at `at` of a block, as f32.
 fn half(block: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([block[at], block[at + 1]])).to_f32()
 }
 
-/// One row of activations as 8-bit blocks.
-fn quantize_row(x: &[f32]) -> Vec<Q8Block> {
-    x.chunks_exact(BLOCK)
-        .map(|values| {
-            let max = values.iter().fold(0.0f32, |max, v| max.max(v.abs()));
-            let d = max / 127.0;
-            let inverse = if max != 0.0 { 127.0 / max } else { 0.0 };
-            let mut codes = [0i8; BLOCK];
-            let mut sum = 0i32;
-            for (code, &v) in codes.iter_mut().zip(values) {
-                // |v · 127 / max| ≤ 127 up to rounding, so the code fits a byte.
-                let q = (v * inverse).round_ties_even() as i32;
-                *code = q.clamp(-127, 127) as i8;
-                sum += i32::from(*code);
-            }
-            Q8Block { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), codes }
-        })
-        .collect()
+fused! {
+    /// One row of activations as 8-bit blocks.
+    fn quantize_row(x: &[f32]) -> Vec<Q8Block> => quantize_row_body
 }
 
-/// The dot product of a row of weight blocks with a row of activation blocks.
-type Dot = fn(&[u8], &[Q8Block]) -> f32;
+#[inline(always)]
+fn quantize_row_body(x: &[f32]) -> Vec<Q8Block> {
+    let mut blocks = Vec::with_capacity(x.len() / BLOCK);
+    for values in x.chunks_exact(BLOCK) {
+        let mut max = 0.0f32;
+        for &v in values {
+            max = max.max(v.abs());
+        }
+        let d = max / 127.0;
+        let inverse = if max != 0.0 { 127.0 / max } else { 0.0 };
+        let mut codes = [0i8; BLOCK];
+        let mut sum = 0i32;
+        for (code, &v) in codes.iter_mut().zip(values) {
+            // |v · 127 / max| ≤ 127 up to rounding, so the code fits a byte.
+            let q = (v * inverse).round_ties_even() as i32;
+            *code = q.clamp(-127, 127) as i8;
+            sum += i32::from(*code);
+        }
+        blocks.push(Q8Block { d: f16::from_f32(d).to_f32(), s: f16::from_f32(d * sum as f32).to_f32(), codes });
+    }
+    blocks
+}
+
+/// Rows of weight blocks a kernel multiplies at once.
+const ROWS: usize = 4;
+
+/// The dot products of `ROWS` rows of weight blocks with a row of activation blocks.
+type Dot = fn([Row<'_>; ROWS], &[Q8Block]) -> [f32; ROWS];
 
 /// The fastest dot product of `format` this CPU runs.
 fn dot_kernel(format: Format) -> Dot {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
         return match format {
             Format::Q4_0 => avx2::q4_0,
             Format::Q4_1 => avx2::q4_1,
@@ -185,19 +230,18 @@ fn dot_kernel(format: Format) -> Dot {
         };
     }
     match format {
-        Format::Q4_0 => scalar_q4_0,
-        Format::Q4_1 => scalar_q4_1,
-        Format::Q8_0 => scalar_q8_0,
+        Format::Q4_0 => |rows, activations| rows.map(|row| scalar_q4_0(row, activations)),
+        Format::Q4_1 => |rows, activations| rows.map(|row| scalar_q4_1(row, activations)),
+        Format::Q8_0 => |rows, activations| rows.map(|row| scalar_q8_0(row, activations)),
     }
 }
 
-fn scalar_q4_0(weights: &[u8], activations: &[Q8Block]) -> f32 {
+fn scalar_q4_0(weights: Row<'_>, activations: &[Q8Block]) -> f32 {
     let mut sum = 0.0f32;
     for (block, a) in weights.chunks_exact(18).zip(activations) {
-        let codes = &block[2..18];
         let (low, high) = a.codes.split_at(BLOCK / 2);
         let mut integer = 0i32;
-        for ((&c, &x), &y) in codes.iter().zip(low).zip(high) {
+        for ((&c, &x), &y) in block[2..].iter().zip(low).zip(high) {
             integer += (i32::from(c & 0xF) - 8) * i32::from(x) + (i32::from(c >> 4) - 8) * i32::from(y);
         }
         sum += half(block, 0) * a.d * integer as f32;
@@ -205,13 +249,12 @@ fn scalar_q4_0(weights: &[u8], activations: &[Q8Block]) -> f32 {
     sum
 }
 
-fn scalar_q4_1(weights: &[u8], activations: &[Q8Block]) -> f32 {
+fn scalar_q4_1(weights: Row<'_>, activations: &[Q8Block]) -> f32 {
     let mut sum = 0.0f32;
     for (block, a) in weights.chunks_exact(20).zip(activations) {
-        let codes = &block[4..20];
         let (low, high) = a.codes.split_at(BLOCK / 2);
         let mut integer = 0i32;
-        for ((&c, &x), &y) in codes.iter().zip(low).zip(high) {
+        for ((&c, &x), &y) in block[4..].iter().zip(low).zip(high) {
             integer += i32::from(c & 0xF) * i32::from(x) + i32::from(c >> 4) * i32::from(y);
         }
         sum += half(block, 0) * a.d * integer as f32 + half(block, 2) * a.s;
@@ -219,10 +262,10 @@ fn scalar_q4_1(weights: &[u8], activations: &[Q8Block]) -> f32 {
     sum
 }
 
-fn scalar_q8_0(weights: &[u8], activations: &[Q8Block]) -> f32 {
+fn scalar_q8_0(weights: Row<'_>, activations: &[Q8Block]) -> f32 {
     let mut sum = 0.0f32;
     for (block, a) in weights.chunks_exact(34).zip(activations) {
-        let integer: i32 = block[2..34].iter().zip(&a.codes).map(|(&w, &x)| i32::from(w as i8) * i32::from(x)).sum();
+        let integer: i32 = block[2..].iter().zip(&a.codes).map(|(&w, &x)| i32::from(w as i8) * i32::from(x)).sum();
         sum += half(block, 0) * a.d * integer as f32;
     }
     sum
@@ -234,57 +277,55 @@ fn scalar_q8_0(weights: &[u8], activations: &[Q8Block]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Q8Block, half};
+    use super::{Q8Block, ROWS, Row};
 
-    pub(super) fn q4_0(weights: &[u8], activations: &[Q8Block]) -> f32 {
-        // SAFETY: `dot_kernel` returns this function only when the CPU has AVX2 and FMA.
-        unsafe { dot::<18>(weights, activations, Codes::Q4_0) }
+    const Q4_0: u8 = 0;
+    const Q4_1: u8 = 1;
+    const Q8_0: u8 = 2;
+
+    pub(super) fn q4_0(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
+        // SAFETY: `dot_kernel` returns this function only when the CPU has AVX2, FMA and F16C.
+        unsafe { dot::<Q4_0>(weights, activations) }
     }
 
-    pub(super) fn q4_1(weights: &[u8], activations: &[Q8Block]) -> f32 {
+    pub(super) fn q4_1(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
         // SAFETY: as for `q4_0`.
-        unsafe { dot::<20>(weights, activations, Codes::Q4_1) }
+        unsafe { dot::<Q4_1>(weights, activations) }
     }
 
-    pub(super) fn q8_0(weights: &[u8], activations: &[Q8Block]) -> f32 {
+    pub(super) fn q8_0(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
         // SAFETY: as for `q4_0`.
-        unsafe { dot::<34>(weights, activations, Codes::Q8_0) }
+        unsafe { dot::<Q8_0>(weights, activations) }
     }
 
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Codes {
-        Q4_0,
-        Q4_1,
-        Q8_0,
-    }
-
-    /// The 32 weight codes of a block as bytes: unsigned 0..15 for Q4_1, signed otherwise.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn codes(block: &[u8], kind: Codes) -> __m256i {
-        // SAFETY: the caller's block holds the format's bytes (18, 20 or 34), so the loads below
-        // stay inside it; unaligned loads are allowed.
+    /// The 32 weight codes of the block at `codes`: unsigned 0..15 for Q4_1, signed otherwise.
+    ///
+    /// # Safety
+    /// `codes` points at the block's 16 (Q4) or 32 (Q8_0) bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn codes<const KIND: u8>(codes: *const u8) -> __m256i {
+        // SAFETY: the caller's pointer holds the block's codes; unaligned loads are allowed.
         unsafe {
-            match kind {
-                Codes::Q8_0 => _mm256_loadu_si256(block.as_ptr().add(2).cast::<__m256i>()),
-                Codes::Q4_0 | Codes::Q4_1 => {
-                    let at = if kind == Codes::Q4_0 { 2 } else { 4 };
-                    let packed = _mm_loadu_si128(block.as_ptr().add(at).cast::<__m128i>());
-                    let low = _mm_set1_epi8(0x0F);
-                    let lo = _mm_and_si128(packed, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
-                    let unpacked = _mm256_set_m128i(hi, lo);
-                    if kind == Codes::Q4_0 { _mm256_sub_epi8(unpacked, _mm256_set1_epi8(8)) } else { unpacked }
-                }
+            if KIND == Q8_0 {
+                return _mm256_loadu_si256(codes.cast::<__m256i>());
             }
+            let packed = _mm_loadu_si128(codes.cast::<__m128i>());
+            let low = _mm_set1_epi8(0x0F);
+            let lo = _mm_and_si128(packed, low);
+            let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), low);
+            let unpacked = _mm256_set_m128i(hi, lo);
+            if KIND == Q4_0 { _mm256_sub_epi8(unpacked, _mm256_set1_epi8(8)) } else { unpacked }
         }
     }
 
-    /// Σ w_j a_j of 32 byte pairs as 8 i32 lanes: unsigned × signed directly, signed × signed by
-    /// moving the weights' signs onto the activations (llama.cpp's `mul_sum_i8_pairs`).
-    #[target_feature(enable = "avx2,fma")]
-    fn products(weights: __m256i, activations: __m256i, unsigned: bool) -> __m256i {
+    /// Σ w_j a_j of 32 byte pairs as 8 i32 lanes: unsigned × signed directly (Q4_1), signed ×
+    /// signed by moving the weights' signs onto the activations (llama.cpp's `mul_sum_i8_pairs`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn products<const KIND: u8>(weights: __m256i, activations: __m256i) -> __m256i {
         let ones = _mm256_set1_epi16(1);
-        let pairs = if unsigned {
+        let pairs = if KIND == Q4_1 {
             _mm256_maddubs_epi16(weights, activations)
         } else {
             _mm256_maddubs_epi16(_mm256_sign_epi8(weights, weights), _mm256_sign_epi8(activations, weights))
@@ -293,41 +334,77 @@ mod avx2 {
     }
 
     /// The sum of 8 i32 lanes.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     fn lane_sum(lanes: __m256i) -> i32 {
         let half_sum = _mm_add_epi32(_mm256_castsi256_si128(lanes), _mm256_extracti128_si256(lanes, 1));
         let quarter = _mm_add_epi32(half_sum, _mm_unpackhi_epi64(half_sum, half_sum));
         _mm_cvtsi128_si32(_mm_add_epi32(quarter, _mm_shuffle_epi32(quarter, 1)))
     }
 
-    /// The dot product of a row of blocks. Q4_1 and Q8_0 keep 8 f32 lanes across blocks, as
-    /// llama.cpp's `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0`; Q4_0 sums each block's
-    /// products as one integer and accumulates it with one fused multiply-add, as llama.cpp's
-    /// x86 kernels of repacked Q4_0 (`ggml_gemv_q4_0_8x8_q8_0`), which it uses for every Q4_0
-    /// matrix whose rows come in eights.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot<const BYTES: usize>(weights: &[u8], activations: &[Q8Block], kind: Codes) -> f32 {
-        let mut lanes = _mm256_setzero_ps();
-        let mut scalar = 0.0f32;
-        for (block, a) in weights.chunks_exact(BYTES).zip(activations) {
-            let d = half(block, 0);
-            if kind == Codes::Q4_1 {
-                scalar += half(block, 2) * a.s;
-            }
-            // SAFETY: `block` holds `BYTES` bytes of the format; an activation block holds 32
-            // codes. Unaligned loads are allowed.
-            let (w, x) = unsafe { (codes(block, kind), _mm256_loadu_si256(a.codes.as_ptr().cast::<__m256i>())) };
-            let products = products(w, x, kind == Codes::Q4_1);
-            if kind == Codes::Q4_0 {
-                scalar = (lane_sum(products) as f32).mul_add(d * a.d, scalar);
-            } else {
-                lanes = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(products), lanes);
+    /// The f16 at `at` as f32.
+    ///
+    /// # Safety
+    /// `at` points at two readable bytes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn half(at: *const u8) -> f32 {
+        // SAFETY: the caller's two bytes; unaligned reads are allowed.
+        let bits = unsafe { at.cast::<u16>().read_unaligned() };
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    }
+
+    /// The dot products of `ROWS` rows of blocks with one row of activations, each row's sum
+    /// on its own (the rows only share the loop, which hides the latency of each row's chain of
+    /// multiply-adds). Q4_1 and Q8_0 keep 8 f32 lanes across blocks, as llama.cpp's
+    /// `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0`; Q4_0 sums each block's products as
+    /// one integer and accumulates it with one fused multiply-add, as llama.cpp's x86 kernels of
+    /// repacked Q4_0 (`ggml_gemv_q4_0_8x8_q8_0`), which it uses for every Q4_0 matrix whose rows
+    /// come in eights.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot<const KIND: u8>(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
+        let (bytes, codes_at) = match KIND {
+            Q4_0 => (18, 2),
+            Q4_1 => (20, 4),
+            _ => (34, 2),
+        };
+        let mut blocks = activations.len();
+        for row in &weights {
+            blocks = blocks.min(row.len() / bytes);
+        }
+        let mut lanes = [_mm256_setzero_ps(); ROWS];
+        let mut scalar = [0.0f32; ROWS];
+        for (b, a) in activations[..blocks].iter().enumerate() {
+            // SAFETY: an activation block holds 32 codes; unaligned loads are allowed.
+            let x = unsafe { _mm256_loadu_si256(a.codes.as_ptr().cast::<__m256i>()) };
+            for r in 0..ROWS {
+                // SAFETY: `b < blocks`, so the block's `bytes` bytes lie inside the row.
+                let block = unsafe { weights[r].as_ptr().add(b * bytes) };
+                // SAFETY: the scale, the minimum and the codes are bytes of the block.
+                let (d, w) = unsafe { (half(block), codes::<KIND>(block.add(codes_at))) };
+                if KIND == Q4_1 {
+                    // SAFETY: as above.
+                    scalar[r] += unsafe { half(block.add(2)) } * a.s;
+                }
+                let products = products::<KIND>(w, x);
+                if KIND == Q4_0 {
+                    scalar[r] = (lane_sum(products) as f32).mul_add(d * a.d, scalar[r]);
+                } else {
+                    lanes[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(products), lanes[r]);
+                }
             }
         }
-        let half_sum = _mm_add_ps(_mm256_castps256_ps128(lanes), _mm256_extractf128_ps(lanes, 1));
-        let quarter = _mm_add_ps(half_sum, _mm_movehl_ps(half_sum, half_sum));
-        let total = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
-        _mm_cvtss_f32(total) + scalar
+        let mut out = [0.0f32; ROWS];
+        for r in 0..ROWS {
+            let half_sum = _mm_add_ps(_mm256_castps256_ps128(lanes[r]), _mm256_extractf128_ps(lanes[r], 1));
+            let quarter = _mm_add_ps(half_sum, _mm_movehl_ps(half_sum, half_sum));
+            let total = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
+            out[r] = _mm_cvtss_f32(total) + scalar[r];
+        }
+        out
     }
 }
 
@@ -358,13 +435,14 @@ mod tests {
             }
         }
         let x = (0..rows * inputs).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
-        (BlockMatrix::new(format, data, outputs, inputs).expect("a whole matrix"), x)
+        (BlockMatrix::new(format, &data, outputs, inputs).expect("a whole matrix"), x)
     }
 
     #[test]
     fn the_kernels_are_the_scalar_dots_and_close_to_the_dequantized_products() {
         for format in [Format::Q4_0, Format::Q4_1, Format::Q8_0] {
-            let (outputs, inputs, rows) = (37, 96, 3);
+            // More outputs than one task takes, and a last task of fewer rows.
+            let (outputs, inputs, rows) = (1000, 96, 3);
             let (matrix, x) = random(format, outputs, inputs, rows, 7);
             let product = matrix.forward(&x, rows);
             let scalar = match format {
@@ -375,7 +453,7 @@ mod tests {
             for r in 0..rows {
                 let activation = quantize_row(&x[r * inputs..(r + 1) * inputs]);
                 for o in 0..outputs {
-                    let reference = scalar(matrix.row_bytes(o), &activation);
+                    let reference = scalar(matrix.0.row_of(o), &activation);
                     let got = product[r * outputs + o];
                     assert!(
                         (got - reference).abs() <= 1e-5 * reference.abs().max(1.0),
@@ -391,7 +469,7 @@ mod tests {
                 }
             }
         }
-        assert!(BlockMatrix::new(Format::Q4_1, vec![0; 19], 1, 32).is_err());
-        assert!(BlockMatrix::new(Format::Q8_0, vec![0; 34], 1, 31).is_err());
+        assert!(BlockMatrix::new(Format::Q4_1, &[0; 19], 1, 32).is_err());
+        assert!(BlockMatrix::new(Format::Q8_0, &[0; 34], 1, 31).is_err());
     }
 }

@@ -1,6 +1,10 @@
 //! The key/value cache of a language model: a prefix tree of token rows, one node per position
 //! holding that position's keys and values in every layer.
 //!
+//! The keys and values live in one slab per layer, a node's at its id, so that attending over a
+//! row's positions (nodes mostly made one after another) reads each layer's keys nearly in one
+//! stream rather than one scattered node at a time.
+//!
 //! A row finds the longest prefix of itself that is in the tree and computes only the positions
 //! after it, so decoding never recomputes its prefix, rows that share a prompt share its keys and
 //! values (one prefill for any number of rows), rows that a verification truncates find their
@@ -22,8 +26,6 @@ const ROOT: NodeId = NodeId::MAX;
 struct Node {
     parent: NodeId,
     token: u32,
-    /// `[layers][2][kv_width]`: each layer's keys, then its values.
-    kv: Box<[f32]>,
     children: u32,
     /// The call that last used the node.
     used: u64,
@@ -34,6 +36,9 @@ pub(crate) struct PrefixCache {
     nodes: Vec<Option<Node>>,
     free: Vec<NodeId>,
     children: HashMap<(NodeId, u32), NodeId>,
+    /// Each layer's keys and values, `kv_width` floats per node id.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
     /// Floats per node: `layers × 2 × kv_width`.
     node_len: usize,
     kv_width: usize,
@@ -53,6 +58,8 @@ impl PrefixCache {
             nodes: Vec::new(),
             free: Vec::new(),
             children: HashMap::new(),
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
             node_len,
             kv_width,
             capacity,
@@ -84,14 +91,15 @@ impl PrefixCache {
     }
 
     /// Appends the position after `parent` (the end of a cached path, or `None` for the first
-    /// position) holding `token` with `kv`; returns its node, an existing one when another row of
-    /// the call computed the same position.
-    pub(crate) fn insert(&mut self, parent: Option<NodeId>, token: u32, kv: Box<[f32]>) -> NodeId {
+    /// position) holding `token` with `kv` (`[layers][2][kv_width]`: each layer's keys, then its
+    /// values); returns its node, an existing one when another row of the call computed the same
+    /// position.
+    pub(crate) fn insert(&mut self, parent: Option<NodeId>, token: u32, kv: &[f32]) -> NodeId {
         let parent = parent.unwrap_or(ROOT);
         if let Some(&existing) = self.children.get(&(parent, token)) {
             return existing;
         }
-        let node = Node { parent, token, kv, children: 0, used: self.clock };
+        let node = Node { parent, token, children: 0, used: self.clock };
         let id = match self.free.pop() {
             Some(id) => {
                 self.nodes[id as usize] = Some(node);
@@ -102,6 +110,19 @@ impl PrefixCache {
                 (self.nodes.len() - 1) as NodeId
             }
         };
+        let width = self.kv_width;
+        let at = id as usize * width;
+        for (layer, (keys, values)) in self.keys.iter_mut().zip(&mut self.values).enumerate() {
+            if keys.len() < at + width {
+                keys.resize(at + width, 0.0);
+                values.resize(at + width, 0.0);
+            }
+            let from = layer * 2 * width;
+            if let Some(source) = kv.get(from..from + 2 * width) {
+                keys[at..at + width].copy_from_slice(&source[..width]);
+                values[at..at + width].copy_from_slice(&source[width..]);
+            }
+        }
         if let Some(parent) = self.node_mut(parent) {
             parent.children += 1;
         }
@@ -110,22 +131,19 @@ impl PrefixCache {
         id
     }
 
-    /// The keys of layer `layer` at a node (`kv_width` floats).
+    /// The keys of layer `layer` at a node (`kv_width` floats; none for a node not held).
     pub(crate) fn keys(&self, node: NodeId, layer: usize) -> &[f32] {
-        self.slice(node, 2 * layer)
+        Self::slice(&self.keys, node, layer, self.kv_width)
     }
 
     /// The values of layer `layer` at a node.
     pub(crate) fn values(&self, node: NodeId, layer: usize) -> &[f32] {
-        self.slice(node, 2 * layer + 1)
+        Self::slice(&self.values, node, layer, self.kv_width)
     }
 
-    fn slice(&self, node: NodeId, part: usize) -> &[f32] {
-        let width = self.kv_width;
-        match self.nodes.get(node as usize).and_then(Option::as_ref) {
-            Some(node) => node.kv.get(part * width..(part + 1) * width).unwrap_or(&[]),
-            None => &[],
-        }
+    fn slice(slabs: &[Vec<f32>], node: NodeId, layer: usize, width: usize) -> &[f32] {
+        let at = node as usize * width;
+        slabs.get(layer).and_then(|slab| slab.get(at..at + width)).unwrap_or(&[])
     }
 
     /// Floats per node.
@@ -178,8 +196,8 @@ impl PrefixCache {
 mod tests {
     use super::*;
 
-    fn kv(value: f32) -> Box<[f32]> {
-        vec![value; 4].into_boxed_slice()
+    fn kv(value: f32) -> [f32; 4] {
+        [value; 4]
     }
 
     #[test]
@@ -187,17 +205,17 @@ mod tests {
         // One layer of width 2: four floats a node; room for three nodes.
         let mut cache = PrefixCache::new(1, 2, 3 * 16);
         cache.begin();
-        let a = cache.insert(None, 7, kv(1.0));
-        let b = cache.insert(Some(a), 8, kv(2.0));
-        assert_eq!(cache.insert(Some(a), 8, kv(9.0)), b, "the same position is one node");
+        let a = cache.insert(None, 7, &kv(1.0));
+        let b = cache.insert(Some(a), 8, &kv(2.0));
+        assert_eq!(cache.insert(Some(a), 8, &kv(9.0)), b, "the same position is one node");
         assert_eq!(cache.lookup(&[7, 8, 9], 3), vec![a, b]);
         assert_eq!(cache.lookup(&[7, 8, 9], 1), vec![a], "the limit bounds the prefix");
         assert_eq!(cache.lookup(&[8], 1), Vec::<NodeId>::new());
         assert_eq!((cache.keys(b, 0), cache.values(b, 0)), (&[2.0, 2.0][..], &[2.0, 2.0][..]));
         cache.end();
         cache.begin();
-        let c = cache.insert(Some(a), 5, kv(3.0));
-        let d = cache.insert(Some(c), 6, kv(4.0));
+        let c = cache.insert(Some(a), 5, &kv(3.0));
+        let d = cache.insert(Some(c), 6, &kv(4.0));
         assert_eq!(cache.len(), 4);
         cache.end();
         assert_eq!(cache.len(), 3, "over capacity: the least recently used leaf is evicted");

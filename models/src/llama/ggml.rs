@@ -112,27 +112,41 @@ impl Sums {
 #[inline(always)]
 fn dot_body(sums: Sums, a: &[f32], b: &[f32]) -> f32 {
     let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    // Each register's lanes by fixed index, so that the compiler keeps them in vector registers.
+    let fuse = |register: &mut [f32; LANES], x: &[f32], y: &[f32]| {
+        for ((lane, &x), &y) in register.iter_mut().zip(x).zip(y) {
+            *lane = x.mul_add(y, *lane);
+        }
+    };
     let mut registers = [[0.0f32; LANES]; 4];
     let mut tail = 0.0f64;
-    let (whole, rest) = (len / LANES * LANES, len % LANES);
-    for (chunk, (x, y)) in a[..whole].chunks_exact(LANES).zip(b[..whole].chunks_exact(LANES)).enumerate() {
-        match sums.register(chunk * LANES, len) {
-            Some(r) => {
-                for ((lane, &x), &y) in registers[r].iter_mut().zip(x).zip(y) {
-                    *lane = x.mul_add(y, *lane);
-                }
+    match sums {
+        Sums::TinyBlas => {
+            let whole = len / LANES * LANES;
+            for (x, y) in a[..whole].chunks_exact(LANES).zip(b[..whole].chunks_exact(LANES)) {
+                fuse(&mut registers[0], x, y);
             }
-            None => {
-                for (&x, &y) in x.iter().zip(y) {
-                    tail += f64::from(x * y);
-                }
+            // A last partial chunk, padded with zeros (which add exactly nothing).
+            if whole < len {
+                let (mut x, mut y) = ([0.0f32; LANES], [0.0f32; LANES]);
+                x[..len - whole].copy_from_slice(&a[whole..]);
+                y[..len - whole].copy_from_slice(&b[whole..]);
+                fuse(&mut registers[0], &x, &y);
             }
         }
-    }
-    for e in whole..whole + rest {
-        match sums.register(e, len) {
-            Some(r) => registers[r][e % LANES] = a[e].mul_add(b[e], registers[r][e % LANES]),
-            None => tail += f64::from(a[e] * b[e]),
+        Sums::VecDot => {
+            let whole = len / (4 * LANES) * (4 * LANES);
+            let [r0, r1, r2, r3] = &mut registers;
+            for (x, y) in a[..whole].chunks_exact(4 * LANES).zip(b[..whole].chunks_exact(4 * LANES)) {
+                fuse(r0, &x[..LANES], &y[..LANES]);
+                fuse(r1, &x[LANES..2 * LANES], &y[LANES..2 * LANES]);
+                fuse(r2, &x[2 * LANES..3 * LANES], &y[2 * LANES..3 * LANES]);
+                fuse(r3, &x[3 * LANES..], &y[3 * LANES..]);
+            }
+            for e in whole..len {
+                tail += f64::from(a[e] * b[e]);
+            }
         }
     }
     sums.total(&registers, tail)
@@ -255,9 +269,11 @@ fn attend_body(
     }
     softmax_body(&mut scores);
     // Each output's registers, kept lane-major ([register][lane][output]) so that one
-    // position's update is one contiguous multiply-add over the outputs.
+    // position's update, and each step of the final sums, is one contiguous run of multiply-adds
+    // or additions over the outputs.
     let width = out.len();
-    let mut registers = vec![0.0f32; 4 * LANES * width];
+    let registers_used = if sums == Sums::VecDot { 4 } else { 1 };
+    let mut registers = vec![0.0f32; registers_used * LANES * width];
     let mut tail = vec![0.0f64; width];
     for (j, &w) in scores.iter().enumerate() {
         let w = half::f16::from_f32(w).to_f32();
@@ -276,14 +292,33 @@ fn attend_body(
             }
         }
     }
-    for (o, out) in out.iter_mut().enumerate() {
-        let mut lanes = [[0.0f32; LANES]; 4];
-        for (r, register) in lanes.iter_mut().enumerate() {
-            for (l, lane) in register.iter_mut().enumerate() {
-                *lane = registers[(r * LANES + l) * width + o];
+    // `ggml_vec_dot_f16`'s `(r0 + r2) + (r1 + r3)`, lane by lane, into register 0.
+    if sums == Sums::VecDot {
+        let (r0, rest) = registers.split_at_mut(LANES * width);
+        let (r1, rest) = rest.split_at_mut(LANES * width);
+        let (r2, r3) = rest.split_at_mut(LANES * width);
+        for (((a, &b), &c), &d) in r0.iter_mut().zip(r1.iter()).zip(r2.iter()).zip(r3.iter()) {
+            *a = (*a + c) + (b + d);
+        }
+    }
+    // `_mm512_reduce_add_ps` over the 16 lanes of each output: lane i + 8 onto lane i, then
+    // i + 4 onto i, then (0 + 2) + (1 + 3).
+    let lane = |l: usize| l * width..(l + 1) * width;
+    for (half, count) in [(8, 8), (4, 4)] {
+        for l in 0..count {
+            let (low, high) = registers.split_at_mut(lane(l + half).start);
+            for (a, &b) in low[lane(l)].iter_mut().zip(&high[..width]) {
+                // `b + a` in llama.cpp; f32 addition commutes exactly.
+                *a += b;
             }
         }
-        *out = sums.total(&lanes, tail[o]);
+    }
+    for (o, out) in out.iter_mut().enumerate() {
+        let total = (registers[o] + registers[2 * width + o]) + (registers[width + o] + registers[3 * width + o]);
+        *out = match sums {
+            Sums::TinyBlas => total,
+            Sums::VecDot => (f64::from(total) + tail[o]) as f32,
+        };
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A matrix is `[outputs, inputs]`, row-major, as checkpoints store linear layers. It is kept the
 //! way its file stores it:
-//! - f32 (a Hugging Face checkpoint, or a GGUF file read dequantized): candle's matrix product;
+//! - f32 (a Hugging Face checkpoint, or a GGUF file read dequantized): [`super::dense`]'s kernels
+//!   for the few rows of a decoding step, candle's matrix product for more;
 //! - Q4_0, Q4_1 and Q8_0: [`super::quant`]'s kernels, which quantize the activations to 8 bits
 //!   exactly as llama.cpp does (candle multiplies Q4_1 one scalar at a time, and rounds Q8_0's
 //!   activations to 256-weight blocks);
@@ -10,8 +11,9 @@
 //!   CPU's integer dot products where candle has kernels for them.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor as CTensor};
+use candle_core::{CpuStorage, Device, Module, Storage, Tensor as CTensor};
 
+use super::dense;
 use super::quant::{BlockMatrix, Format};
 
 /// A weight matrix and how it multiplies.
@@ -64,6 +66,16 @@ impl Matrix {
             return Ok(Vec::new());
         }
         match self {
+            Matrix::Dense(w) if rows <= dense::FEW_ROWS => {
+                let (storage, layout) = w.storage_and_layout();
+                match (&*storage, layout.contiguous_offsets()) {
+                    (Storage::Cpu(CpuStorage::F32(values)), Some((start, end))) => {
+                        let (outputs, _) = w.dims2()?;
+                        Ok(dense::product(&values[start..end], outputs, inputs, x, rows))
+                    }
+                    _ => candle_core::bail!("a dense matrix is contiguous f32 on the host"),
+                }
+            }
             Matrix::Dense(w) => {
                 let x = CTensor::from_slice(x, (rows, inputs), &Device::Cpu)?;
                 x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()

@@ -14,6 +14,7 @@
 mod cache;
 mod chat;
 pub mod config;
+mod dense;
 mod ggml;
 pub mod gguf;
 pub mod hf;

@@ -13,12 +13,10 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::cache::{NodeId, PrefixCache};
 use super::config::{LlamaConfig, Rope, RopeScaling};
-use super::ggml;
 use super::matrix::Matrix;
+use super::{ggml, team};
 
 /// One transformer block.
 pub(crate) struct Block {
@@ -146,8 +144,8 @@ impl RowPass<'_> {
 
 type Result<T> = candle_core::Result<T>;
 
-/// The fewest multiply-adds of one layer's attention worth waking other threads for.
-const PARALLEL_ATTENTION: usize = 1 << 20;
+/// The fewest multiply-adds of attention worth handing to another thread.
+const MIN_PART_ATTENTION: usize = 1 << 13;
 
 impl Network {
     fn kv_width(&self) -> usize {
@@ -237,7 +235,7 @@ impl Network {
                 _ if p == row.start() => Some(row.path[p - 1]),
                 _ => last[r],
             };
-            let node = cache.insert(parent, row.tokens[p], kv[t * node_len..(t + 1) * node_len].into());
+            let node = cache.insert(parent, row.tokens[p], &kv[t * node_len..(t + 1) * node_len]);
             last[r] = Some(node);
         }
         // The wanted outputs only go through the final norm and the output layer.
@@ -298,61 +296,59 @@ impl Network {
         }
         let llama_cpp = self.arithmetic == Arithmetic::LlamaCpp;
         let sums = ggml::Sums::of_pass(tokens.len());
-        let attend_token = |(t, out): (usize, &mut [f32])| {
+        // Head `h` of the computed position `t`, into `head`.
+        let attend_head = |t: usize, h: usize, head: &mut [f32]| {
             let (r, p) = tokens[t];
             let row = &rows[r];
             let start = row.start();
+            let heads = (h / group) * head_dim..(h / group + 1) * head_dim;
             // Keys and values of positions 0..=p: cached, then computed in this pass.
             let key = |j: usize| -> &[f32] {
-                if j < start {
+                let keys = if j < start {
                     cache.keys(row.path[j], layer)
                 } else {
                     let t = first[r] + (j - start);
                     &k[t * kv_width..(t + 1) * kv_width]
-                }
+                };
+                &keys[heads.clone()]
             };
             let value = |j: usize| -> &[f32] {
-                if j < start {
+                let values = if j < start {
                     cache.values(row.path[j], layer)
                 } else {
                     let t = first[r] + (j - start);
                     &v[t * kv_width..(t + 1) * kv_width]
-                }
+                };
+                &values[heads.clone()]
             };
-            // llama.cpp's key/value cache holds a multiple of 256 positions.
-            let cache_len = (p + 1).div_ceil(256) * 256;
-            let mut scores = vec![0.0f32; p + 1];
-            for h in 0..c.heads {
-                let g = h / group;
-                let heads = g * head_dim..(g + 1) * head_dim;
-                let query = &q[(t * c.heads + h) * head_dim..(t * c.heads + h + 1) * head_dim];
-                let head = &mut out[h * head_dim..(h + 1) * head_dim];
-                if llama_cpp {
-                    let keys = |j: usize| &key(j)[heads.clone()];
-                    let values = |j: usize| &value(j)[heads.clone()];
-                    ggml::attend(sums, query, &keys, &values, p + 1, cache_len, scale, head);
-                    continue;
-                }
-                for (j, score) in scores.iter_mut().enumerate() {
-                    *score = dot(query, &key(j)[heads.clone()]) * scale;
-                }
-                softmax(&mut scores);
-                for (j, &w) in scores.iter().enumerate() {
-                    for (o, &x) in head.iter_mut().zip(&value(j)[heads.clone()]) {
-                        *o += w * x;
-                    }
+            let query = &q[(t * c.heads + h) * head_dim..(t * c.heads + h + 1) * head_dim];
+            if llama_cpp {
+                // llama.cpp's key/value cache holds a multiple of 256 positions.
+                let cache_len = (p + 1).div_ceil(256) * 256;
+                ggml::attend(sums, query, &key, &value, p + 1, cache_len, scale, head);
+                return;
+            }
+            let mut scores: Vec<f32> = (0..=p).map(|j| dot(query, key(j)) * scale).collect();
+            softmax(&mut scores);
+            for (j, &w) in scores.iter().enumerate() {
+                for (o, &x) in head.iter_mut().zip(value(j)) {
+                    *o += w * x;
                 }
             }
         };
-        let mut out = vec![0.0f32; tokens.len() * c.heads * head_dim];
-        // Attending is worth other threads when it covers many positions.
-        let work: usize = tokens.iter().map(|&(_, p)| p + 1).sum();
-        if work * c.heads * head_dim < PARALLEL_ATTENTION {
-            out.chunks_mut(c.heads * head_dim).enumerate().for_each(attend_token);
-        } else {
-            out.par_chunks_mut(c.heads * head_dim).enumerate().for_each(attend_token);
-        }
-        out
+        // Every (position, head) pair is one item; the team takes parts of them when they
+        // cover many positions.
+        let items = tokens.len() * c.heads;
+        let work: usize = tokens.iter().map(|&(_, p)| (p + 1) * c.heads * head_dim).sum();
+        let min_part = (items * MIN_PART_ATTENTION).div_ceil(work.max(1));
+        let parts = team::split(items, min_part, &|range: std::ops::Range<usize>| {
+            let mut part = vec![0.0f32; range.len() * head_dim];
+            for (item, head) in range.zip(part.chunks_exact_mut(head_dim)) {
+                attend_head(item / c.heads, item % c.heads, head);
+            }
+            part
+        });
+        parts.concat()
     }
 }
 

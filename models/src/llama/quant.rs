@@ -20,8 +20,6 @@
 //! The AVX2 kernels are chosen at run time when the CPU has AVX2, FMA and F16C; the scalar kernels are
 //! their reference elsewhere, equal up to the order of their f32 additions.
 
-use std::sync::Arc;
-
 use half::f16;
 
 use super::ggml::fused;
@@ -78,9 +76,8 @@ struct Q8Block {
     codes: [i8; BLOCK],
 }
 
-/// A matrix `[outputs, inputs]` of blocks, row-major, shared with the helper threads that take
-/// parts of its products.
-pub(crate) struct BlockMatrix(Arc<Blocks>);
+/// A matrix `[outputs, inputs]` of blocks, row-major.
+pub(crate) struct BlockMatrix(Blocks);
 
 struct Blocks {
     format: Format,
@@ -103,7 +100,7 @@ impl BlockMatrix {
             candle_core::bail!("{} bytes are not {outputs} rows of {inputs} {format:?} weights", data.len());
         }
         let matrix = Blocks { format, data: data.to_vec(), outputs, inputs };
-        Ok(BlockMatrix(Arc::new(matrix)))
+        Ok(BlockMatrix(matrix))
     }
 
     pub(crate) fn outputs(&self) -> usize {
@@ -122,32 +119,47 @@ impl BlockMatrix {
     /// `x wᵀ` for `rows` rows of `x`: `[rows, outputs]`.
     pub(crate) fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let (outputs, inputs) = (self.0.outputs, self.0.inputs);
-        let activations: Arc<Vec<Vec<Q8Block>>> = Arc::new(x.chunks_exact(inputs).map(quantize_row).collect());
-        let dot = dot_kernel(self.0.format);
-        let blocks = Arc::clone(&self.0);
+        let activations: Vec<Vec<Q8Block>> = x.chunks_exact(inputs).map(quantize_row).collect();
+        let kernels = kernels(self.0.format);
+        let blocks = &self.0;
         // Computed as `[outputs, rows]`, each thread a contiguous run of output rows.
         let per_output = rows * (inputs / BLOCK);
-        let parts = team::split(
-            outputs,
-            MIN_PART_BLOCKS.div_ceil(per_output.max(1)),
-            Arc::new(move |range: std::ops::Range<usize>| {
-                // `[outputs, rows]` of this part, `ROWS` outputs at a time; the last group takes
-                // the part's last rows again where fewer remain.
+        let parts =
+            team::split(outputs, MIN_PART_BLOCKS.div_ceil(per_output.max(1)), &|range: std::ops::Range<usize>| {
+                // `[outputs, rows]` of this part, `ROWS` outputs at a time: output `g` of each
+                // quarter of the part, so that each of the kernel's rows walks through memory
+                // in one sequential stream (rows a block apart defeat the prefetchers). Where
+                // the quarters are uneven, the last group takes a quarter's last row again.
                 let (start, len) = (range.start, range.len());
                 let mut part = vec![0.0f32; len * activations.len()];
-                for group in (0..len).step_by(ROWS) {
-                    let first = if len < ROWS { 0 } else { group.min(len - ROWS) };
-                    let outputs: [usize; ROWS] = std::array::from_fn(|k| start + (first + k).min(len - 1));
-                    for (r, activation) in activations.iter().enumerate() {
-                        let values = dot(outputs.map(|o| blocks.row_of(o)), activation);
+                let quarter = len.div_ceil(ROWS);
+                for g in 0..quarter {
+                    let outputs: [usize; ROWS] = std::array::from_fn(|k| {
+                        let first = (k * quarter).min(len.saturating_sub(1));
+                        let last = ((k + 1) * quarter).min(len).saturating_sub(1).max(first);
+                        start + (first + g).min(last)
+                    });
+                    let weights = outputs.map(|o| blocks.row_of(o));
+                    let columns = activations.len();
+                    let mut store = |r: usize, values: [f32; ROWS]| {
                         for (k, value) in values.into_iter().enumerate() {
-                            part[(outputs[k] - start) * activations.len() + r] = value;
+                            part[(outputs[k] - start) * columns + r] = value;
                         }
+                    };
+                    // Two activation rows at a time share each weight block's decoding.
+                    let pairs = columns / 2 * 2;
+                    for r in (0..pairs).step_by(2) {
+                        let [a, b] = (kernels.two)(weights, [&activations[r], &activations[r + 1]]);
+                        store(r, a);
+                        store(r + 1, b);
+                    }
+                    if pairs < columns {
+                        let [a] = (kernels.one)(weights, [&activations[pairs]]);
+                        store(pairs, a);
                     }
                 }
                 part
-            }),
-        );
+            });
         let transposed = parts.concat();
         if rows == 1 {
             return transposed;
@@ -213,26 +225,38 @@ fn quantize_row_body(x: &[f32]) -> Vec<Q8Block> {
 /// Rows of weight blocks a kernel multiplies at once.
 const ROWS: usize = 4;
 
-/// The dot products of `ROWS` rows of weight blocks with a row of activation blocks.
-type Dot = fn([Row<'_>; ROWS], &[Q8Block]) -> [f32; ROWS];
+/// The dot products of `ROWS` rows of weight blocks with `C` rows of activation blocks: for each
+/// activation row, its products with the weight rows.
+type Dot<const C: usize> = fn([Row<'_>; ROWS], [&[Q8Block]; C]) -> [[f32; ROWS]; C];
 
-/// The fastest dot product of `format` this CPU runs.
-fn dot_kernel(format: Format) -> Dot {
+/// The kernels of one format, for one and two activation rows at a time.
+struct Kernels {
+    one: Dot<1>,
+    two: Dot<2>,
+}
+
+/// The fastest kernels of `format` this CPU runs.
+fn kernels(format: Format) -> Kernels {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2")
         && std::is_x86_feature_detected!("fma")
         && std::is_x86_feature_detected!("f16c")
     {
         return match format {
-            Format::Q4_0 => avx2::q4_0,
-            Format::Q4_1 => avx2::q4_1,
-            Format::Q8_0 => avx2::q8_0,
+            Format::Q4_0 => Kernels { one: avx2::q4_0::<1>, two: avx2::q4_0::<2> },
+            Format::Q4_1 => Kernels { one: avx2::q4_1::<1>, two: avx2::q4_1::<2> },
+            Format::Q8_0 => Kernels { one: avx2::q8_0::<1>, two: avx2::q8_0::<2> },
         };
     }
+    fn scalar<const C: usize>(
+        dot: fn(Row<'_>, &[Q8Block]) -> f32,
+    ) -> impl Fn([Row<'_>; ROWS], [&[Q8Block]; C]) -> [[f32; ROWS]; C] {
+        move |rows, activations| activations.map(|a| rows.map(|row| dot(row, a)))
+    }
     match format {
-        Format::Q4_0 => |rows, activations| rows.map(|row| scalar_q4_0(row, activations)),
-        Format::Q4_1 => |rows, activations| rows.map(|row| scalar_q4_1(row, activations)),
-        Format::Q8_0 => |rows, activations| rows.map(|row| scalar_q8_0(row, activations)),
+        Format::Q4_0 => Kernels { one: |r, a| scalar(scalar_q4_0)(r, a), two: |r, a| scalar(scalar_q4_0)(r, a) },
+        Format::Q4_1 => Kernels { one: |r, a| scalar(scalar_q4_1)(r, a), two: |r, a| scalar(scalar_q4_1)(r, a) },
+        Format::Q8_0 => Kernels { one: |r, a| scalar(scalar_q8_0)(r, a), two: |r, a| scalar(scalar_q8_0)(r, a) },
     }
 }
 
@@ -283,19 +307,19 @@ mod avx2 {
     const Q4_1: u8 = 1;
     const Q8_0: u8 = 2;
 
-    pub(super) fn q4_0(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
-        // SAFETY: `dot_kernel` returns this function only when the CPU has AVX2, FMA and F16C.
-        unsafe { dot::<Q4_0>(weights, activations) }
+    pub(super) fn q4_0<const C: usize>(weights: [Row<'_>; ROWS], activations: [&[Q8Block]; C]) -> [[f32; ROWS]; C] {
+        // SAFETY: `kernels` returns this function only when the CPU has AVX2, FMA and F16C.
+        unsafe { dot::<Q4_0, C>(weights, activations) }
     }
 
-    pub(super) fn q4_1(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
+    pub(super) fn q4_1<const C: usize>(weights: [Row<'_>; ROWS], activations: [&[Q8Block]; C]) -> [[f32; ROWS]; C] {
         // SAFETY: as for `q4_0`.
-        unsafe { dot::<Q4_1>(weights, activations) }
+        unsafe { dot::<Q4_1, C>(weights, activations) }
     }
 
-    pub(super) fn q8_0(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
+    pub(super) fn q8_0<const C: usize>(weights: [Row<'_>; ROWS], activations: [&[Q8Block]; C]) -> [[f32; ROWS]; C] {
         // SAFETY: as for `q4_0`.
-        unsafe { dot::<Q8_0>(weights, activations) }
+        unsafe { dot::<Q8_0, C>(weights, activations) }
     }
 
     /// The 32 weight codes of the block at `codes`: unsigned 0..15 for Q4_1, signed otherwise.
@@ -354,9 +378,9 @@ mod avx2 {
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
     }
 
-    /// The dot products of `ROWS` rows of blocks with one row of activations, each row's sum
-    /// on its own (the rows only share the loop, which hides the latency of each row's chain of
-    /// multiply-adds). Q4_1 and Q8_0 keep 8 f32 lanes across blocks, as llama.cpp's
+    /// The dot products of `ROWS` rows of blocks with `C` rows of activations, each product's
+    /// sum on its own (they only share the loop, which hides the latency of each chain of
+    /// multiply-adds, and the decoding of each weight block). Q4_1 and Q8_0 keep 8 f32 lanes across blocks, as llama.cpp's
     /// `ggml_vec_dot_q4_1_q8_1` and `ggml_vec_dot_q8_0_q8_0`; Q4_0 sums each block's products as
     /// one integer and accumulates it with one fused multiply-add, as llama.cpp's x86 kernels of
     /// repacked Q4_0 (`ggml_gemv_q4_0_8x8_q8_0`), which it uses for every Q4_0 matrix whose rows
@@ -365,44 +389,60 @@ mod avx2 {
     /// # Safety
     /// The CPU has AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot<const KIND: u8>(weights: [Row<'_>; ROWS], activations: &[Q8Block]) -> [f32; ROWS] {
+    unsafe fn dot<const KIND: u8, const C: usize>(
+        weights: [Row<'_>; ROWS],
+        activations: [&[Q8Block]; C],
+    ) -> [[f32; ROWS]; C] {
         let (bytes, codes_at) = match KIND {
             Q4_0 => (18, 2),
             Q4_1 => (20, 4),
             _ => (34, 2),
         };
-        let mut blocks = activations.len();
+        let mut blocks = usize::MAX;
         for row in &weights {
             blocks = blocks.min(row.len() / bytes);
         }
-        let mut lanes = [_mm256_setzero_ps(); ROWS];
-        let mut scalar = [0.0f32; ROWS];
-        for (b, a) in activations[..blocks].iter().enumerate() {
-            // SAFETY: an activation block holds 32 codes; unaligned loads are allowed.
-            let x = unsafe { _mm256_loadu_si256(a.codes.as_ptr().cast::<__m256i>()) };
+        for a in &activations {
+            blocks = blocks.min(a.len());
+        }
+        let mut lanes = [[_mm256_setzero_ps(); ROWS]; C];
+        let mut scalar = [[0.0f32; ROWS]; C];
+        for b in 0..blocks {
+            let mut x = [_mm256_setzero_si256(); C];
+            for (x, a) in x.iter_mut().zip(&activations) {
+                // SAFETY: an activation block holds 32 codes; unaligned loads are allowed.
+                *x = unsafe { _mm256_loadu_si256(a[b].codes.as_ptr().cast::<__m256i>()) };
+            }
             for r in 0..ROWS {
                 // SAFETY: `b < blocks`, so the block's `bytes` bytes lie inside the row.
                 let block = unsafe { weights[r].as_ptr().add(b * bytes) };
                 // SAFETY: the scale, the minimum and the codes are bytes of the block.
                 let (d, w) = unsafe { (half(block), codes::<KIND>(block.add(codes_at))) };
-                if KIND == Q4_1 {
-                    // SAFETY: as above.
-                    scalar[r] += unsafe { half(block.add(2)) } * a.s;
-                }
-                let products = products::<KIND>(w, x);
-                if KIND == Q4_0 {
-                    scalar[r] = (lane_sum(products) as f32).mul_add(d * a.d, scalar[r]);
-                } else {
-                    lanes[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(products), lanes[r]);
+                // SAFETY: as above.
+                let m = if KIND == Q4_1 { unsafe { half(block.add(2)) } } else { 0.0 };
+                for c in 0..C {
+                    let a = &activations[c][b];
+                    if KIND == Q4_1 {
+                        scalar[c][r] += m * a.s;
+                    }
+                    let products = products::<KIND>(w, x[c]);
+                    if KIND == Q4_0 {
+                        scalar[c][r] = (lane_sum(products) as f32).mul_add(d * a.d, scalar[c][r]);
+                    } else {
+                        lanes[c][r] =
+                            _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(products), lanes[c][r]);
+                    }
                 }
             }
         }
-        let mut out = [0.0f32; ROWS];
-        for r in 0..ROWS {
-            let half_sum = _mm_add_ps(_mm256_castps256_ps128(lanes[r]), _mm256_extractf128_ps(lanes[r], 1));
-            let quarter = _mm_add_ps(half_sum, _mm_movehl_ps(half_sum, half_sum));
-            let total = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
-            out[r] = _mm_cvtss_f32(total) + scalar[r];
+        let mut out = [[0.0f32; ROWS]; C];
+        for c in 0..C {
+            for r in 0..ROWS {
+                let half_sum = _mm_add_ps(_mm256_castps256_ps128(lanes[c][r]), _mm256_extractf128_ps(lanes[c][r], 1));
+                let quarter = _mm_add_ps(half_sum, _mm_movehl_ps(half_sum, half_sum));
+                let total = _mm_add_ss(quarter, _mm_shuffle_ps(quarter, quarter, 1));
+                out[c][r] = _mm_cvtss_f32(total) + scalar[c][r];
+            }
         }
         out
     }

@@ -8,9 +8,9 @@
 //! Invariants:
 //! - one caller at a time uses the team: a caller that finds it in use does all the work itself
 //!   (tests and batched runs may call from many threads);
-//! - a job is `'static` (it owns `Arc`s of what it reads), so no helper outlives what it borrows;
-//! - the caller waits for every helper's part before returning, and a helper's panic is resumed
-//!   on the caller.
+//! - the caller waits for every helper's part before returning, even when its own part panics,
+//!   so a job may borrow from the caller's stack (the one `unsafe` below rests on this); a
+//!   helper's panic is resumed on the caller.
 
 use std::any::Any;
 use std::ops::Range;
@@ -28,6 +28,8 @@ const DONE: u8 = 2;
 
 type Output = Result<Box<dyn Any + Send>, Box<dyn Any + Send>>;
 type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+/// A job as its caller lends it to the helpers.
+type Lent = &'static (dyn Fn(Range<usize>) -> Box<dyn Any + Send> + Sync);
 
 /// One helper's mailbox.
 struct Slot {
@@ -102,21 +104,25 @@ fn serve(slot: &Slot) {
 /// Splits `0..n` into one contiguous part per thread (the caller and the free helpers), no part
 /// smaller than `min_part` unless `n` is, runs `job` on every part at once, and returns the
 /// parts' outputs in order.
-pub(crate) fn split<T: Send + 'static>(
-    n: usize,
-    min_part: usize,
-    job: Arc<dyn Fn(Range<usize>) -> T + Send + Sync>,
-) -> Vec<T> {
+pub(crate) fn split<T: Send + 'static>(n: usize, min_part: usize, job: &(dyn Fn(Range<usize>) -> T + Sync)) -> Vec<T> {
     let team = team();
     let parts = (n / min_part.max(1)).clamp(1, team.slots.len() + 1);
     if parts == 1 || team.in_use.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_err() {
         return vec![job(0..n)];
     }
+    let boxed = |range: Range<usize>| Box::new(job(range)) as Box<dyn Any + Send>;
+    let lent: &(dyn Fn(Range<usize>) -> Box<dyn Any + Send> + Sync) = &boxed;
+    // SAFETY: the helpers call `lent` only between being posted a job below and reporting it
+    // DONE, and this function waits for every helper it posts to report DONE before it returns
+    // or resumes a panic (its own part runs under `catch_unwind`), so `lent` and everything it
+    // borrows outlive every call; the lifetime is erased only to pass it to the helpers.
+    let lent: Lent =
+        unsafe { std::mem::transmute::<&(dyn Fn(Range<usize>) -> Box<dyn Any + Send> + Sync), Lent>(lent) };
     let bounds = |i: usize| i * n / parts..(i + 1) * n / parts;
     let helpers = &team.slots[..parts - 1];
     for (i, slot) in helpers.iter().enumerate() {
-        let (job, range) = (Arc::clone(&job), bounds(i + 1));
-        *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || Box::new(job(range))));
+        let range = bounds(i + 1);
+        *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || lent(range)));
         slot.state.store(POSTED, Ordering::SeqCst);
         if slot.sleeping.load(Ordering::SeqCst) {
             let _guard = slot.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,15 +161,13 @@ mod tests {
     #[test]
     fn the_parts_cover_the_range_in_order() {
         for n in [0, 1, 5, 1000] {
-            let parts = split(n, 10, Arc::new(|range: Range<usize>| range.collect::<Vec<_>>()));
+            let parts = split(n, 10, &|range: Range<usize>| range.collect::<Vec<_>>());
             assert_eq!(parts.concat(), (0..n).collect::<Vec<_>>());
         }
         // Callers on many threads at once each get their whole range back.
         let results: Vec<Vec<usize>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
-                .map(|t| {
-                    s.spawn(move || split(200 + t, 10, Arc::new(|r: Range<usize>| r.collect::<Vec<_>>())).concat())
-                })
+                .map(|t| s.spawn(move || split(200 + t, 10, &|r: Range<usize>| r.collect::<Vec<_>>()).concat()))
                 .collect();
             handles.into_iter().map(|h| h.join().expect("a caller")).collect()
         });

@@ -78,10 +78,14 @@ for label, key, digits in rows:
     print(f"| {label} | {cell(quantized, key, digits)} | {cell(llamacpp, key, digits)} | "
           f"{cell(f32, key, digits)} | {cell(transformers, key, digits)} |")
 print()
-print(f"Speculative decoding (f32 target, Q4_1 draft of {speculative['draft_tokens']} tokens, greedy, "
-      f"{speculative['new_tokens']} tokens): {speculative['tokens_per_target_call']:.2f} tokens per target call, "
-      f"{speculative['speedup']:.2f}x the wall-clock speed of plain f32 decoding "
-      f"({speculative['speculative_s']:.2f} s against {speculative['plain_f32_s']:.2f} s).")
+for name, label in (("quantized", "the Q4_1 model"), ("lookup", "prompt lookup (analytic:lookup, n=3)")):
+    draft = speculative["drafts"][name]
+    print(f"Speculative decoding, f32 target, {label} drafting {speculative['draft_tokens']} tokens, greedy, "
+          f"{speculative['new_tokens']} tokens: {draft['tokens_per_target_call']:.2f} tokens per target call; "
+          f"the whole run {draft['speedup']:.2f}x the wall-clock speed of plain f32 decoding "
+          f"({draft['speculative_s']:.2f} s against {speculative['plain_f32_s']:.2f} s); after the prompt, "
+          f"{draft['decode_speedup']:.2f}x ({draft['decode_tokens_per_s']:.1f} against "
+          f"{speculative['plain_decode_tokens_per_s']:.1f} tokens/s).")
 for name, system in (("llama.cpp", llamacpp), ("transformers", transformers)):
     other = system.get("other_load_fraction_during_run")
     if other is not None:

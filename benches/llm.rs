@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench --bench llm -- quantized     # one JSON object on stdout; also `f32`
-//! cargo bench --bench llm -- speculative   # plain f32 decoding against the quantized draft
+//! cargo bench --bench llm -- speculative   # plain f32 decoding against two drafts
 //! ```
 //!
 //! Each configuration runs in its own process (bench/llm.sh runs three), so its peak resident
@@ -18,8 +18,11 @@
 //! - decoding at batch 16: 16 rows of the prompt whose first new token is sampled at temperature
 //!   1 (so that the rows differ; identical rows would be computed once), then greedy; tokens per
 //!   second over the 63 greedy steps;
-//! - speculative decoding: 64 greedy tokens of the f32 model, plain and with the quantized model
-//!   drafting 4 tokens per target call; tokens per target call and the wall-clock speedup.
+//! - speculative decoding: 64 greedy tokens of the f32 model, plain, with the quantized model
+//!   drafting 4 tokens per target call, and with prompt lookup drafting 4; tokens per target call
+//!   (the first verification reads the prompt: there is no other target call), the wall-clock
+//!   speedup of the whole run (the quantized draft reads the prompt too), and the speedup of the
+//!   decoding after the prompt (a run of 64 tokens less a run of one).
 //!
 //! Every repetition starts its prompt with another token, so that no run finds the previous
 //! one's keys and values in the model's prefix cache.
@@ -91,7 +94,8 @@ fn prompt(model: &Arc<dyn Model>, rep: usize) -> Result<Vec<u32>, Box<dyn Error>
 }
 
 /// One run of schedule `name`: the time of each verb on tokens from the start (one token each in
-/// `greedy` and `diverging`), and the model calls by model.
+/// `greedy` and `diverging`; none in `speculative`, whose verifications are assignments), and the
+/// model calls by model.
 fn run(
     name: &str,
     params: &[(&str, Value)],
@@ -145,7 +149,8 @@ fn decoding(spec: &str) -> Result<String, Box<dyn Error>> {
     for rep in 0..4 {
         let (stamps, _) = run("greedy", &[("n", Value::Int(1))], &models, prompt(&lm, rep)?, 1)?;
         if rep > 0 {
-            prefill.push(PROMPT_TOKENS as f64 / stamps[0].as_secs_f64());
+            let first = stamps.first().ok_or("the schedule accepted no token")?;
+            prefill.push(PROMPT_TOKENS as f64 / first.as_secs_f64());
         }
     }
     // Decoding at batch 1: the steps after the first.
@@ -154,7 +159,10 @@ fn decoding(spec: &str) -> Result<String, Box<dyn Error>> {
     let decode_ms = median(steps.clone());
     // Decoding at batch 16.
     let (stamps16, _) = run("diverging", &[("n", Value::Int(NEW_TOKENS))], &models, prompt(&lm, 20)?, BATCH)?;
-    let span = (stamps16[stamps16.len() - 1] - stamps16[0]).as_secs_f64();
+    let (Some(first), Some(last)) = (stamps16.first(), stamps16.last()) else {
+        return Err("the schedule accepted no token".into());
+    };
+    let span = (*last - *first).as_secs_f64();
     let b16 = (BATCH * (stamps16.len() - 1)) as f64 / span;
     let steps16: Vec<f64> = stamps16.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1e3).collect();
     Ok(format!(
@@ -168,34 +176,62 @@ fn decoding(spec: &str) -> Result<String, Box<dyn Error>> {
     ))
 }
 
-/// Plain f32 decoding against speculative decoding with the quantized model drafting.
+/// Plain f32 decoding against speculative decoding, with the quantized model drafting and with
+/// prompt lookup (`analytic:lookup`) drafting.
 fn speculative(path: &str) -> Result<String, Box<dyn Error>> {
     let target = load_model(&format!("{path}#f32"), None)?;
-    let draft = load_model(path, None)?;
+    let vocab = target.tokens().map_or(0, |t| t.vocab().size);
+    let drafts = [
+        ("quantized", load_model(path, None)?),
+        ("lookup", load_model(&format!("analytic:lookup(vocab={vocab}, n=3)"), None)?),
+    ];
     let mut plain_s = Vec::new();
-    let mut speculative_s = Vec::new();
-    let mut per_call = Vec::new();
+    let mut plain_rate = Vec::new();
+    let mut speculative_s = vec![Vec::new(); drafts.len()];
+    let mut speculative_rate = vec![Vec::new(); drafts.len()];
+    let mut per_call = vec![Vec::new(); drafts.len()];
+    // Each configuration also runs for one new token: the difference is the time of the other
+    // 63, after the prompt has been read (by the draft too).
+    let timed = |name: &str, models: &[(&str, Arc<dyn Model>)], prompt: Vec<u32>, n: i64| {
+        let params = [("n", Value::Int(n)), ("k", Value::Int(DRAFT))];
+        let params = if name == "greedy" { &params[..1] } else { &params[..] };
+        let start = Instant::now();
+        run(name, params, models, prompt, 1).map(|(_, calls)| (start.elapsed().as_secs_f64(), calls))
+    };
     for rep in 0..3 {
-        let ids = prompt(&target, 30 + rep)?;
         let plain = [("lm", Arc::clone(&target))];
-        let start = Instant::now();
-        run("greedy", &[("n", Value::Int(NEW_TOKENS))], &plain, ids, 1)?;
-        plain_s.push(start.elapsed().as_secs_f64());
-        // Another first token again: the target's cache must not hold the prompt already.
-        let ids = prompt(&target, 40 + rep)?;
-        let both = [("target", Arc::clone(&target)), ("draft", Arc::clone(&draft))];
-        let params = [("n", Value::Int(NEW_TOKENS)), ("k", Value::Int(DRAFT))];
-        let start = Instant::now();
-        let (_, calls) = run("speculative", &params, &both, ids, 1)?;
-        speculative_s.push(start.elapsed().as_secs_f64());
-        per_call.push(NEW_TOKENS as f64 / calls.first().copied().unwrap_or(1).max(1) as f64);
+        let (first, _) = timed("greedy", &plain, prompt(&target, 30 + rep)?, 1)?;
+        let (whole, _) = timed("greedy", &plain, prompt(&target, 33 + rep)?, NEW_TOKENS)?;
+        plain_s.push(whole);
+        plain_rate.push((NEW_TOKENS - 1) as f64 / (whole - first));
+        for (d, (_, draft)) in drafts.iter().enumerate() {
+            // Another first token every time: no cache may hold the prompt already.
+            let both = [("target", Arc::clone(&target)), ("draft", Arc::clone(draft))];
+            let (first, _) = timed("speculative", &both, prompt(&target, 40 + 10 * d + rep)?, 1)?;
+            let (whole, calls) = timed("speculative", &both, prompt(&target, 45 + 10 * d + rep)?, NEW_TOKENS)?;
+            speculative_s[d].push(whole);
+            speculative_rate[d].push((NEW_TOKENS - 1) as f64 / (whole - first));
+            per_call[d].push(NEW_TOKENS as f64 / calls.first().copied().unwrap_or(1).max(1) as f64);
+        }
     }
-    let (plain, spec) = (median(plain_s), median(speculative_s));
+    let (plain, plain_rate) = (median(plain_s), median(plain_rate));
+    let by_draft: Vec<String> = (0..drafts.len())
+        .map(|d| {
+            let (seconds, rate) = (median(speculative_s[d].clone()), median(speculative_rate[d].clone()));
+            format!(
+                "{:?}:{{\"speculative_s\":{seconds:.3},\"speedup\":{:.2},\"decode_tokens_per_s\":{rate:.1},\
+                 \"decode_speedup\":{:.2},\"tokens_per_target_call\":{:.2}}}",
+                drafts[d].0,
+                plain / seconds,
+                rate / plain_rate,
+                median(per_call[d].clone())
+            )
+        })
+        .collect();
     Ok(format!(
-        "{{\"new_tokens\":{NEW_TOKENS},\"draft_tokens\":{DRAFT},\"plain_f32_s\":{plain:.3},\"speculative_s\":{spec:.3},\
-         \"speedup\":{:.2},\"tokens_per_target_call\":{:.2},\"max_rss_mb\":{:.1}}}",
-        plain / spec,
-        median(per_call),
+        "{{\"new_tokens\":{NEW_TOKENS},\"draft_tokens\":{DRAFT},\"plain_f32_s\":{plain:.3},\
+         \"plain_decode_tokens_per_s\":{plain_rate:.1},\"drafts\":{{{}}},\"max_rss_mb\":{:.1}}}",
+        by_draft.join(","),
         max_rss_mb()
     ))
 }

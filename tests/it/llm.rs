@@ -5,7 +5,8 @@
 //! - the first sampled token (temperature 0.8, top-p 0.9) has transformers' distribution, over
 //!   20,000 rows that share one prefill of the prompt;
 //! - speculative decoding with the quantized model drafting for its f32 self gives greedy
-//!   decoding's tokens exactly, and, sampling, the target's joint law of the first two tokens.
+//!   decoding's tokens exactly, and, sampling, the target's joint law of the first two tokens;
+//! - prompt-lookup drafting gives greedy decoding's tokens in fewer target calls.
 //!
 //! They skip with a message where the GGUF is missing, unless `SCHED_REQUIRE_SMOLLM2` is set (CI).
 
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use sched::api::{Model, OutputValue, RunOptions, Value, compile, load_model};
+use sched::api::{Model, OutputValue, Prompt, RunOptions, Value, compile, encode_prompt, load_model};
 use serde_json::Value as Json;
 
 use crate::common::stats::{chi_square, chi_square_critical};
@@ -71,12 +72,24 @@ fn token_rows(
     prompt: &[u32],
     rows: usize,
 ) -> Vec<Vec<u32>> {
+    token_rows_and_calls(source, name, params, models, prompt, rows).0
+}
+
+/// [`token_rows`], and the model calls by model.
+fn token_rows_and_calls(
+    source: &str,
+    name: &str,
+    params: &[(&str, Value)],
+    models: &[(&str, Arc<dyn Model>)],
+    prompt: &[u32],
+    rows: usize,
+) -> (Vec<Vec<u32>>, Vec<u64>) {
     let program = compile("llm.sched", source).unwrap_or_else(|d| panic!("{d}"));
     let executable = program.schedule(name).and_then(|s| s.bind(params)).unwrap_or_else(|e| panic!("{e}"));
     let options = RunOptions { batch: rows, seed: 11, prompt: prompt.to_vec(), ..RunOptions::default() };
     let outputs = executable.run(models, &options).unwrap_or_else(|e| panic!("{e}"));
     match outputs.values.into_iter().next() {
-        Some((_, OutputValue::Tokens { rows, .. })) => rows,
+        Some((_, OutputValue::Tokens { rows, .. })) => (rows, outputs.model_calls_by_model),
         other => panic!("{other:?}"),
     }
 }
@@ -204,6 +217,32 @@ fn speculative_decoding_with_the_quantized_draft_gives_greedy_tokens() {
     let speculative = token_rows(SAMPLE, "speculative", &[], &[("target", target), ("draft", draft)], &prompt, 1);
     let n = prompt.len() + 24;
     assert_eq!(speculative[0][..n], greedy[0][..n]);
+}
+
+/// Prompt-lookup drafting (`analytic:lookup`) proposes what followed the row's last tokens
+/// earlier in the row: on a prompt that repeats itself, the target accepts several tokens per
+/// call, and the tokens are greedy decoding's.
+#[test]
+fn prompt_lookup_drafting_gives_greedy_tokens_in_fewer_target_calls() {
+    let Some(target) = smollm2(true) else { return };
+    let text = "Copy the list. one, two, three, four, five, six, seven, eight, nine, ten. \
+                Copy: one, two, three, four, five, six, seven, eight, nine, ten. Copy: one, two";
+    let prompt = encode_prompt(std::slice::from_ref(&target), &Prompt::Text(text.into())).expect("the prompt");
+    let draft = load_model("analytic:lookup(vocab=49152, n=3)", None).expect("the lookup draft");
+    let n = 24;
+    let greedy = token_rows(SAMPLE, "greedy_text", &[], &[("lm", Arc::clone(&target))], &prompt, 1);
+    let (speculative, calls) = token_rows_and_calls(
+        SAMPLE,
+        "speculative",
+        &[("k", Value::Int(4))],
+        &[("target", target), ("draft", draft)],
+        &prompt,
+        1,
+    );
+    let end = prompt.len() + n;
+    assert_eq!(speculative[0][..end], greedy[0][..end]);
+    // The target's calls: the prefill's, then one per verification.
+    assert!(calls[0] * 2 <= n as u64, "{} target calls for {n} tokens", calls[0]);
 }
 
 #[test]

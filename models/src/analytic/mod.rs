@@ -9,6 +9,7 @@
 
 pub mod gaussian;
 pub mod gmm;
+pub mod lookup;
 pub mod markov;
 pub mod ode;
 pub mod spec;

@@ -16,6 +16,7 @@ use super::{AnalyticModel, Gaussian, GaussianMixture};
 use sched_runtime::interpolant::{BetaSchedule, DiscreteVp, Interpolant};
 use sched_runtime::model::Model;
 
+use super::lookup::{MAX_NGRAM, PromptLookup};
 use super::markov::{MarkovChain, MarkovOrder};
 use super::table::TokenTable;
 use super::tokens::{AnalyticTokenModel, ExactLaw, TokenKind};
@@ -24,9 +25,9 @@ use super::tokens::{AnalyticTokenModel, ExactLaw, TokenKind};
 pub const PREFIX: &str = "analytic:";
 
 /// The names of analytic models.
-const NAMES: &[&str] = &["gaussian", "gmm", "poker", "markov"];
+const NAMES: &[&str] = &["gaussian", "gmm", "poker", "markov", "lookup"];
 /// The names of analytic token models.
-const TOKEN_NAMES: &[&str] = &["poker", "markov"];
+const TOKEN_NAMES: &[&str] = &["poker", "markov", "lookup"];
 /// Keys every continuous analytic model takes.
 const COMMON_KEYS: &[&str] =
     &["kind", "interpolant", "train_steps", "beta_start", "beta_end", "sigma_max", "sigma_data"];
@@ -35,6 +36,7 @@ const GMM_KEYS: &[&str] = &["preset"];
 const PRESETS: &[&str] = &["eight", "checker", "classes"];
 const POKER_KEYS: &[&str] = &["kind", "heads"];
 const MARKOV_KEYS: &[&str] = &["kind", "heads", "vocab", "order", "seed"];
+const LOOKUP_KEYS: &[&str] = &["kind", "heads", "vocab", "n"];
 /// The most heads of an analytic `mtp_lm`.
 const MAX_HEADS: usize = 8;
 
@@ -67,6 +69,8 @@ pub enum SpecError {
     NotForKind { key: String, kind: String, applies_to: String },
     #[error("analytic:{model} is a token model, not a continuous one (`parse_model` parses both)")]
     NotContinuous { model: String },
+    #[error("analytic:{model} needs `{key}`: {help}")]
+    MissingKey { model: String, key: String, help: String },
 }
 
 impl SpecError {
@@ -82,6 +86,7 @@ impl SpecError {
         ("sched::spec::kind_family", "a kind does not belong to the model's family"),
         ("sched::spec::not_for_kind", "a key does not apply to the kind"),
         ("sched::spec::not_continuous", "a token model is given where a continuous one is needed"),
+        ("sched::spec::missing_key", "an analytic spec lacks a key the model needs"),
     ];
 
     /// The error's stable code.
@@ -97,6 +102,7 @@ impl SpecError {
             SpecError::KindFamily { .. } => "sched::spec::kind_family",
             SpecError::NotForKind { .. } => "sched::spec::not_for_kind",
             SpecError::NotContinuous { .. } => "sched::spec::not_continuous",
+            SpecError::MissingKey { .. } => "sched::spec::missing_key",
         }
     }
 }
@@ -434,13 +440,56 @@ fn continuous_model(spec: &str, name: &str, args: &Args) -> Result<AnalyticModel
     Ok(model)
 }
 
-/// The token model `name` (`poker` or `markov`) of `spec`, with its arguments.
+/// The token model `name` (`poker`, `markov` or `lookup`) of `spec`, with its arguments.
 fn token_model(spec: &str, name: &str, args: &Args) -> Result<AnalyticTokenModel, SpecError> {
-    let is_poker = name == "poker";
-    check_keys(name, args, if is_poker { POKER_KEYS } else { MARKOV_KEYS })?;
+    check_keys(
+        name,
+        args,
+        match name {
+            "poker" => POKER_KEYS,
+            "markov" => MARKOV_KEYS,
+            _ => LOOKUP_KEYS,
+        },
+    )?;
     let kind = token_kind(name, args)?;
-    let law: Box<dyn ExactLaw> = if is_poker { Box::new(TokenTable::poker()) } else { Box::new(markov(args)?) };
+    let law: Box<dyn ExactLaw> = match name {
+        "poker" => Box::new(TokenTable::poker()),
+        "markov" => Box::new(markov(args)?),
+        _ => Box::new(lookup(args, kind)?),
+    };
     Ok(AnalyticTokenModel::new(kind, law, spec.trim().to_string()))
+}
+
+/// The prompt-lookup draft of a spec: `vocab` token ids (required: the target's vocabulary
+/// size), n-grams of at most `n` tokens (default 3), kind `causal_lm` or `mtp_lm`.
+fn lookup(args: &Args, kind: TokenKind) -> Result<PromptLookup, SpecError> {
+    if kind == TokenKind::MaskedLm {
+        return Err(SpecError::BadValue {
+            key: "kind".into(),
+            value: ModelKind::MaskedLm.name().into(),
+            expected: "a prompt-lookup draft predicts left to right: expected causal_lm or mtp_lm".into(),
+        });
+    }
+    let Some(size) = args.count("vocab")? else {
+        return Err(SpecError::MissingKey {
+            model: "lookup".into(),
+            key: "vocab".into(),
+            help: "the target model's vocabulary size (49152 for SmolLM2), so that draft and target agree".into(),
+        });
+    };
+    let ngram = args.count("n")?.unwrap_or(3);
+    if !(1..=MAX_NGRAM).contains(&ngram) {
+        return Err(SpecError::BadValue {
+            key: "n".into(),
+            value: ngram.to_string(),
+            expected: format!("expected n-grams of 1 to {MAX_NGRAM} tokens"),
+        });
+    }
+    PromptLookup::new(size, ngram).map_err(|expected| SpecError::BadValue {
+        key: "vocab".into(),
+        value: size.to_string(),
+        expected,
+    })
 }
 
 /// The kind of a token model (default `causal_lm`) with its heads (`mtp_lm` only; default 2).
@@ -612,7 +661,10 @@ mod tests {
             error("analytic:gaussian(mean=[1,2)"),
             "`analytic:gaussian(mean=[1,2)` is not a well-formed analytic spec: a `[` is not closed"
         );
-        assert_eq!(error("analytic:zz"), "unknown analytic model `zz` (expected one of: gaussian, gmm, poker, markov)");
+        assert_eq!(
+            error("analytic:zz"),
+            "unknown analytic model `zz` (expected one of: gaussian, gmm, poker, markov, lookup)"
+        );
     }
 
     #[test]
@@ -633,6 +685,9 @@ mod tests {
         assert_eq!(markov.tokens().map(|t| t.vocab().size), Some(6));
         assert_eq!(parse("analytic:markov").tokens().map(|t| t.vocab().size), Some(17));
         assert!(parse("analytic:gmm").tokens().is_none());
+        let lookup = parse("analytic:lookup(vocab=100, n=2)");
+        assert_eq!(lookup.info().kind, ModelKind::CausalLm);
+        assert_eq!(lookup.tokens().map(|t| t.vocab().size), Some(100));
     }
 
     #[test]
@@ -648,6 +703,19 @@ mod tests {
         assert_eq!(
             error("analytic:gmm(kind=causal_lm)"),
             "analytic:gmm is a continuous model: kind must be one of eps, x0, v, velocity, score, flow_map, mean_flow, shortcut, consistency"
+        );
+        assert_eq!(
+            token_error("analytic:lookup"),
+            "analytic:lookup needs `vocab`: the target model's vocabulary size (49152 for SmolLM2), so that draft and target agree"
+        );
+        assert_eq!(token_error("analytic:lookup(vocab=10, n=9)"), "`n = 9`: expected n-grams of 1 to 8 tokens");
+        assert_eq!(
+            token_error("analytic:lookup(vocab=0)"),
+            "`vocab = 0`: a prompt-lookup draft has between 1 and 16777216 token ids"
+        );
+        assert_eq!(
+            token_error("analytic:lookup(vocab=10, kind=masked_lm)"),
+            "`kind = masked_lm`: a prompt-lookup draft predicts left to right: expected causal_lm or mtp_lm"
         );
         assert_eq!(
             token_error("analytic:markov(kind=causal)"),

@@ -94,8 +94,8 @@ fn prompt(model: &Arc<dyn Model>, rep: usize) -> Result<Vec<u32>, Box<dyn Error>
 }
 
 /// One run of schedule `name`: the time of each verb on tokens from the start (one token each in
-/// `greedy` and `diverging`; none in `speculative`, whose verifications are assignments), and the
-/// model calls by model.
+/// `greedy` and `diverging`, one per verification in `speculative`), and the model calls by
+/// model.
 fn run(
     name: &str,
     params: &[(&str, Value)],

@@ -338,6 +338,9 @@ pub enum TokenOp {
     Prompt,
     /// `seq` extended by `count` mask tokens. Operands: seq, count.
     ExtendMask,
+    /// `seq` extended by `count` tentative guesses (copies of each row's last token) for a
+    /// Jacobi refinement. Operands: seq, count.
+    ExtendGuess,
     /// `seq` extended by `count` tokens chosen by the sampler: one model call per token, or one
     /// call in all for [`SamplerKind::Heads`]. Operands: seq, count, sampler arguments.
     Extend(SamplerKind),
@@ -356,6 +359,11 @@ pub enum TokenOp {
     /// Commits some candidates of the window. Operands: x, candidates, confidence, keep (s/t),
     /// then the threshold for [`Remask::Threshold`].
     Commit(Remask),
+    /// One causal-model call: every position of the window re-predicted greedily from the
+    /// tokens before it (a Jacobi iteration). Operand: x.
+    Repredict,
+    /// Whether no position of `seq` is a tentative guess. Operand: seq; result: bool.
+    Settled,
     /// `k` draft tokens after `seq`, with the distributions they were drawn from. Operands: seq,
     /// k, sampler arguments.
     Propose(SamplerKind),
@@ -367,7 +375,10 @@ pub enum TokenOp {
 impl TokenOp {
     /// Whether the operation evaluates its model.
     pub fn calls_model(self) -> bool {
-        matches!(self, TokenOp::Extend(_) | TokenOp::Candidates | TokenOp::Propose(_) | TokenOp::Verify(_))
+        matches!(
+            self,
+            TokenOp::Extend(_) | TokenOp::Candidates | TokenOp::Propose(_) | TokenOp::Verify(_) | TokenOp::Repredict
+        )
     }
 
     /// Whether the operation draws random numbers (and so needs a noise site).
@@ -383,6 +394,9 @@ impl TokenOp {
         match self {
             TokenOp::Prompt => "prompt".into(),
             TokenOp::ExtendMask => "extend_mask".into(),
+            TokenOp::ExtendGuess => "extend_guess".into(),
+            TokenOp::Repredict => "repredict".into(),
+            TokenOp::Settled => "settled".into(),
             TokenOp::Extend(sampler) => format!("extend.{}", sampler_name(sampler)),
             TokenOp::Length => "length".into(),
             TokenOp::Ended => "ended".into(),

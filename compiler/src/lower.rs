@@ -657,7 +657,7 @@ impl<'p> Lowerer<'p> {
         }
     }
 
-    /// `extend SEQ by COUNT with SAMPLER | as mask`.
+    /// `extend SEQ by COUNT with SAMPLER | as mask | as guess`.
     fn extend(
         &mut self,
         stmt: &Stmt,
@@ -671,6 +671,7 @@ impl<'p> Lowerer<'p> {
         let count = self.expr_as(count, Ty::I64)?;
         let (op, model, sampler_args) = match how {
             ExtendHow::As(word) if word.name == "mask" => (TokenOp::ExtendMask, None, Vec::new()),
+            ExtendHow::As(word) if word.name == "guess" => (TokenOp::ExtendGuess, None, Vec::new()),
             ExtendHow::As(word) => {
                 return Err(unsupported(
                     word.span,
@@ -1299,6 +1300,15 @@ impl<'p> Lowerer<'p> {
                 let (op, ty) =
                     if builtin.name == "length" { (TokenOp::Length, Ty::I64) } else { (TokenOp::Ended, Ty::Bool) };
                 vec![self.token_op(op, vec![seq], None, ty)]
+            }
+            "settled" => {
+                let seq = self.arg_value(call, args, builtin, 0, Ty::Tokens)?;
+                vec![self.token_op(TokenOp::Settled, vec![seq], None, Ty::Bool)]
+            }
+            "repredict" => {
+                let frame = self.step_frame(call.span)?;
+                let x = self.arg_value(call, args, builtin, 0, Ty::Tokens)?;
+                vec![self.token_op(TokenOp::Repredict, vec![x], Some(frame.model.slot), Ty::Tokens)]
             }
             "propose" | "verify" => {
                 let model_arg =

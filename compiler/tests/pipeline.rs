@@ -80,6 +80,7 @@ fn token_examples_compile_through_every_stage() {
         ("examples/mtp_independent.sched", &["mtp_independent"]),
         ("examples/draft_verify.sched", &["draft_verify"]),
         ("examples/speculative.sched", &["speculative"]),
+        ("examples/jacobi.sched", &["jacobi_decoding", "greedy_decoding"]),
         ("examples/poker.sched", &["independent", "autoregressive", "draft_verify"]),
     ];
     for (file, schedules) in sequences {
@@ -233,6 +234,7 @@ fn golden_ir_dumps() {
         ("examples/heun_karras.sched", "heun_karras"),
         ("examples/few_step.sched", "few_step"),
         ("examples/block_diffusion.sched", "llada"),
+        ("examples/jacobi.sched", "jacobi_decoding"),
     ];
     let mut failures = Vec::new();
     for (file, schedule) in cases {

@@ -490,6 +490,14 @@ pub const BUILTINS: &[Builtin] = &[
         Sequence,
         "True when every row has produced its end token."
     )),
+    syncs(builtin!(
+        "settled",
+        [p("seq", ParamType::Tokens)],
+        Bool,
+        ScheduleOnly,
+        Sequence,
+        "True when no position of seq is a guess that a Jacobi refinement may still change."
+    )),
     builtin!(
         "propose",
         [
@@ -531,6 +539,17 @@ pub const BUILTINS: &[Builtin] = &[
             "One masked-model call: a candidate token at every position and its probability (the confidence); with `cfg > 0`, LLaDA's guidance: a second call with the prompt masked, logits un + (cfg + 1)(cond - un)."
         ),
         Capability::Masked,
+    ),
+    calls(
+        builtin!(
+            "repredict",
+            [p("x", ParamType::Tokens)],
+            Tokens,
+            StepOnly,
+            Sequence,
+            "One causal-model call: every position of the window re-predicted greedily from the tokens before it (a Jacobi iteration)."
+        ),
+        Capability::NextToken,
     ),
     builtin!(
         "commit",

@@ -1276,10 +1276,10 @@ impl<'c> BodyChecker<'c> {
             }
             ExtendHow::As(word) => {
                 let expected = match word.name.as_str() {
-                    "mask" => Type::Tokens,
+                    "mask" | "guess" => Type::Tokens,
                     "noise" => Type::Tensor,
                     other => {
-                        let suggestion = suggest(other, ["mask", "noise"]);
+                        let suggestion = suggest(other, ["mask", "guess", "noise"]);
                         self.report(type_diag::extend_mode(word.span, other, suggestion.as_deref()));
                         Type::Error
                     }

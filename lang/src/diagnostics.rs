@@ -78,7 +78,7 @@ codes! {
     NotAPlace => "sched::type::not_a_place", "a verb's target is not a variable or a view of one";
     StateTypeMismatch => "sched::type::state_type_mismatch", "a step is used on a state of another type";
     ExtendTarget => "sched::type::extend_target", "`extend` on something that is not a sequence";
-    ExtendMode => "sched::type::extend_mode", "`extend ... as` names neither `mask` nor `noise`";
+    ExtendMode => "sched::type::extend_mode", "`extend ... as` names none of `mask`, `guess` and `noise`";
     JumpNeedsTwoTimeModel => "sched::type::jump_needs_two_time_model", "`jump` with a model that does not know the target time";
     ModelKindMismatch => "sched::type::model_kind_mismatch", "a model's kind cannot do what the schedule asks of it";
     ConsistencyRenoise => "sched::type::consistency_renoise", "a consistency model jumps to a nonzero time (warning)";
@@ -852,7 +852,7 @@ pub mod types {
             "unknown",
             did_you_mean(
                 suggestion,
-                "write `as mask` (masked positions), `as noise` (Gaussian positions) or `with SAMPLER`",
+                "write `as mask` (masked positions), `as guess` (guesses for a Jacobi refinement), `as noise` (Gaussian positions) or `with SAMPLER`",
             ),
         )
     }
@@ -863,7 +863,7 @@ pub mod types {
             format!("`extend ... as {mode}` does not apply to `{target}`"),
             span,
             format!("not for `{target}`"),
-            "`as mask` and `with SAMPLER` extend `tokens`; `as noise` extends a sequence `tensor`",
+            "`as mask`, `as guess` and `with SAMPLER` extend `tokens`; `as noise` extends a sequence `tensor`",
         )
     }
 

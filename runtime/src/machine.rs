@@ -489,15 +489,11 @@ impl<'a> Machine<'a> {
                         _ => {}
                     }
                 }
-                if let Some(on_tokens) = self.options.on_tokens {
-                    let target = self.function.verbs[*verb as usize].target;
-                    if let Some(Val::Tokens(seq)) = &self.vars[target.0 as usize] {
-                        let ending = on_tokens(&seq.rows);
-                        if let (false, Some(eos)) = (ending.is_empty(), self.specials().eos) {
-                            let ended = seq.end_rows(&ending, eos);
-                            self.vars[target.0 as usize] = Some(Val::Tokens(Arc::new(ended)));
-                        }
-                    }
+                let target = self.function.verbs[*verb as usize].target.0 as usize;
+                if let Some(Val::Tokens(seq)) = &self.vars[target]
+                    && let Some(ended) = self.through_hook(seq)
+                {
+                    self.vars[target] = Some(Val::Tokens(Arc::new(ended)));
                 }
                 if let Some(on_verb) = self.options.on_verb {
                     on_verb(*verb);
@@ -557,6 +553,15 @@ impl<'a> Machine<'a> {
         self.vocab.as_ref().map_or(Specials { mask: None, eos: None }, Specials::of)
     }
 
+    /// Shows `seq`'s settled rows to the streaming hook; where it ends rows, the sequence with
+    /// those rows ended.
+    fn through_hook(&self, seq: &TokenSeq) -> Option<TokenSeq> {
+        let on_tokens = self.options.on_tokens?;
+        let ending = on_tokens(&seq.settled_rows());
+        let eos = self.specials().eos?;
+        (!ending.is_empty()).then(|| seq.end_rows(&ending, eos))
+    }
+
     /// Executes a token operation (see [`TokenOp`] for its operands).
     fn tokens(
         &mut self,
@@ -584,6 +589,15 @@ impl<'a> Machine<'a> {
         let value = match op {
             TokenOp::Prompt => Val::Tokens(Arc::new(TokenSeq::prompt(&self.options.prompt, self.options.batch))),
             TokenOp::ExtendMask => Val::Tokens(Arc::new(seq(self, 0)?.extend_mask(int(self, 1), specials)?)),
+            TokenOp::ExtendGuess => Val::Tokens(Arc::new(seq(self, 0)?.extend_guess(int(self, 1), specials)?)),
+            TokenOp::Settled => Val::Bool(seq(self, 0)?.settled()),
+            TokenOp::Repredict => {
+                // The greedy re-prediction reads the model's logits on the host.
+                let model = self.token_model(slot)?;
+                let (repredicted, calls) = sequence::repredict(token_model_of(&model)?, &*seq(self, 0)?, specials)?;
+                self.count_calls(slot, calls);
+                Val::Tokens(Arc::new(repredicted))
+            }
             TokenOp::Extend(kind) => {
                 let model = self.token_model(slot)?;
                 let choice = sampler_args(self, 2, kind)?;
@@ -674,6 +688,8 @@ impl<'a> Machine<'a> {
                 if evaluated_on_device {
                     self.transfers.device_model_calls += calls;
                 }
+                // A verification accepts tokens as a verb does: the streaming hook sees them.
+                let verified = self.through_hook(&verified).unwrap_or(verified);
                 Val::Tokens(Arc::new(verified))
             }
         };

@@ -47,9 +47,9 @@ pub struct RunOptions<'a> {
     pub device: Option<Arc<dyn Device>>,
     /// The prompt's token ids, the start of every row of `prompt()` (empty by default).
     pub prompt: Vec<u32>,
-    /// Called after every verb on token rows, with the rows (to stream their text); it returns
-    /// the rows to end there, which get the end token as if the model had written it (a stop
-    /// string appeared in their text).
+    /// Called after every verb on token rows and every verification, with the rows without
+    /// their tentative guesses (to stream their text); it returns the rows to end there, which
+    /// get the end token as if the model had written it (a stop string appeared in their text).
     pub on_tokens: Option<&'a TokenHook<'a>>,
 }
 

@@ -6,7 +6,8 @@
 //!   20,000 rows that share one prefill of the prompt;
 //! - speculative decoding with the quantized model drafting for its f32 self gives greedy
 //!   decoding's tokens exactly, and, sampling, the target's joint law of the first two tokens;
-//! - prompt-lookup drafting gives greedy decoding's tokens in fewer target calls.
+//! - prompt-lookup drafting gives greedy decoding's tokens in fewer target calls;
+//! - Jacobi decoding gives greedy decoding's tokens.
 //!
 //! They skip with a message where the GGUF is missing, unless `SCHED_REQUIRE_SMOLLM2` is set (CI).
 
@@ -177,6 +178,21 @@ schedule greedy_text(lm: model<causal_lm>, n: int = 24) {
     emit seq
 }
 
+schedule jacobi(lm: model<causal_lm>, n: int = 24, block: int = 4) {
+    let seq = prompt()
+    let end = length(seq) + n
+    while length(seq) < end {
+        extend seq by block as guess
+        for t, s in grid(1 -> 0, block) {
+            refine seq.tail(block) from t to s by jacobi()
+            if settled(seq) {
+                break
+            }
+        }
+    }
+    emit seq
+}
+
 schedule speculative(target: model<causal_lm>, draft: model<causal_lm>, n: int = 24, k: int = 3, sampled: bool = false) {
     let seq = prompt()
     let end = length(seq) + n
@@ -217,6 +233,19 @@ fn speculative_decoding_with_the_quantized_draft_gives_greedy_tokens() {
     let speculative = token_rows(SAMPLE, "speculative", &[], &[("target", target), ("draft", draft)], &prompt, 1);
     let n = prompt.len() + 24;
     assert_eq!(speculative[0][..n], greedy[0][..n]);
+}
+
+/// Jacobi decoding on SmolLM2's f32 weights returns greedy decoding's tokens: every block of
+/// guesses settles into them, in at most one call per position.
+#[test]
+fn jacobi_decoding_gives_greedy_tokens() {
+    let Some(lm) = smollm2(true) else { return };
+    let prompt = ids(&sampling_case("The best way to learn")["prompt_ids"]);
+    let greedy = token_rows(SAMPLE, "greedy_text", &[], &[("lm", Arc::clone(&lm))], &prompt, 1);
+    let (jacobi, calls) = token_rows_and_calls(SAMPLE, "jacobi", &[], &[("lm", lm)], &prompt, 1);
+    let end = prompt.len() + 24;
+    assert_eq!(jacobi[0][..end], greedy[0][..end]);
+    assert!(calls[0] <= 24, "{} calls for 24 tokens", calls[0]);
 }
 
 /// Prompt-lookup drafting (`analytic:lookup`) proposes what followed the row's last tokens

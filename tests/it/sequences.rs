@@ -2,8 +2,8 @@
 //! autoregressive sampling draws the model's law and greedy decoding its argmax chain; masked
 //! diffusion reuses p(x₀) when nothing changed; first-hitting unmasking is exact while
 //! one-step unmasking is not; LLaDA commits exactly the scheduled number of tokens per step;
-//! greedy draft + verify is greedy decoding; sampling verification and speculative decoding
-//! reproduce the target distribution (chi-square tests with fixed seeds).
+//! greedy draft + verify and Jacobi decoding are greedy decoding; sampling verification and
+//! speculative decoding reproduce the target distribution (chi-square tests with fixed seeds).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -314,6 +314,29 @@ fn greedy_draft_and_verify_is_greedy_decoding() {
             assert_eq!(row[..], reference[0][..row.len()], "seed {seed}");
         }
     }
+}
+
+/// Jacobi decoding (examples/jacobi.sched) returns greedy decoding's tokens, in no more calls, for
+/// any prompt and block; on the poker model, whose rows end, with the same end-token padding.
+#[test]
+fn jacobi_decoding_is_greedy_decoding() {
+    let source = example("jacobi.sched");
+    for (prompt, block) in [(vec![], 4), (vec![3], 3), (vec![5, 7], 1), (vec![2, 2, 9], 5)] {
+        let params = [("max_tokens", Value::Int(15)), ("block", Value::Int(block))];
+        let jacobi = run_prompted(&source, "jacobi_decoding", &params, &[], 2, 0, &prompt);
+        let greedy = run_prompted(&source, "greedy_decoding", &[("max_tokens", Value::Int(15))], &[], 2, 0, &prompt);
+        let end = prompt.len() + 15;
+        for (j, g) in rows(&jacobi).iter().zip(rows(&greedy)) {
+            assert!(j.len() >= end, "prompt {prompt:?}, block {block}: {j:?}");
+            assert_eq!(j[..end], g[..end], "prompt {prompt:?}, block {block}");
+        }
+        assert!(jacobi.model_calls <= greedy.model_calls + block as u64, "prompt {prompt:?}, block {block}");
+    }
+    let poker = [("lm", "analytic:poker(kind=causal_lm)")];
+    let params = [("max_tokens", Value::Int(6)), ("block", Value::Int(3))];
+    let jacobi = run(&source, "jacobi_decoding", &params, &poker, 1, 0);
+    let eos = poker::EOS;
+    assert_eq!(rows(&jacobi), vec![vec![word("high"), word("card"), eos]]);
 }
 
 #[test]

@@ -122,7 +122,7 @@ pub fn candidates(
             confidence[b * width + (p - x.window_start(b))] = probability as f32;
         }
     }
-    let candidates = TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None };
+    let candidates = TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None, tentative: 0 };
     Ok((candidates, Tensor::new(vec![x.rows.len(), width], confidence), calls))
 }
 
@@ -288,7 +288,7 @@ mod tests {
             vocab: Vocab { size: 3, mask: Some(2), eos: None, words: None },
             calls: std::sync::Mutex::new(Vec::new()),
         };
-        let x = TokenSeq { rows: vec![vec![1, 2]], prompt: 1, window: None, proposal: None };
+        let x = TokenSeq { rows: vec![vec![1, 2]], prompt: 1, window: None, proposal: None, tentative: 0 };
         let specials = Specials::of(&model.vocab);
         let noise = Noise { seed: 0, site: 0, step: 0 };
         let mut cache = None;

@@ -79,7 +79,7 @@ pub fn commit(
             row[start + p] = candidates.rows[b][start + p];
         }
     }
-    Ok(TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None })
+    Ok(TokenSeq { rows, prompt: x.prompt, window: x.window, proposal: None, tentative: 0 })
 }
 
 #[cfg(test)]
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn the_window_limits_what_a_commit_writes() {
         let specials = Specials { mask: Some(9), eos: None };
-        let x = TokenSeq { rows: vec![vec![9, 9, 9, 9]], prompt: 0, window: None, proposal: None }
+        let x = TokenSeq { rows: vec![vec![9, 9, 9, 9]], prompt: 0, window: None, proposal: None, tentative: 0 }
             .tail(2)
             .unwrap_or_else(|e| panic!("{e}"));
         let candidates = TokenSeq { rows: vec![vec![1, 2, 3, 4]], ..x.clone() };

@@ -66,6 +66,9 @@ pub fn device_modules(op: TokenOp) -> Vec<DeviceModule> {
         ],
         TokenOp::Prompt
         | TokenOp::ExtendMask
+        | TokenOp::ExtendGuess
+        | TokenOp::Repredict
+        | TokenOp::Settled
         | TokenOp::Length
         | TokenOp::Ended
         | TokenOp::Tail

@@ -76,7 +76,7 @@ pub fn propose(
         }
         None => Proposal::Host(drafter.host),
     };
-    Ok((TokenSeq { rows: drafter.drafts, prompt: 0, window: None, proposal: Some(proposal) }, calls))
+    Ok((TokenSeq { rows: drafter.drafts, prompt: 0, window: None, proposal: Some(proposal), tentative: 0 }, calls))
 }
 
 /// `verify(model, seq, draft, SAMPLER)`: one causal call scores every draft position; each row

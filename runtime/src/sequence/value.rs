@@ -19,6 +19,10 @@ pub struct TokenSeq {
     pub window: Option<usize>,
     /// For a draft: what its tokens were drawn from.
     pub proposal: Option<Proposal>,
+    /// How many last positions of the rows are guesses that a Jacobi refinement may still
+    /// change (`extend ... as guess` adds them; `repredict` settles them); 0 for every other
+    /// sequence. Streaming shows only the positions before them.
+    pub tentative: usize,
 }
 
 /// A failure of a token operation.
@@ -72,12 +76,18 @@ impl Specials {
 impl TokenSeq {
     /// Rows of the prompt, one per sample.
     pub fn prompt(prompt: &[u32], batch: usize) -> TokenSeq {
-        TokenSeq { rows: vec![prompt.to_vec(); batch], prompt: prompt.len(), window: None, proposal: None }
+        TokenSeq {
+            rows: vec![prompt.to_vec(); batch],
+            prompt: prompt.len(),
+            window: None,
+            proposal: None,
+            tentative: 0,
+        }
     }
 
     /// New rows after the same prompt, refined whole.
     pub(super) fn with_rows(&self, rows: Vec<Vec<u32>>) -> TokenSeq {
-        TokenSeq { rows, prompt: self.prompt, window: None, proposal: None }
+        TokenSeq { rows, prompt: self.prompt, window: None, proposal: None, tentative: 0 }
     }
 
     /// Whether every row has produced the end token (never, for a vocabulary without one).
@@ -143,6 +153,40 @@ impl TokenSeq {
         }
         let rows = self.rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(mask, count)).collect());
         Ok(self.with_rows(rows.collect()))
+    }
+
+    /// The sequence extended by `count` guesses that a Jacobi refinement corrects: copies of each
+    /// row's last token (for an empty row the end token, or 0 without one), or the end token for a
+    /// row that has ended. The new positions are tentative.
+    pub fn extend_guess(&self, count: i64, specials: Specials) -> Result<TokenSeq, SequenceError> {
+        let count = non_negative(count, "extend")?;
+        if longest(&self.rows) + count > MAX_ROW_LEN {
+            return Err(SequenceError::Invalid(format!(
+                "`extend` by {count}: rows are limited to {MAX_ROW_LEN} positions"
+            )));
+        }
+        let rows = self.rows.iter().map(|row| {
+            let ended = specials.has_ended(row, self.prompt);
+            let guess = match specials.eos {
+                Some(eos) if ended => eos,
+                _ => row.last().copied().or(specials.eos).unwrap_or(0),
+            };
+            row.iter().copied().chain(std::iter::repeat_n(guess, count)).collect()
+        });
+        Ok(TokenSeq { tentative: self.tentative + count, ..self.with_rows(rows.collect()) })
+    }
+
+    /// Whether no position is tentative.
+    pub fn settled(&self) -> bool {
+        self.tentative == 0
+    }
+
+    /// The rows without their tentative positions: what is final so far.
+    pub fn settled_rows(&self) -> Cow<'_, [Vec<u32>]> {
+        if self.tentative == 0 {
+            return Cow::Borrowed(&self.rows);
+        }
+        Cow::Owned(self.rows.iter().map(|row| row[..row.len().saturating_sub(self.tentative)].to_vec()).collect())
     }
 }
 
@@ -236,7 +280,13 @@ mod tests {
     #[test]
     fn length_counts_the_shortest_open_row_and_ended_needs_every_row() {
         let specials = Specials { mask: Some(9), eos: Some(0) };
-        let seq = TokenSeq { rows: vec![vec![3, 4, 0], vec![3, 4, 5, 6]], prompt: 0, window: None, proposal: None };
+        let seq = TokenSeq {
+            rows: vec![vec![3, 4, 0], vec![3, 4, 5, 6]],
+            prompt: 0,
+            window: None,
+            proposal: None,
+            tentative: 0,
+        };
         assert_eq!(seq.length(specials), 4, "the ended row does not count");
         assert!(!seq.ended(specials));
         let done = seq.with_rows(vec![vec![3, 0], vec![3, 4, 0]]);

@@ -137,7 +137,7 @@ impl DeviceTokenModel for Scripted {
 /// Rows of different lengths (so the calls come in groups), one of them ended.
 fn sequence() -> TokenSeq {
     let rows = vec![vec![2, 3], vec![1, 4, 5], vec![2], vec![4, 4, 0], vec![3, EOS], vec![5, 1], vec![0, 2, 3], vec![]];
-    TokenSeq { rows, prompt: 0, window: None, proposal: None }
+    TokenSeq { rows, prompt: 0, window: None, proposal: None, tentative: 0 }
 }
 
 fn sampler(temperature: f64, top_k: usize, top_p: f64, min_p: f64) -> Choice {

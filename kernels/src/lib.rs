@@ -4,6 +4,7 @@ pub mod builder;
 pub mod cpu;
 pub mod cuda;
 pub mod cuda_tokens;
+pub mod decoder;
 mod display;
 pub mod jit;
 pub mod layers;

@@ -18,5 +18,6 @@ pub mod error;
 pub mod llama;
 pub mod load;
 pub mod mlp;
+mod on_device;
 pub mod poker;
 pub mod transformer;

@@ -19,7 +19,8 @@
 //!   the f32 results are compared within one f32 ulp).
 //! - The token launchers (row sampling, row moves, sampling verification) give the emulated
 //!   device's tokens on the same logits, and the shipped transformers on the GPU give the host's
-//!   logits and, in token schedules, its tokens.
+//!   logits and, in token schedules, its tokens; so do the tiny Llama-family checkpoints, with
+//!   their key/value cache on the GPU.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -565,4 +566,49 @@ fn the_transformer_on_the_gpu_matches_the_host() {
         assert_eq!(difference(&expected, &actual, true), None, "{schedule}: the GPU's tokens differ from the CPU's");
         assert_eq!(actual.transfers.device_model_calls, actual.model_calls, "{schedule}: evaluations on the host");
     }
+}
+
+/// One row of `ids`.
+fn one(ids: &[u32]) -> sched_runtime::model::TokenRows<'_> {
+    sched_runtime::model::TokenRows { ids, batch: 1, len: ids.len() }
+}
+
+/// The Llama-family device half (models/src/llama/device.rs: cuBLAS products and the decoder
+/// kernels of `sched_kernels::decoder`, with the key/value cache on the GPU) on the tiny random
+/// checkpoints of models/tests/fixtures/llama/tiny: the host's f32 logits to f32 rounding at
+/// every position, then for one more token over the cached keys, and greedy decoding's tokens
+/// (models/tests/it/llama.rs checks the same on the emulated device in CI).
+#[test]
+fn the_llama_layers_on_the_gpu_match_the_host() {
+    let Some(device) = gpu("the_llama_layers_on_the_gpu_match_the_host") else { return };
+    let device: Arc<dyn Device> = device;
+    let tiny = root().join("models/tests/fixtures/llama/tiny");
+    let relative = |a: &[f32], b: &[f32]| {
+        a.iter().zip(b).map(|(&x, &y)| f64::from((x - y).abs()) / f64::from(x.abs()).max(1.0)).fold(0.0, f64::max)
+    };
+    for name in ["llama", "llama-rope-scaled", "qwen2", "mistral-sharded"] {
+        let model = load_model(&tiny.join(name).display().to_string(), None).expect("the tiny checkpoint loads");
+        let host = model.tokens().expect("a token model");
+        let network = host.on_device().expect("the Llama model runs on devices");
+        let row: Vec<u32> = (0..9u32).map(|k| 1 + (k * 37 + 5) % 200).collect();
+        for ids in [&row[..8], &row[..]] {
+            let on_host = host.causal_logits(one(ids), 1).expect("the host evaluates");
+            let on_gpu = network.causal_logits_on(&device, one(ids), 1).expect("the GPU evaluates");
+            let worst = relative(&on_host, &on_gpu);
+            assert!(worst < 1e-4, "{name}: the GPU's logits differ from the host's by {worst}");
+        }
+        let step = network.causal_logits_on(&device, one(&row), row.len()).expect("a cached step");
+        let worst = relative(&host.causal_logits(one(&row), row.len()).expect("the host evaluates"), &step);
+        assert!(worst < 1e-4, "{name}: the GPU's cached step differs from the host's by {worst}");
+    }
+    let source = std::fs::read_to_string(root().join("examples/autoregressive.sched")).expect("the example");
+    let program = compile("autoregressive.sched", &source).expect("the example checks");
+    let executable =
+        program.schedule("greedy_tokens").expect("exists").bind(&[("max_tokens", Value::Int(12))]).expect("binds");
+    let models = [("lm", load_model(&tiny.join("llama").display().to_string(), None).expect("loads"))];
+    let cpu = RunOptions { seed: 1, batch: 1, prompt: vec![3, 17, 42], ..RunOptions::default() };
+    let on_gpu = RunOptions { device: Some(Arc::clone(&device)), ..cpu.clone() };
+    let expected = executable.run_on(Engine::Jit, &models, &cpu).expect("the CPU run");
+    let actual = executable.run_on(Engine::Jit, &models, &on_gpu).expect("the GPU run");
+    assert_eq!(difference(&expected, &actual, true), None, "greedy decoding on the GPU differs from the CPU's");
 }

@@ -9,6 +9,7 @@ mod cuda;
 mod cuda_tokens;
 mod display;
 mod host_cuda;
+mod host_decoder;
 mod host_layers;
 mod in_place;
 mod jit;

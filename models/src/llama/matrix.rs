@@ -88,6 +88,18 @@ impl Matrix {
         }
     }
 
+    /// Every weight as f32, row-major `[outputs, inputs]` (a quantized matrix dequantized).
+    pub(crate) fn to_f32(&self) -> candle_core::Result<Vec<f32>> {
+        match self {
+            Matrix::Dense(w) => w.flatten_all()?.to_vec1::<f32>(),
+            Matrix::Quantized(QMatMul::QTensor(w)) => w.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>(),
+            Matrix::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                w.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()
+            }
+            Matrix::Blocks(w) => Ok((0..w.outputs()).flat_map(|row| w.row(row)).collect()),
+        }
+    }
+
     /// Row `row` of the matrix as f32 (an embedding's lookup).
     pub(crate) fn row(&self, row: usize) -> candle_core::Result<Vec<f32>> {
         match self {

@@ -5,7 +5,8 @@
 //! key/value cache ([`cache`]) lacks: a row's longest cached prefix is reused, rows with the same
 //! content are one row of the evaluation, and only the positions a token operation asks for go
 //! through the output layer. Its text is its tokenizer's ([`tokenizer`]) and its chat template's
-//! ([`chat`]).
+//! ([`chat`]). On a device it runs its device half ([`device`]), with its own key/value cache
+//! there.
 //!
 //! Position `j` of a row's output predicts the token at `j + 1`, so `causal_logits(rows, from)`
 //! evaluates positions `from − 1 ..= len − 1` and a row needs at least one token: a prompt, or the
@@ -15,6 +16,7 @@ mod cache;
 mod chat;
 pub mod config;
 mod dense;
+mod device;
 mod ggml;
 pub mod gguf;
 pub mod hf;
@@ -25,19 +27,22 @@ mod team;
 pub mod tokenizer;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sched_lang::types::ModelKind;
+use sched_runtime::device::{Device, PerDevice};
 use sched_runtime::interpolant::Interpolant;
 use sched_runtime::model::draw::Draw;
 use sched_runtime::model::{
-    ChatMessage, FieldKind, Label, Model, ModelError, ModelInfo, TokenModel, TokenRows, TokenText, Vocab,
+    ChatMessage, DeviceTokenModel, FieldKind, KeptLogits, Label, Model, ModelError, ModelInfo, TokenModel, TokenRows,
+    TokenText, Vocab,
 };
 use sched_runtime::tensor::Tensor;
 use tokenizers::Tokenizer;
 
 use self::cache::PrefixCache;
 use self::config::LlamaConfig;
+use self::device::DeviceLlama;
 use self::network::{Network, RowPass};
 
 /// The bytes of keys and values the cache keeps between calls.
@@ -51,6 +56,8 @@ pub struct LlamaModel {
     tokenizer: Option<Tokenizer>,
     chat_template: Option<String>,
     cache: Mutex<PrefixCache>,
+    /// The weights and key/value caches of every device the model ran on.
+    on_devices: PerDevice<DeviceLlama>,
 }
 
 /// The logits of a call's distinct rows, and which of them each row has.
@@ -78,7 +85,15 @@ impl LlamaModel {
         };
         let vocab = Vocab { size: config.vocab, mask: None, eos: config.eos.first().copied(), words: None };
         let cache = PrefixCache::new(config.layers, config.kv_heads * config.head_dim, CACHE_BUDGET);
-        LlamaModel { info, vocab, network, tokenizer, chat_template, cache: Mutex::new(cache) }
+        LlamaModel {
+            info,
+            vocab,
+            network,
+            tokenizer,
+            chat_template,
+            cache: Mutex::new(cache),
+            on_devices: PerDevice::default(),
+        }
     }
 
     /// The network's hyperparameters.
@@ -95,8 +110,9 @@ impl LlamaModel {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The logits of positions `from ..= len` (in the contract's numbering) of each distinct row.
-    fn shared_logits(&self, rows: TokenRows<'_>, from: usize) -> Result<SharedLogits, ModelError> {
+    /// Checks that `rows` are whole rows that fit the context and that positions `from ..= len`
+    /// can be scored.
+    fn check_rows(&self, rows: TokenRows<'_>, from: usize) -> Result<(), ModelError> {
         if rows.batch.checked_mul(rows.len) != Some(rows.ids.len()) {
             return Err(self.error(format!("{} ids are not {} rows of {}", rows.ids.len(), rows.batch, rows.len)));
         }
@@ -114,6 +130,12 @@ impl LlamaModel {
                 self.error(format!("a row of {} tokens is longer than the model's context of {context}", rows.len))
             );
         }
+        Ok(())
+    }
+
+    /// The logits of positions `from ..= len` (in the contract's numbering) of each distinct row.
+    fn shared_logits(&self, rows: TokenRows<'_>, from: usize) -> Result<SharedLogits, ModelError> {
+        self.check_rows(rows, from)?;
         let mut distinct: HashMap<&[u32], usize> = HashMap::new();
         let mut order = Vec::new();
         let shared = (0..rows.batch)
@@ -199,6 +221,69 @@ impl TokenModel for LlamaModel {
 
     fn text(&self) -> Option<&dyn TokenText> {
         self.tokenizer.as_ref().map(|_| self as &dyn TokenText)
+    }
+
+    fn on_device(&self) -> Option<&dyn DeviceTokenModel> {
+        Some(self)
+    }
+}
+
+/// The causal model on a device ([`device`]): its logits come back to the host, where the token
+/// operations draw from them.
+impl DeviceTokenModel for LlamaModel {
+    fn causal_logits_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        from: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.check_rows(rows, from)?;
+        let network = self
+            .on_devices
+            .get_or_upload(device, |device| DeviceLlama::upload(&self.network, device))
+            .map_err(|e| self.error(e))?;
+        let mut out = Vec::with_capacity(rows.batch * (rows.len + 1 - from) * self.vocab.size);
+        for b in 0..rows.batch {
+            let logits =
+                network.forward(&self.network, device, rows.row(b), from - 1..rows.len).map_err(|e| self.error(e))?;
+            out.extend(logits);
+        }
+        Ok(out)
+    }
+
+    fn masked_logits_on(&self, _device: &Arc<dyn Device>, _rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+        Err(self.unsupported("score masked positions (it is causal)"))
+    }
+
+    fn head_logits_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<Vec<f32>, ModelError> {
+        self.causal_logits_on(device, rows, rows.len)
+    }
+
+    fn masked_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
+        self.masked_logits_on(device, rows).map(KeptLogits::Host)
+    }
+
+    fn causal_logits_kept_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        from: usize,
+    ) -> Result<KeptLogits, ModelError> {
+        self.causal_logits_on(device, rows, from).map(KeptLogits::Host)
+    }
+
+    fn head_logits_kept_on(&self, device: &Arc<dyn Device>, rows: TokenRows<'_>) -> Result<KeptLogits, ModelError> {
+        self.head_logits_on(device, rows).map(KeptLogits::Host)
+    }
+
+    fn draw_next_on(
+        &self,
+        device: &Arc<dyn Device>,
+        rows: TokenRows<'_>,
+        draw: &Draw<'_>,
+    ) -> Result<Vec<u32>, ModelError> {
+        let logits = self.causal_logits_on(device, rows, rows.len)?;
+        Ok(draw.pick_rows(&logits, self.vocab.size))
     }
 }
 

@@ -99,7 +99,7 @@ impl RopeAngles {
     }
 
     /// The (cos, sin) of each pair's angle at `position`.
-    fn at(&self, position: usize, arithmetic: Arithmetic) -> Vec<(f32, f32)> {
+    pub(crate) fn at(&self, position: usize, arithmetic: Arithmetic) -> Vec<(f32, f32)> {
         match arithmetic {
             Arithmetic::Transformers => self
                 .inverse_frequencies

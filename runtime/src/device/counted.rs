@@ -95,10 +95,12 @@ impl Device for Counted {
 
     fn execute(&self, op: &DeviceOp<'_, BufferId>) -> Result<(), DeviceError> {
         self.inner.execute(op)?;
-        // The host data an operation takes along: the row numbers of a gather or a row move.
+        // The host data an operation takes along: the row numbers of a gather or a row move, the
+        // positions of a rotary embedding.
         match op {
             DeviceOp::Gather { indices, .. } => self.uploaded(size_of_val(&**indices)),
             DeviceOp::MoveRows { from, to, .. } => self.uploaded(size_of_val(&**from) + size_of_val(&**to)),
+            DeviceOp::Rope { positions, .. } => self.uploaded(size_of_val(&**positions)),
             _ => {}
         }
         Ok(())

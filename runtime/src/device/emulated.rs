@@ -18,11 +18,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use candle_core::{Device as CDevice, Tensor as CTensor};
 use sched_kernels::cpu;
 use sched_kernels::cuda_tokens::SampleKernel;
+use sched_kernels::decoder::{self, CachedAttentionShape, RopeShape};
 use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, ReductionKernel};
 use sched_kernels::{philox, tokens};
 
-use super::op::DeviceOp;
+use super::op::{DeviceOp, elements, rope_extent};
 use super::{
     BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
     check_counts, reporting_distribution,
@@ -274,6 +275,60 @@ impl EmulatedDevice {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments, reason = "the buffers and sizes of one layer")]
+    fn run_rms_norm(
+        &self,
+        x: BufferId,
+        weight: BufferId,
+        out: BufferId,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<(), DeviceError> {
+        let len = elements(x, &[rows, width])?;
+        let (x, weight) = (self.read(x, len)?, self.read(weight, width)?);
+        let mut result = vec![0.0; len];
+        decoder::rms_norm(&x, &weight, eps, &mut result);
+        self.write(out, &result)
+    }
+
+    fn run_rope(
+        &self,
+        x: BufferId,
+        (cos, sin): (BufferId, BufferId),
+        positions: &[u32],
+        shape: RopeShape,
+        table_positions: usize,
+    ) -> Result<(), DeviceError> {
+        let (len, table) = rope_extent(x, positions, shape, table_positions)?;
+        let (mut data, cos, sin) = (self.read(x, len)?, self.read(cos, table)?, self.read(sin, table)?);
+        decoder::rope(&mut data, &cos, &sin, positions, shape);
+        self.write(x, &data)
+    }
+
+    fn run_swiglu(&self, gate: BufferId, up: BufferId, out: BufferId, len: usize) -> Result<(), DeviceError> {
+        let (gate, up) = (self.read(gate, len)?, self.read(up, len)?);
+        let mut result = vec![0.0; len];
+        decoder::swiglu(&gate, &up, &mut result);
+        self.write(out, &result)
+    }
+
+    fn run_cached_attention(
+        &self,
+        (q, keys, values): (BufferId, BufferId, BufferId),
+        out: BufferId,
+        shape: CachedAttentionShape,
+    ) -> Result<(), DeviceError> {
+        let (queries, cache) = shape.elements().ok_or_else(|| DeviceError::Buffer {
+            buffer: out.0,
+            problem: format!("cannot hold an attention of shape {shape:?}"),
+        })?;
+        let (q, keys, values) = (self.read(q, queries)?, self.read(keys, cache)?, self.read(values, cache)?);
+        let mut result = vec![0.0; queries];
+        decoder::cached_attention(&q, &keys, &values, shape, &mut result);
+        self.write(out, &result)
+    }
+
     fn run_guide_logits(
         &self,
         un: BufferId,
@@ -344,6 +399,16 @@ impl Device for EmulatedDevice {
                 None => Ok(()),
             },
             &DeviceOp::GuideLogits { un, cond, scale, len, out } => self.run_guide_logits(un, cond, scale, len, out),
+            &DeviceOp::RmsNorm { x, weight, out, rows, width, eps } => {
+                self.run_rms_norm(x, weight, out, rows, width, eps)
+            }
+            DeviceOp::Rope { x, cos, sin, positions, shape, table_positions } => {
+                self.run_rope(*x, (*cos, *sin), positions, *shape, *table_positions)
+            }
+            &DeviceOp::SwiGlu { gate, up, out, len } => self.run_swiglu(gate, up, out, len),
+            &DeviceOp::CachedAttention { q, keys, values, out, shape } => {
+                self.run_cached_attention((q, keys, values), out, shape)
+            }
         }
     }
 

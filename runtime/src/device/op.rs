@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use sched_kernels::decoder::{CachedAttentionShape, RopeShape};
 use sched_kernels::layers::{Activation, AttentionShape};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, NoiseSlot};
 
@@ -60,6 +61,45 @@ pub enum DeviceOp<'a, B: Clone> {
     /// `out[i] = guided_logit(un[i], cond[i], scale)` for the first `len` elements
     /// ([`sched_kernels::tokens::guided_logit`], classifier-free guidance); `out` may be `cond`.
     GuideLogits { un: B, cond: B, scale: f64, len: usize, out: B },
+    /// RMSNorm of each row of `width` elements of `x` (`rows` rows) into `out`, with the scale
+    /// `weight` ([`sched_kernels::decoder::rms_norm`]); `out` is not `x`.
+    RmsNorm { x: B, weight: B, out: B, rows: usize, width: usize, eps: f32 },
+    /// Rotary position embeddings of the rows of `x` in place, row `r` at `positions[r]`, from
+    /// tables of `table_positions` positions of `head_dim / 2` cosines and sines
+    /// ([`sched_kernels::decoder::rope`]).
+    Rope { x: B, cos: B, sin: B, positions: Cow<'a, [u32]>, shape: RopeShape, table_positions: usize },
+    /// `out[i] = silu(gate[i]) * up[i]` for the first `len` elements
+    /// ([`sched_kernels::decoder::swiglu`]); `out` may be `gate` or `up`.
+    SwiGlu { gate: B, up: B, out: B, len: usize },
+    /// Grouped-query attention of new positions `q` over the key/value cache `keys`, `values`
+    /// into `out` ([`sched_kernels::decoder::cached_attention`]); `out` is none of the inputs.
+    CachedAttention { q: B, keys: B, values: B, out: B, shape: CachedAttentionShape },
+}
+
+/// The product of a launch's `sizes`, or an error naming `buffer` when it overflows.
+pub(crate) fn elements(buffer: BufferId, sizes: &[usize]) -> Result<usize, DeviceError> {
+    sizes.iter().try_fold(1usize, |n, &k| n.checked_mul(k)).ok_or_else(|| DeviceError::Buffer {
+        buffer: buffer.0,
+        problem: format!("a launch of {sizes:?} elements overflows"),
+    })
+}
+
+/// The elements of a [`DeviceOp::Rope`]'s rows and of its tables, checked: a position for every
+/// row, and no size overflowing.
+pub(crate) fn rope_extent(
+    x: BufferId,
+    positions: &[u32],
+    shape: RopeShape,
+    table_positions: usize,
+) -> Result<(usize, usize), DeviceError> {
+    let RopeShape { rows, heads, head_dim } = shape;
+    if positions.len() < rows {
+        return Err(DeviceError::Buffer {
+            buffer: x.0,
+            problem: format!("has {rows} rows and {} positions", positions.len()),
+        });
+    }
+    Ok((elements(x, &[rows, heads, head_dim])?, elements(x, &[table_positions, head_dim / 2])?))
 }
 
 impl<'a> DeviceOp<'a, BufferId> {
@@ -161,6 +201,32 @@ impl<B: Clone> DeviceOp<'_, B> {
             DeviceOp::GuideLogits { un, cond, scale, len, out } => {
                 DeviceOp::GuideLogits { un: name(un), cond: name(cond), scale: *scale, len: *len, out: name(out) }
             }
+            DeviceOp::RmsNorm { x, weight, out, rows, width, eps } => DeviceOp::RmsNorm {
+                x: name(x),
+                weight: name(weight),
+                out: name(out),
+                rows: *rows,
+                width: *width,
+                eps: *eps,
+            },
+            DeviceOp::Rope { x, cos, sin, positions, shape, table_positions } => DeviceOp::Rope {
+                x: name(x),
+                cos: name(cos),
+                sin: name(sin),
+                positions: Cow::Owned(positions.to_vec()),
+                shape: *shape,
+                table_positions: *table_positions,
+            },
+            DeviceOp::SwiGlu { gate, up, out, len } => {
+                DeviceOp::SwiGlu { gate: name(gate), up: name(up), out: name(out), len: *len }
+            }
+            DeviceOp::CachedAttention { q, keys, values, out, shape } => DeviceOp::CachedAttention {
+                q: name(q),
+                keys: name(keys),
+                values: name(values),
+                out: name(out),
+                shape: *shape,
+            },
         }
     }
 
@@ -173,8 +239,12 @@ impl<B: Clone> DeviceOp<'_, B> {
             | DeviceOp::Attention { out, .. }
             | DeviceOp::Gather { out, .. }
             | DeviceOp::MoveRows { out, .. }
-            | DeviceOp::GuideLogits { out, .. } => vec![out],
+            | DeviceOp::GuideLogits { out, .. }
+            | DeviceOp::RmsNorm { out, .. }
+            | DeviceOp::SwiGlu { out, .. }
+            | DeviceOp::CachedAttention { out, .. } => vec![out],
             DeviceOp::BiasActivation { data, .. } => vec![data],
+            DeviceOp::Rope { x, .. } => vec![x],
             DeviceOp::Copy { to, .. } => vec![to],
         }
     }
@@ -265,6 +335,32 @@ impl<B: Clone + PartialEq> PartialEq for DeviceOp<'_, B> {
                 DeviceOp::GuideLogits { un, cond, scale, len, out },
                 DeviceOp::GuideLogits { un: un2, cond: cond2, scale: scale2, len: len2, out: out2 },
             ) => (un, cond, len, out) == (un2, cond2, len2, out2) && scale.to_bits() == scale2.to_bits(),
+            (
+                DeviceOp::RmsNorm { x, weight, out, rows, width, eps },
+                DeviceOp::RmsNorm { x: x2, weight: weight2, out: out2, rows: rows2, width: width2, eps: eps2 },
+            ) => (x, weight, out, rows, width) == (x2, weight2, out2, rows2, width2) && eps.to_bits() == eps2.to_bits(),
+            (
+                DeviceOp::Rope { x, cos, sin, positions, shape, table_positions },
+                DeviceOp::Rope {
+                    x: x2,
+                    cos: cos2,
+                    sin: sin2,
+                    positions: positions2,
+                    shape: shape2,
+                    table_positions: table_positions2,
+                },
+            ) => {
+                (x, cos, sin, positions, shape, table_positions)
+                    == (x2, cos2, sin2, positions2, shape2, table_positions2)
+            }
+            (
+                DeviceOp::SwiGlu { gate, up, out, len },
+                DeviceOp::SwiGlu { gate: gate2, up: up2, out: out2, len: len2 },
+            ) => (gate, up, out, len) == (gate2, up2, out2, len2),
+            (
+                DeviceOp::CachedAttention { q, keys, values, out, shape },
+                DeviceOp::CachedAttention { q: q2, keys: keys2, values: values2, out: out2, shape: shape2 },
+            ) => (q, keys, values, out, shape) == (q2, keys2, values2, out2, shape2),
             _ => false,
         }
     }

@@ -34,6 +34,8 @@ use sched_kernels::layers::{self, Activation, AttentionShape};
 use sched_kernels::nvrtc::{self, PtxCache};
 use sched_kernels::spec::{ElementwiseKernel, NoiseLaunch, ReductionKernel};
 
+mod decoder;
+
 use super::op::DeviceOp;
 use super::{
     BufferId, Device, DeviceError, GraphId, Launch, LinearShape, RowMoves, SampleLaunch, Sampled, VerifyLaunch,
@@ -842,6 +844,16 @@ impl Device for CudaDevice {
                 None => Ok(()),
             },
             &DeviceOp::GuideLogits { un, cond, scale, len, out } => self.run_guide_logits(un, cond, scale, len, out),
+            &DeviceOp::RmsNorm { x, weight, out, rows, width, eps } => {
+                self.run_rms_norm(x, weight, out, rows, width, eps)
+            }
+            DeviceOp::Rope { x, cos, sin, positions, shape, table_positions } => {
+                self.run_rope(*x, (*cos, *sin), positions, *shape, *table_positions)
+            }
+            &DeviceOp::SwiGlu { gate, up, out, len } => self.run_swiglu(gate, up, out, len),
+            &DeviceOp::CachedAttention { q, keys, values, out, shape } => {
+                self.run_cached_attention((q, keys, values), out, shape)
+            }
         }
     }
 

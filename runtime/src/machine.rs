@@ -592,10 +592,16 @@ impl<'a> Machine<'a> {
             TokenOp::ExtendGuess => Val::Tokens(Arc::new(seq(self, 0)?.extend_guess(int(self, 1), specials)?)),
             TokenOp::Settled => Val::Bool(seq(self, 0)?.settled()),
             TokenOp::Repredict => {
-                // The greedy re-prediction reads the model's logits on the host.
+                // The model runs where the run does; the greedy choices are made on the host.
                 let model = self.token_model(slot)?;
-                let (repredicted, calls) = sequence::repredict(token_model_of(&model)?, &*seq(self, 0)?, specials)?;
+                let device = self.device.clone();
+                let bound = on_device(token_model_of(&model)?, device.as_ref());
+                let evaluated_on_device = matches!(bound, BoundTokenModel::Device(_));
+                let (repredicted, calls) = sequence::repredict(bound.model(), &*seq(self, 0)?, specials)?;
                 self.count_calls(slot, calls);
+                if evaluated_on_device {
+                    self.transfers.device_model_calls += calls;
+                }
                 Val::Tokens(Arc::new(repredicted))
             }
             TokenOp::Extend(kind) => {

@@ -216,7 +216,6 @@ impl DeviceLlama {
         let eps = c.rms_eps as f32;
         let normed = alloc(device, n * c.hidden)?;
         let (q_width, kv_rows): (usize, Vec<u32>) = (c.heads * c.head_dim, (0..n as u32).collect());
-        let to_rows: Vec<u32> = positions.clone();
         for (l, block) in self.blocks.iter().enumerate() {
             rms_norm(device, &x, &block.attention_norm, &normed, n, c.hidden, eps)?;
             let q = block.q.forward(device, &normed, n, Activation::Identity)?;
@@ -234,7 +233,7 @@ impl DeviceLlama {
                 })?;
             }
             // The new positions' keys and values join the sequence's cache.
-            let moves = RowMoves { from: &kv_rows, to: &to_rows, width: kv_width };
+            let moves = RowMoves { from: &kv_rows, to: &positions, width: kv_width };
             device.execute(&DeviceOp::move_rows(k.buffer(), sequence.keys[l].buffer(), moves))?;
             device.execute(&DeviceOp::move_rows(v.buffer(), sequence.values[l].buffer(), moves))?;
             let attended = alloc(device, n * q_width)?;

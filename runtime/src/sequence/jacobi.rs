@@ -1,13 +1,14 @@
-//! `repredict(x)`: one Jacobi iteration on the window of a token sequence (Santilli et al., "Accelerating
-//! Transformer Inference for Translation via Parallel Decoding", 2023; Kou et al., "CLLMs", 2024).
+//! `repredict(x)`: one Jacobi iteration on the window of a token sequence (Santilli et al.,
+//! "Accelerating Transformer Inference for Translation via Parallel Decoding", 2023; Kou et al.,
+//! "CLLMs", 2024).
 //!
 //! One causal call re-predicts every window position `j` greedily from the row's tokens before
 //! `j`, guesses included: `new_j = argmax p(· | x_0 … x_{j−1})`. A position after an end token
 //! (after the prompt) becomes the end token, as greedy decoding pads an ended row; the prompt's
-//! positions never change. The fixed
-//! point is greedy decoding, and it is reached in at most `window` iterations: if the first
-//! position that changes is `m`, positions up to `m` are already greedy decoding's (each was
-//! predicted from final tokens), so every iteration settles at least one more position.
+//! positions never change. The fixed point is greedy decoding, and it is reached in at most
+//! `window` iterations: if the first position that changes is `m`, positions up to `m` are
+//! already greedy decoding's (each was predicted from final tokens), so every iteration settles
+//! at least one more position.
 
 use super::groups::each_group;
 use super::value::{SequenceError, Specials, TokenSeq};

@@ -2,21 +2,17 @@
 //! drafts, where streaming the weights once is the whole cost.
 //!
 //! A general matrix product (candle's) tiles for arithmetic, which pays at prefill but leaves a
-//! one-token step at half the memory bandwidth. Here each thread takes a contiguous part of the
-//! output rows; within it, [`ROWS`] weight rows at a time, one from each quarter of the part, so
-//! that every row is one sequential stream for the prefetchers, meet one or two activation rows
-//! in 8-lane fused multiply-adds.
+//! one-token step at half the memory bandwidth. Here [`ROWS`] streamed weight rows at a time (in
+//! the order of [`streams`]) meet one or two activation rows in 8-lane fused multiply-adds.
 //!
 //! Invariant: a product's value depends only on its weight row and its activation row, never on
 //! how many rows (up to [`FEW_ROWS`]) are multiplied at once, so a verification of a few tokens
 //! computes exactly what single steps would.
 
-use super::team;
+use super::streams::{self, ROWS};
 
 /// The most activation rows worth multiplying here; more go to the general product.
 pub(crate) const FEW_ROWS: usize = 16;
-/// Weight rows a kernel multiplies at once.
-const ROWS: usize = 4;
 /// The fewest multiply-adds worth handing to another thread (some microseconds of work).
 const MIN_PART_PRODUCTS: usize = 65_536;
 
@@ -27,50 +23,10 @@ type Dot<const C: usize> = fn([&[f32]; ROWS], [&[f32]; C]) -> [[f32; ROWS]; C];
 /// `x wᵀ` for `rows` rows of `x` (`[rows, inputs]`) and `w` `[outputs, inputs]`: `[rows, outputs]`.
 pub(crate) fn product(w: &[f32], outputs: usize, inputs: usize, x: &[f32], rows: usize) -> Vec<f32> {
     let (one, two) = kernels();
-    let per_output = (rows * inputs).max(1);
-    let parts = team::split(outputs, MIN_PART_PRODUCTS.div_ceil(per_output), &|range: std::ops::Range<usize>| {
-        let (start, len) = (range.start, range.len());
-        let mut part = vec![0.0f32; len * rows];
-        let quarter = len.div_ceil(ROWS);
-        for g in 0..quarter {
-            // Output `g` of each quarter; where the quarters are uneven, the last group takes a
-            // quarter's last row again.
-            let outputs: [usize; ROWS] = std::array::from_fn(|k| {
-                let first = (k * quarter).min(len.saturating_sub(1));
-                let last = ((k + 1) * quarter).min(len).saturating_sub(1).max(first);
-                start + (first + g).min(last)
-            });
-            let weights = outputs.map(|o| &w[o * inputs..(o + 1) * inputs]);
-            let activation = |r: usize| &x[r * inputs..(r + 1) * inputs];
-            let mut store = |r: usize, values: [f32; ROWS]| {
-                for (k, value) in values.into_iter().enumerate() {
-                    part[(outputs[k] - start) * rows + r] = value;
-                }
-            };
-            let pairs = rows / 2 * 2;
-            for r in (0..pairs).step_by(2) {
-                let [a, b] = two(weights, [activation(r), activation(r + 1)]);
-                store(r, a);
-                store(r + 1, b);
-            }
-            if pairs < rows {
-                let [a] = one(weights, [activation(pairs)]);
-                store(pairs, a);
-            }
-        }
-        part
-    });
-    let transposed = parts.concat();
-    if rows == 1 {
-        return transposed;
-    }
-    let mut out = vec![0.0f32; rows * outputs];
-    for (o, column) in transposed.chunks_exact(rows).enumerate() {
-        for (r, &value) in column.iter().enumerate() {
-            out[r * outputs + o] = value;
-        }
-    }
-    out
+    let min_part = MIN_PART_PRODUCTS.div_ceil((rows * inputs).max(1));
+    let weight = |o: usize| &w[o * inputs..(o + 1) * inputs];
+    let activation = |r: usize| &x[r * inputs..(r + 1) * inputs];
+    streams::product(outputs, rows, min_part, &weight, &activation, &one, &two)
 }
 
 /// The fastest kernels this CPU runs, for one and two activation rows.

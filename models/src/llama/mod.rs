@@ -23,6 +23,7 @@ pub mod hf;
 mod matrix;
 mod network;
 mod quant;
+mod streams;
 mod team;
 pub mod tokenizer;
 

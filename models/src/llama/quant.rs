@@ -23,7 +23,7 @@
 use half::f16;
 
 use super::ggml::fused;
-use super::team;
+use super::streams::{self, ROWS};
 
 /// Weights per block.
 const BLOCK: usize = 32;
@@ -120,57 +120,12 @@ impl BlockMatrix {
     pub(crate) fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let (outputs, inputs) = (self.0.outputs, self.0.inputs);
         let activations: Vec<Vec<Q8Block>> = x.chunks_exact(inputs).map(quantize_row).collect();
-        let kernels = kernels(self.0.format);
-        let blocks = &self.0;
-        // Computed as `[outputs, rows]`, each thread a contiguous run of output rows.
-        let per_output = rows * (inputs / BLOCK);
-        let parts =
-            team::split(outputs, MIN_PART_BLOCKS.div_ceil(per_output.max(1)), &|range: std::ops::Range<usize>| {
-                // `[outputs, rows]` of this part, `ROWS` outputs at a time: output `g` of each
-                // quarter of the part, so that each of the kernel's rows walks through memory
-                // in one sequential stream (rows a block apart defeat the prefetchers). Where
-                // the quarters are uneven, the last group takes a quarter's last row again.
-                let (start, len) = (range.start, range.len());
-                let mut part = vec![0.0f32; len * activations.len()];
-                let quarter = len.div_ceil(ROWS);
-                for g in 0..quarter {
-                    let outputs: [usize; ROWS] = std::array::from_fn(|k| {
-                        let first = (k * quarter).min(len.saturating_sub(1));
-                        let last = ((k + 1) * quarter).min(len).saturating_sub(1).max(first);
-                        start + (first + g).min(last)
-                    });
-                    let weights = outputs.map(|o| blocks.row_of(o));
-                    let columns = activations.len();
-                    let mut store = |r: usize, values: [f32; ROWS]| {
-                        for (k, value) in values.into_iter().enumerate() {
-                            part[(outputs[k] - start) * columns + r] = value;
-                        }
-                    };
-                    // Two activation rows at a time share each weight block's decoding.
-                    let pairs = columns / 2 * 2;
-                    for r in (0..pairs).step_by(2) {
-                        let [a, b] = (kernels.two)(weights, [&activations[r], &activations[r + 1]]);
-                        store(r, a);
-                        store(r + 1, b);
-                    }
-                    if pairs < columns {
-                        let [a] = (kernels.one)(weights, [&activations[pairs]]);
-                        store(pairs, a);
-                    }
-                }
-                part
-            });
-        let transposed = parts.concat();
-        if rows == 1 {
-            return transposed;
-        }
-        let mut out = vec![0.0f32; rows * outputs];
-        for (o, column) in transposed.chunks_exact(rows).enumerate() {
-            for (r, &value) in column.iter().enumerate() {
-                out[r * outputs + o] = value;
-            }
-        }
-        out
+        let Kernels { one, two } = kernels(self.0.format);
+        let min_part = MIN_PART_BLOCKS.div_ceil((rows * (inputs / BLOCK)).max(1));
+        let weight = |o: usize| self.0.row_of(o);
+        let activation = |r: usize| activations[r].as_slice();
+        // Two activation rows at a time share each weight block's decoding.
+        streams::product(outputs, activations.len(), min_part, &weight, &activation, &one, &two)
     }
 }
 
@@ -221,9 +176,6 @@ fn quantize_row_body(x: &[f32]) -> Vec<Q8Block> {
     }
     blocks
 }
-
-/// Rows of weight blocks a kernel multiplies at once.
-const ROWS: usize = 4;
 
 /// The dot products of `ROWS` rows of weight blocks with `C` rows of activation blocks: for each
 /// activation row, its products with the weight rows.

@@ -140,17 +140,24 @@ impl TokenSeq {
         TokenSeq { window: None, proposal: None, ..self.clone() }
     }
 
-    /// The sequence extended by `count` mask tokens.
-    pub fn extend_mask(&self, count: i64, specials: Specials) -> Result<TokenSeq, SequenceError> {
+    /// `count` new positions, checked: not negative, and no row longer than [`MAX_ROW_LEN`] after
+    /// them.
+    fn room_for(&self, count: i64) -> Result<usize, SequenceError> {
         let count = non_negative(count, "extend")?;
-        let mask = specials.mask.ok_or_else(|| {
-            SequenceError::Invalid("`extend ... as mask` needs a masked model (no bound model has a mask token)".into())
-        })?;
         if longest(&self.rows) + count > MAX_ROW_LEN {
             return Err(SequenceError::Invalid(format!(
                 "`extend` by {count}: rows are limited to {MAX_ROW_LEN} positions"
             )));
         }
+        Ok(count)
+    }
+
+    /// The sequence extended by `count` mask tokens.
+    pub fn extend_mask(&self, count: i64, specials: Specials) -> Result<TokenSeq, SequenceError> {
+        let count = self.room_for(count)?;
+        let mask = specials.mask.ok_or_else(|| {
+            SequenceError::Invalid("`extend ... as mask` needs a masked model (no bound model has a mask token)".into())
+        })?;
         let rows = self.rows.iter().map(|row| row.iter().copied().chain(std::iter::repeat_n(mask, count)).collect());
         Ok(self.with_rows(rows.collect()))
     }
@@ -159,12 +166,7 @@ impl TokenSeq {
     /// row's last token (for an empty row the end token, or 0 without one), or the end token for a
     /// row that has ended. The new positions are tentative.
     pub fn extend_guess(&self, count: i64, specials: Specials) -> Result<TokenSeq, SequenceError> {
-        let count = non_negative(count, "extend")?;
-        if longest(&self.rows) + count > MAX_ROW_LEN {
-            return Err(SequenceError::Invalid(format!(
-                "`extend` by {count}: rows are limited to {MAX_ROW_LEN} positions"
-            )));
-        }
+        let count = self.room_for(count)?;
         let rows = self.rows.iter().map(|row| {
             let ended = specials.has_ended(row, self.prompt);
             let guess = match specials.eos {
